@@ -1,0 +1,59 @@
+# rayhpc.slurm: Ray autoscaling clusters on SLURM.
+#   make demo   local SLURM site, ray up, an autoscaling workload, ray down
+#   make test   lint, unit tests, end-to-end tests on a real local SLURM site
+SHELL := /bin/bash
+.DEFAULT_GOAL := help
+
+VENV := .venv
+PY := $(VENV)/bin/python
+SITE := scripts/localsite
+CONSTRAINTS := requirements/constraints.txt
+# Python 3.12 for the tool venv (pyenv's shim may not be active: try its install dir too).
+PYTHON312 ?= $(shell for p in python3.12 $$HOME/.pyenv/versions/3.12*/bin/python3.12 /usr/bin/python3.12; do \
+	"$$p" -c 'import sys; assert sys.version_info[:2] == (3, 12)' 2>/dev/null && { echo "$$p"; break; }; done)
+
+.PHONY: help setup lint unit e2e test demo site-up site-down clean
+
+help:
+	@echo "make demo   - local SLURM site, ray up, autoscaling workload, ray down"
+	@echo "make test   - lint + unit tests + end-to-end tests on the local SLURM site"
+	@echo "make setup  - create .venv (Python 3.12, pinned Ray $(shell grep '^ray==' $(CONSTRAINTS)))"
+
+$(VENV)/.done: requirements/constraints.txt requirements/dev.txt provider/pyproject.toml
+	@test -n "$(PYTHON312)" || { echo "Python 3.12 not found (set PYTHON312=/path/to/python3.12)"; exit 1; }
+	$(PYTHON312) -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q -c $(CONSTRAINTS) -r requirements/dev.txt -e provider
+	touch $@
+
+setup: $(VENV)/.done
+
+lint: setup
+	$(VENV)/bin/ruff check provider tests scripts
+	$(VENV)/bin/ruff format --check provider tests scripts
+	bash -n $(SITE)
+
+unit: setup
+	$(VENV)/bin/pytest -q provider/tests
+
+site-up:
+	$(SITE) up
+
+site-down:
+	$(SITE) down
+
+# End-to-end tests run on the site's login node, as a user would; the site is stopped afterwards
+# whatever the result.
+e2e: setup
+	$(SITE) up
+	status=0; $(SITE) login $(abspath $(VENV))/bin/pytest -v -p no:cacheprovider tests/e2e || status=$$?; \
+	$(SITE) down; exit $$status
+
+test: lint unit e2e
+
+demo: setup
+	$(SITE) up
+	status=0; $(SITE) login bash scripts/demo.sh || status=$$?; $(SITE) down; exit $$status
+
+clean:
+	rm -rf $(VENV) build dist

@@ -1,0 +1,177 @@
+"""Where Ray nodes live: the seam between the provider and the systems that run its nodes.
+
+A backend launches nodes of a type, lists the ones that exist, terminates them and gives a
+command runner for one. The provider keeps tags and talks to backends only through this
+interface; the SLURM backend (one batch job per node) and the login backend (the head as a
+process on the login node) are the two today, and a Kubernetes backend can be a third.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import signal
+import socket
+import subprocess
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Protocol
+
+from ray_slurm.config import Settings
+from ray_slurm.jobscript import NodeScript, login_head_id, parse_job_name
+from ray_slurm.slurm import JobState, Slurm, clean_env
+from ray_slurm.state import ClusterDir, write_private
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class Node:
+    """A node as its backend sees it right now."""
+
+    node_id: str
+    backend: str
+    kind: str
+    node_type: str
+    state: JobState
+    host: str = ""  # SLURM node name (or login host) once placed
+    reason: str = ""  # why it is pending, in the backend's words
+    time_left: str = ""
+
+
+class Backend(Protocol):
+    name: str
+
+    def list_nodes(self) -> list[Node]: ...
+
+    def launch(self, script: NodeScript, count: int) -> list[str]: ...
+
+    def terminate(self, node_ids: Sequence[str]) -> None: ...
+
+
+class SlurmBackend:
+    """Each node is one SLURM batch job named ``ray.<cluster>.<kind>.<type>``."""
+
+    name = "slurm"
+
+    def __init__(self, settings: Settings, slurm: Slurm) -> None:
+        self.settings = settings
+        self.slurm = slurm
+
+    def list_nodes(self) -> list[Node]:
+        """One squeue call for every job of this cluster (every state but terminal ones)."""
+        nodes = []
+        for job in self.slurm.squeue():
+            owner = parse_job_name(job.name, self.settings.cluster_name)
+            if owner is None or job.state is JobState.GONE:
+                continue
+            kind, node_type = owner
+            nodes.append(Node(job.job_id, self.name, kind, node_type, job.state, job.node,
+                              job.reason, job.time_left))  # fmt: skip
+        return nodes
+
+    def launch(self, script: NodeScript, count: int) -> list[str]:
+        write_private(Path(script.path), script.text, 0o700)
+        job_ids = []
+        for _ in range(count):
+            job_ids.append(self.slurm.sbatch(script.path))
+        return job_ids
+
+    def terminate(self, node_ids: Sequence[str]) -> None:
+        self.slurm.scancel(list(node_ids))
+
+
+class LoginBackend:
+    """The head as a process tree on the login node, for ``head_mode: login``.
+
+    Its pid, host and start time are kept in the state so that any later ``ray`` command on
+    the same host can tell whether it still runs (pid reuse is caught by the start time).
+    """
+
+    name = "login"
+
+    def __init__(self, cluster: ClusterDir) -> None:
+        self.cluster = cluster
+
+    def _record(self) -> dict[str, Any] | None:
+        return self.cluster.read_state().get("login_head")
+
+    def list_nodes(self) -> list[Node]:
+        record = self._record()
+        if not record:
+            return []
+        host = socket.gethostname()
+        if record["host"] == host and not _alive(record["pid"], record["start_time"]):
+            return []
+        return [Node(login_head_id(), self.name, "head", record["node_type"], JobState.RUNNING,
+                     record["host"])]  # fmt: skip
+
+    def launch(self, script: NodeScript, count: int) -> list[str]:
+        if count != 1:
+            raise ValueError("a cluster has exactly one head")
+        write_private(Path(script.path), script.text, 0o700)
+        log = open(os.path.join(self.cluster.logs_dir, "head-login.log"), "ab")  # noqa: SIM115
+        with log:
+            proc = subprocess.Popen(
+                ["bash", script.path],
+                stdin=subprocess.DEVNULL,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,  # its own process group: stopped as one, outlives ray up
+                env=clean_env(),
+                cwd=self.cluster.root,
+            )
+        with self.cluster.update() as state:
+            state["login_head"] = {
+                "pid": proc.pid,
+                "host": socket.gethostname(),
+                "start_time": _start_time(proc.pid),
+                "node_type": script.node_type,
+            }
+        return [login_head_id()]
+
+    def terminate(self, node_ids: Sequence[str], grace_s: float = 30.0) -> None:
+        record = self._record()
+        if not record:
+            return
+        if record["host"] != socket.gethostname():
+            raise RuntimeError(
+                f"the head runs on login node {record['host']}: run this command there"
+            )
+        pid = record["pid"]
+        if _alive(pid, record["start_time"]):
+            _signal_group(pid, signal.SIGTERM)
+            deadline = time.monotonic() + grace_s
+            while _alive(pid, record["start_time"]) and time.monotonic() < deadline:
+                time.sleep(0.2)
+            _signal_group(pid, signal.SIGKILL)  # whatever is left of the group
+        with self.cluster.update() as state:
+            state.pop("login_head", None)
+
+
+def _start_time(pid: int) -> str:
+    """Process start time (clock ticks since boot), field 22 of /proc/<pid>/stat."""
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().rsplit(")", 1)[1].split()[19]
+    except (OSError, IndexError):
+        return ""
+
+
+def _alive(pid: int, start_time: str) -> bool:
+    current = _start_time(pid)
+    if not current or current != start_time:
+        return False
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().rsplit(")", 1)[1].split()[0] != "Z"
+    except OSError:
+        return False
+
+
+def _signal_group(pid: int, sig: int) -> None:
+    with contextlib.suppress(ProcessLookupError, PermissionError):
+        os.killpg(pid, sig)

@@ -1,0 +1,175 @@
+"""``ray-slurm``: the command-line helpers.
+
+Users run ``ray-slurm env CONFIG`` to point a driver at a cluster. The node scripts run the other
+subcommands inside their jobs, so the logic they need (node address lookup, port choice, the
+head's address record) is Python, tested once, instead of shell written twice.
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import logging
+import os
+import shlex
+import socket
+import subprocess
+import sys
+import time
+
+import yaml
+
+from ray_slurm.nodemap import NodeAddresses, NodeMapError
+from ray_slurm.slurm import Slurm, SlurmError
+from ray_slurm.state import ClusterDir
+
+logger = logging.getLogger("ray_slurm.cli")
+
+# Head ports lie above Ray's worker port range (10002-19999) and Ray Client's per-connection
+# servers (from 23000), below the kernel's ephemeral range (32768+) that Ray's random ports use.
+PORT_RANGE = (24000, 32000)
+
+
+def free_ports(count: int, seed: str, port_range: tuple[int, int] = PORT_RANGE) -> list[int]:
+    """``count`` ports free on this host right now, starting at a point derived from ``seed``.
+
+    Two jobs on one node have different seeds (job ids), so they start far apart; the bind test
+    skips ports another process already holds.
+    """
+    low, high = port_range
+    span = high - low
+    start = int(hashlib.sha256(seed.encode()).hexdigest(), 16) % span
+    ports: list[int] = []
+    for offset in range(span):
+        port = low + (start + offset) % span
+        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+            try:
+                s.bind(("0.0.0.0", port))  # noqa: S104 - probing, Ray binds all interfaces too
+            except OSError:
+                continue
+        ports.append(port)
+        if len(ports) == count:
+            return ports
+    raise RuntimeError(f"fewer than {count} free ports in {low}-{high}")
+
+
+def cluster_dir_from_config(path: str) -> ClusterDir:
+    with open(path) as f:
+        cfg = yaml.safe_load(f)
+    provider = cfg.get("provider") or {}
+    return ClusterDir(provider.get("state_dir", "~/.ray-slurm"), cfg.get("cluster_name", "default"))
+
+
+def cmd_node_ip(args: argparse.Namespace) -> int:
+    node = args.node or os.environ.get("SLURMD_NODENAME") or socket.gethostname()
+    print(NodeAddresses(Slurm(), args.node_map).ip(node))
+    return 0
+
+
+def cmd_free_ports(args: argparse.Namespace) -> int:
+    print(" ".join(str(p) for p in free_ports(args.count, args.seed)))
+    return 0
+
+
+def cmd_publish_head(args: argparse.Namespace) -> int:
+    record = {
+        "node_id": args.node_id,
+        "ip": args.ip,
+        "gcs_port": args.gcs_port,
+        "dashboard_port": args.dashboard_port,
+        "client_port": args.client_port,
+        "host": socket.gethostname(),
+        "started": time.time(),
+    }
+    ClusterDir.at(args.cluster_dir).publish_head(record)
+    return 0
+
+
+def cmd_wait_head(args: argparse.Namespace) -> int:
+    """Wait until the head's Ray answers `ray status` (with the cluster's token)."""
+    cluster = ClusterDir.at(args.cluster_dir or os.environ["RAY_SLURM_CLUSTER_DIR"])
+    deadline = time.monotonic() + args.timeout
+    while time.monotonic() < deadline:
+        head = cluster.read_head()
+        if head:
+            address = f"{head['ip']}:{head['gcs_port']}"
+            env = {**os.environ, **head_env(cluster, address)}
+            ray = os.path.join(os.path.dirname(sys.executable), "ray")
+            proc = subprocess.run([ray, "status", f"--address={address}"], env=env,
+                                  capture_output=True, text=True, check=False)  # fmt: skip
+            if proc.returncode == 0:
+                logger.info("Ray head is up at %s", address)
+                return 0
+        time.sleep(2)
+    logger.error("the head did not come up within %s s; see %s", args.timeout, cluster.logs_dir)
+    return 1
+
+
+def head_env(cluster: ClusterDir, address: str) -> dict[str, str]:
+    return {
+        "RAY_ADDRESS": address,
+        "RAY_AUTH_MODE": "token",
+        "RAY_AUTH_TOKEN_PATH": str(cluster.token_file),
+    }
+
+
+def cmd_env(args: argparse.Namespace) -> int:
+    """Print the exports a driver needs: `eval "$(ray-slurm env ray-slurm.yaml)"`."""
+    cluster = cluster_dir_from_config(args.config)
+    head = cluster.read_head()
+    if not head:
+        logger.error("cluster at %s has no running head: run `ray up %s` first",
+                     cluster.root, args.config)  # fmt: skip
+        return 1
+    for key, value in head_env(cluster, f"{head['ip']}:{head['gcs_port']}").items():
+        print(f"export {key}={shlex.quote(value)}")
+    dashboard = f"http://{head['ip']}:{head['dashboard_port']}"
+    print(f"export RAY_SLURM_DASHBOARD={shlex.quote(dashboard)}")
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="ray-slurm", description=__doc__.splitlines()[0])
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    p = sub.add_parser("env", help="print the environment a driver needs to join a cluster")
+    p.add_argument("config", help="the cluster's ray-slurm.yaml")
+    p.set_defaults(func=cmd_env)
+
+    p = sub.add_parser("node-ip", help="(in a job) this node's address for Ray")
+    p.add_argument("--node", help="SLURM node name (default: $SLURMD_NODENAME)")
+    p.add_argument("--node-map", default="", help="map file instead of SLURM's NodeAddr")
+    p.set_defaults(func=cmd_node_ip)
+
+    p = sub.add_parser("free-ports", help="(in a job) pick free ports on this host")
+    p.add_argument("count", type=int)
+    p.add_argument("--seed", required=True, help="e.g. the job id: spreads jobs apart")
+    p.set_defaults(func=cmd_free_ports)
+
+    p = sub.add_parser("publish-head", help="(in the head's job) record the head's address")
+    p.add_argument("cluster_dir")
+    p.add_argument("--node-id", required=True)
+    p.add_argument("--ip", required=True)
+    for name in ("--gcs-port", "--dashboard-port", "--client-port"):
+        p.add_argument(name, type=int, required=True)
+    p.set_defaults(func=cmd_publish_head)
+
+    p = sub.add_parser("wait-head", help="wait until the cluster's head answers")
+    p.add_argument("--cluster-dir", default="", help="default: $RAY_SLURM_CLUSTER_DIR")
+    p.add_argument("--timeout", type=float, default=300)
+    p.set_defaults(func=cmd_wait_head)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    logging.basicConfig(level=logging.INFO, format="ray-slurm: %(message)s")
+    args = build_parser().parse_args(argv)
+    try:
+        return int(args.func(args))
+    except (SlurmError, NodeMapError, OSError, KeyError) as exc:
+        logger.error("%s", exc)
+        return 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

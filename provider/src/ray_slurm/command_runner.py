@@ -1,0 +1,133 @@
+"""Command runners for `ray up`, `ray exec`, `ray attach` and `ray down`: never SSH.
+
+A node of this provider is either the login node itself (``LocalCommandRunner``) or a SLURM job,
+reached with ``srun --jobid=<id> --overlap`` (``SrunCommandRunner``). Nodes share the filesystem,
+so "rsync" is a local copy; Ray's per-node ``~/`` is mapped to the cluster's own directory so that
+two clusters of one user never overwrite each other's ``~/ray_bootstrap_config.yaml``.
+
+``ray stop`` would stop every Ray process of the user on that host, other clusters' included;
+the runners hand it to the provider, which stops only this cluster's node.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import shlex
+import shutil
+import subprocess
+import sys
+from collections.abc import Callable
+from typing import Any
+
+from ray.autoscaler._private.subprocess_output_util import ProcessRunnerError
+from ray.autoscaler.command_runner import CommandRunnerInterface
+
+from ray_slurm.slurm import clean_env
+
+logger = logging.getLogger(__name__)
+
+
+def is_ray_stop(cmd: str | None) -> bool:
+    words = shlex.split(cmd) if cmd else []
+    return len(words) >= 2 and os.path.basename(words[0]) == "ray" and words[1] == "stop"
+
+
+class LocalCommandRunner(CommandRunnerInterface):
+    """Runs commands on this host (the login node, where the login-mode head runs)."""
+
+    def __init__(
+        self,
+        log_prefix: str,
+        home: str,
+        env: dict[str, str],
+        stop_ray: Callable[[], None],
+        process_runner: Any = subprocess,
+    ) -> None:
+        self.log_prefix = log_prefix
+        self.home = home
+        self.env = env
+        self.stop_ray = stop_ray
+        self.process_runner = process_runner
+
+    def wrap(self, argv: list[str]) -> list[str]:
+        """The final argv; the srun runner puts it inside a job step."""
+        return argv
+
+    def run(
+        self,
+        cmd: str | None = None,
+        timeout: int = 120,
+        exit_on_fail: bool = False,
+        port_forward: Any = None,
+        with_output: bool = False,
+        environment_variables: dict[str, object] | None = None,
+        run_env: str = "auto",
+        ssh_options_override_ssh_key: str = "",
+        shutdown_after_run: bool = False,
+    ) -> str:
+        if is_ray_stop(cmd):
+            logger.info("%sray stop: stopping only this cluster's node", self.log_prefix)
+            self.stop_ray()
+            return ""
+        env = {**self.env, **{k: str(v) for k, v in (environment_variables or {}).items()}}
+        exports = "".join(f"export {k}={shlex.quote(v)}; " for k, v in sorted(env.items()))
+        argv = self.wrap(["bash", "-c", exports + (cmd or 'exec "${SHELL:-bash}" -l')])
+        logger.debug("%srunning %s", self.log_prefix, argv)
+        try:
+            if with_output:
+                out = self.process_runner.check_output(argv, env=clean_env(), timeout=timeout)
+                return out.decode() if isinstance(out, bytes) else out
+            self.process_runner.check_call(argv, env=clean_env())
+            return ""
+        except (subprocess.CalledProcessError, subprocess.TimeoutExpired) as exc:
+            if exit_on_fail:
+                sys.exit(getattr(exc, "returncode", 1) or 1)
+            raise ProcessRunnerError(
+                "Command failed", "ssh_command_failed",
+                code=getattr(exc, "returncode", None), command=argv,
+            ) from exc  # fmt: skip
+
+    def _local_path(self, path: str) -> str:
+        if path == "~" or path.startswith("~/"):
+            return os.path.join(self.home, path[2:])
+        return os.path.expanduser(path)
+
+    def _copy(self, source: str, target: str) -> None:
+        if os.path.isdir(source):
+            shutil.copytree(source, target, dirs_exist_ok=True)
+        else:
+            if target.endswith("/"):
+                target = os.path.join(target, os.path.basename(source))
+            os.makedirs(os.path.dirname(target) or ".", exist_ok=True)
+            if os.path.abspath(source) != os.path.abspath(target):
+                shutil.copy2(source, target)
+
+    def run_rsync_up(self, source: str, target: str, options: Any = None) -> None:
+        self._copy(source, self._local_path(target))
+
+    def run_rsync_down(self, source: str, target: str, options: Any = None) -> None:
+        self._copy(self._local_path(source), target)
+
+    def remote_shell_command_str(self) -> str:
+        return "bash\n"
+
+    def run_init(self, *, as_head: bool, file_mounts: dict[str, str], sync_run_yet: bool) -> None:
+        return None
+
+
+class SrunCommandRunner(LocalCommandRunner):
+    """Runs commands inside a node's SLURM job as an extra step that shares its CPUs."""
+
+    def __init__(self, job_id: str, srun: str, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.job_id = job_id
+        self.srun = srun
+
+    def wrap(self, argv: list[str]) -> list[str]:
+        pty = ["--pty"] if sys.stdin.isatty() and sys.stdout.isatty() else []
+        return [self.srun, f"--jobid={self.job_id}", "--overlap", "--nodes=1", "--ntasks=1",
+                "--quiet", *pty, *argv]  # fmt: skip
+
+    def remote_shell_command_str(self) -> str:
+        return f"{self.srun} --jobid={self.job_id} --overlap --pty bash\n"

@@ -1,0 +1,98 @@
+"""Render the one node script (``templates/ray-node.sh.j2``) for a node type.
+
+The same template makes a worker job, a head job and the login-node head's start script; every
+value from the config is either validated (``config``) or shell-quoted here, so no user string
+reaches a shell unquoted.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import shlex
+from dataclasses import dataclass
+
+import jinja2
+
+from ray_slurm.config import NodeTypeSpec, Settings
+from ray_slurm.state import ClusterDir
+
+CONFIG_WAIT_S = 600  # how long a new head waits for `ray up` to copy the cluster config
+
+
+def job_name(cluster_name: str, kind: str, node_type: str) -> str:
+    """The SLURM job name: finds every job of a cluster, and its node type, from squeue alone."""
+    return f"ray.{cluster_name}.{kind}.{node_type}"
+
+
+def parse_job_name(name: str, cluster_name: str) -> tuple[str, str] | None:
+    """``(kind, node_type)`` if the job belongs to this cluster, else None."""
+    parts = name.split(".")
+    if len(parts) == 4 and parts[:2] == ["ray", cluster_name] and parts[2] in ("head", "worker"):
+        return parts[2], parts[3]
+    return None
+
+
+@dataclass(frozen=True)
+class NodeScript:
+    path: str
+    text: str
+    node_type: str
+    kind: str
+
+
+_env = jinja2.Environment(
+    loader=jinja2.PackageLoader("ray_slurm", "templates"),
+    undefined=jinja2.StrictUndefined,
+    keep_trailing_newline=True,
+    autoescape=False,  # noqa: S701 - a shell script, values are shell-quoted with the q filter
+)
+_env.filters["q"] = lambda value: shlex.quote(str(value))
+
+
+def render(
+    settings: Settings,
+    cluster: ClusterDir,
+    spec: NodeTypeSpec,
+    head_address: str = "",
+    node_ip: str = "",
+) -> NodeScript:
+    """The script for ``spec``: an sbatch script for SLURM types, a plain one for the login head."""
+    sbatch = spec.backend == "slurm"
+    if sbatch:
+        instance_id = port_seed = '"$SLURM_JOB_ID"'
+        temp_dir = shlex.quote(os.path.join(settings.temp_root, "rs-")) + '"$SLURM_JOB_ID"'
+    else:
+        instance_id = shlex.quote(login_head_id())
+        port_seed = shlex.quote(str(cluster.root))
+        digest = hashlib.sha256(str(cluster.root).encode()).hexdigest()[:10]
+        temp_dir = shlex.quote(os.path.join(settings.temp_root, f"rs-h{digest}"))
+    if spec.kind == "worker" and not head_address:
+        raise ValueError("a worker script needs the head's address")
+    bin_dir = os.path.join(settings.ray_env, "bin")
+    text = _env.get_template("ray-node.sh.j2").render(
+        sbatch=sbatch,
+        spec=spec,
+        cluster_name=settings.cluster_name,
+        job_name=job_name(settings.cluster_name, spec.kind, spec.name),
+        log_dir=str(cluster.logs_dir),
+        instance_id=instance_id,
+        temp_dir=temp_dir,
+        port_seed=port_seed,
+        token_file=str(cluster.token_file),
+        cluster_dir=str(cluster.root),
+        bootstrap_config=str(cluster.bootstrap_config),
+        config_wait_s=CONFIG_WAIT_S,
+        node_ip=node_ip,
+        node_map=settings.node_map,
+        head_address=head_address,
+        cli=shlex.quote(os.path.join(bin_dir, "ray-slurm")),
+        ray=os.path.join(bin_dir, "ray"),
+    )
+    path = os.path.join(cluster.jobs_dir, f"{spec.kind}-{spec.name}.sh")
+    return NodeScript(path=path, text=text, node_type=spec.name, kind=spec.kind)
+
+
+def login_head_id() -> str:
+    """The node id of a head that runs on the login node (it has no SLURM job id)."""
+    return "login-head"

@@ -1,0 +1,268 @@
+"""``SlurmNodeProvider``: Ray's autoscaler API on top of the node backends.
+
+Ray loads it with ``provider: {type: external, module: ray_slurm.SlurmNodeProvider}`` both in
+``ray up``/``ray down`` on the login node and in the head's autoscaler (v2, which wraps it in
+``NodeProviderAdapter``). Both processes share the cluster directory on the shared filesystem.
+
+Per autoscaler tick the provider lists nodes once (one ``squeue`` for all SLURM jobs, cached for
+a moment) and reads the state file once; every other call of the tick is answered from that.
+A node exists while its backend says so; the state only adds the tags Ray set, and nodes the
+state lost are recovered from their job names.
+"""
+
+from __future__ import annotations
+
+import logging
+import socket
+import threading
+import time
+from typing import Any
+
+from ray.autoscaler.node_provider import NodeProvider
+from ray.autoscaler.tags import (
+    NODE_KIND_HEAD,
+    STATUS_UP_TO_DATE,
+    TAG_RAY_NODE_KIND,
+    TAG_RAY_NODE_NAME,
+    TAG_RAY_NODE_STATUS,
+    TAG_RAY_USER_NODE_TYPE,
+)
+
+from ray_slurm import config
+from ray_slurm.backends import Backend, LoginBackend, Node, SlurmBackend
+from ray_slurm.command_runner import LocalCommandRunner, SrunCommandRunner
+from ray_slurm.jobscript import render
+from ray_slurm.nodemap import NodeAddresses
+from ray_slurm.slurm import JobState, Slurm
+from ray_slurm.state import ClusterDir
+
+logger = logging.getLogger(__name__)
+
+LIST_CACHE_S = 1.0  # one listing serves all calls of one autoscaler tick
+
+
+class SlurmNodeProvider(NodeProvider):
+    """Every Ray node is one SLURM batch job; the head may instead run on the login node."""
+
+    def __init__(self, provider_config: dict[str, Any], cluster_name: str) -> None:
+        super().__init__(provider_config, cluster_name)
+        self.settings = config.load_settings(provider_config, cluster_name)
+        self.cluster = ClusterDir(self.settings.state_dir, cluster_name).create()
+        self.slurm = Slurm(self.settings.slurm_bin, self.settings.slurm_timeout_s)
+        self.addresses = NodeAddresses(self.slurm, self.settings.node_map)
+        self.backends: dict[str, Backend] = {
+            "slurm": SlurmBackend(self.settings, self.slurm),
+            "login": LoginBackend(self.cluster),
+        }
+        self._lock = threading.RLock()
+        self._nodes: dict[str, Node] = {}
+        self._tags: dict[str, dict[str, str]] = {}
+        self._listed_at = float("-inf")
+
+    # ----------------------------------------------------------------- listing
+
+    def _refresh(self, force: bool = False) -> dict[str, Node]:
+        with self._lock:
+            if not force and time.monotonic() - self._listed_at < LIST_CACHE_S:
+                return self._nodes
+            listed_after = time.time()
+            nodes: dict[str, Node] = {}
+            for backend in self.backends.values():
+                nodes.update({n.node_id: n for n in backend.list_nodes()})
+            self._tags = self._reconcile(nodes, listed_after)
+            self._nodes = nodes
+            self._listed_at = time.monotonic()
+            return nodes
+
+    def _reconcile(self, nodes: dict[str, Node], listed_after: float) -> dict[str, dict[str, str]]:
+        """Drop state entries of nodes that are gone; adopt live nodes the state does not know."""
+        state = self.cluster.read_state()
+        known = state["nodes"]
+        gone = [i for i, e in known.items() if i not in nodes and e["created"] < listed_after]
+        adopt = [n for i, n in nodes.items() if i not in known]
+        if gone or adopt:
+            with self.cluster.update() as state:
+                for node_id in gone:
+                    state["nodes"].pop(node_id, None)
+                for node in adopt:
+                    if node.node_id not in state["nodes"]:
+                        logger.warning(
+                            "adopting %s node %s (%s) found in %s without state",
+                            node.kind,
+                            node.node_id,
+                            node.node_type,
+                            node.backend,
+                        )
+                        state["nodes"][node.node_id] = {
+                            "backend": node.backend, "created": time.time(),
+                            "tags": self._recovered_tags(node),
+                        }  # fmt: skip
+                known = state["nodes"]
+        return {i: dict(e["tags"]) for i, e in known.items() if i in nodes}
+
+    def _recovered_tags(self, node: Node) -> dict[str, str]:
+        return {
+            TAG_RAY_NODE_KIND: node.kind,
+            TAG_RAY_USER_NODE_TYPE: node.node_type,
+            TAG_RAY_NODE_NAME: f"ray-{self.cluster_name}-{node.kind}",
+            TAG_RAY_NODE_STATUS: STATUS_UP_TO_DATE,
+        }
+
+    def non_terminated_nodes(self, tag_filters: dict[str, str]) -> list[str]:
+        nodes = self._refresh()
+        with self._lock:
+            return [
+                node_id
+                for node_id in nodes
+                if all(self._tags.get(node_id, {}).get(k) == v for k, v in tag_filters.items())
+            ]
+
+    def _node(self, node_id: str) -> Node | None:
+        node = self._refresh().get(node_id)
+        return node if node is not None else self._refresh(force=True).get(node_id)
+
+    def is_running(self, node_id: str) -> bool:
+        node = self._node(node_id)
+        return node is not None and node.state is JobState.RUNNING
+
+    def is_terminated(self, node_id: str) -> bool:
+        return self._node(node_id) is None
+
+    def node_tags(self, node_id: str) -> dict[str, str]:
+        self._refresh()
+        with self._lock:
+            return dict(self._tags.get(node_id, {}))
+
+    def node_info(self, node_id: str) -> Node | None:
+        """What the backend says of a node (state, host, pending reason): for tools and logs."""
+        return self._node(node_id)
+
+    def internal_ip(self, node_id: str) -> str:
+        node = self._node(node_id)
+        if node is None or not node.host:
+            return ""
+        if node.backend == "login":
+            return self.login_ip()
+        return self.addresses.ip(node.host)
+
+    def external_ip(self, node_id: str) -> str:
+        return self.internal_ip(node_id)
+
+    def login_ip(self) -> str:
+        """The login node's address as the compute nodes reach it: configured, or detected."""
+        if self.settings.head_ip:
+            return self.settings.head_ip
+        any_node = next(iter(self.slurm.nodes().values()))
+        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+            s.connect((any_node.addr, 9))  # UDP connect sends nothing; it only picks the route
+            return str(s.getsockname()[0])
+
+    # ---------------------------------------------------------------- changing
+
+    def create_node(self, node_config: dict[str, Any], tags: dict[str, str], count: int) -> None:
+        self.create_node_with_resources_and_labels(node_config, tags, count, {}, {})
+
+    def create_node_with_resources_and_labels(
+        self,
+        node_config: dict[str, Any],
+        tags: dict[str, str],
+        count: int,
+        resources: dict[str, float],
+        labels: dict[str, str],
+    ) -> None:
+        spec = self.settings.spec(tags[TAG_RAY_USER_NODE_TYPE])
+        self.cluster.ensure_token()
+        if tags.get(TAG_RAY_NODE_KIND) == NODE_KIND_HEAD:
+            self.cluster.clear_head()
+            node_ip = self.login_ip() if spec.backend == "login" else ""
+            script = render(self.settings, self.cluster, spec, node_ip=node_ip)
+        else:
+            head = self.cluster.read_head()
+            if head is None:
+                raise RuntimeError(f"cluster {self.cluster_name} has no running head "
+                                   f"({self.cluster.head_file} is missing)")  # fmt: skip
+            address = f"{head['ip']}:{head['gcs_port']}"
+            script = render(self.settings, self.cluster, spec, head_address=address)
+            # Workers start Ray from their own job script (disable_node_updaters): no updater
+            # will ever mark them, so they are up to date from the start.
+            tags = {**tags, TAG_RAY_NODE_STATUS: STATUS_UP_TO_DATE}
+        backend = self.backends[spec.backend]
+        node_ids = backend.launch(script, count)
+        logger.info("launched %s %s node(s) of type %s: %s", count, spec.backend, spec.name,
+                    ", ".join(node_ids))  # fmt: skip
+        with self._lock, self.cluster.update() as state:
+            for node_id in node_ids:
+                state["nodes"][node_id] = {"backend": backend.name, "created": time.time(),
+                                           "tags": dict(tags)}  # fmt: skip
+            self._listed_at = float("-inf")
+
+    def set_node_tags(self, node_id: str, tags: dict[str, str]) -> None:
+        with self._lock, self.cluster.update() as state:
+            entry = state["nodes"].get(node_id)
+            if entry is None:
+                logger.warning("set_node_tags: unknown node %s", node_id)
+                return
+            entry["tags"].update(tags)
+            self._tags[node_id] = dict(entry["tags"])
+
+    def terminate_node(self, node_id: str) -> None:
+        self.terminate_nodes([node_id])
+
+    def terminate_nodes(self, node_ids: list[str]) -> None:
+        """One call per backend for all nodes (one scancel for any number of jobs)."""
+        nodes = self._refresh(force=True)
+        by_backend: dict[str, list[str]] = {}
+        for node_id in node_ids:
+            if node_id in nodes:
+                by_backend.setdefault(nodes[node_id].backend, []).append(node_id)
+        for name, ids in by_backend.items():
+            logger.info("terminating %s node(s): %s", name, ", ".join(ids))
+            self.backends[name].terminate(ids)
+        with self._lock:
+            self._listed_at = float("-inf")
+
+    def cleanup_cluster_resources(self) -> None:
+        """After `ray down`: forget the head's address and config (token and logs stay)."""
+        self.cluster.clear_head()
+
+    # ----------------------------------------------------------------- commands
+
+    def get_command_runner(
+        self,
+        log_prefix: str,
+        node_id: str,
+        auth_config: dict[str, Any],
+        cluster_name: str,
+        process_runner: Any,
+        use_internal_ip: bool,
+        docker_config: dict[str, Any] | None = None,
+    ) -> LocalCommandRunner:
+        env = {
+            "RAY_AUTH_MODE": "token",
+            "RAY_AUTH_TOKEN_PATH": str(self.cluster.token_file),
+            "RAY_SLURM_CLUSTER_DIR": str(self.cluster.root),
+        }
+        head = self.cluster.read_head()
+        if head:
+            env["RAY_ADDRESS"] = f"{head['ip']}:{head['gcs_port']}"
+        common: dict[str, Any] = {
+            "log_prefix": log_prefix,
+            "home": str(self.cluster.root),
+            "env": env,
+            "stop_ray": lambda: self.terminate_node(node_id),
+            "process_runner": process_runner,
+        }
+        node = self._node(node_id)
+        if node is not None and node.backend == "login":
+            return LocalCommandRunner(**common)
+        return SrunCommandRunner(job_id=node_id, srun=self.slurm.command("srun"), **common)
+
+    # ------------------------------------------------------------ config hooks
+
+    @staticmethod
+    def bootstrap_config(cluster_config: dict[str, Any]) -> dict[str, Any]:
+        return config.bootstrap(cluster_config)
+
+    @staticmethod
+    def fillout_available_node_types_resources(cluster_config: dict[str, Any]) -> dict[str, Any]:
+        return config.fillout_resources(cluster_config)

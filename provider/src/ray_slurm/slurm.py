@@ -1,0 +1,265 @@
+"""The SLURM command-line wrapper: the one place that runs SLURM commands and parses their output.
+
+Every call has a timeout (a stuck slurmctld must not hang the autoscaler), runs with an explicit
+output format (a user's ``SQUEUE_FORMAT`` cannot change what we parse) and with a clean environment
+(the ``SLURM_*`` variables of an enclosing job, e.g. the head's own job, must not leak into sbatch).
+"""
+
+from __future__ import annotations
+
+import enum
+import logging
+import os
+import subprocess
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
+
+logger = logging.getLogger(__name__)
+
+DEFAULT_TIMEOUT_S = 30.0
+
+# Variables of a running job or of the user's shell that change what SLURM commands do or print.
+_KEEP_SLURM_VARS = {"SLURM_CONF"}
+_DROP_PREFIXES = ("SLURM_", "SQUEUE_", "SINFO_", "SCANCEL_")
+# Identity of the Ray node that runs the provider (the head): a job must never inherit it.
+_DROP_RAY_VARS = {
+    "RAY_CLOUD_INSTANCE_ID",
+    "RAY_NODE_TYPE_NAME",
+    "RAY_OVERRIDE_RESOURCES",
+    "RAY_OVERRIDE_LABELS",
+    "RAY_ADDRESS",
+    "RAY_enable_autoscaler_v2",
+}
+
+
+class SlurmError(RuntimeError):
+    """A SLURM command failed; the message carries SLURM's own words."""
+
+
+class JobState(enum.Enum):
+    """What a SLURM job state means for the Ray node it carries."""
+
+    PENDING = "pending"  # exists, not (yet) running: queued, configuring, suspended, held
+    RUNNING = "running"
+    STOPPING = "stopping"  # completing: still holds its allocation, must not be forgotten
+    GONE = "gone"  # terminal: the job no longer holds anything
+
+
+# Every state squeue can print (Slurm 22.05 ``%T``), mapped to what it means for us.
+_STATE_MAP = {
+    "PENDING": JobState.PENDING,
+    "CONFIGURING": JobState.PENDING,
+    "REQUEUED": JobState.PENDING,
+    "REQUEUE_FED": JobState.PENDING,
+    "REQUEUE_HOLD": JobState.PENDING,
+    "RESV_DEL_HOLD": JobState.PENDING,
+    "SPECIAL_EXIT": JobState.PENDING,
+    "RESIZING": JobState.PENDING,
+    "SUSPENDED": JobState.PENDING,
+    "STOPPED": JobState.PENDING,
+    "RUNNING": JobState.RUNNING,
+    "COMPLETING": JobState.STOPPING,
+    "SIGNALING": JobState.STOPPING,
+    "STAGE_OUT": JobState.STOPPING,
+    "UPDATE_DB": JobState.STOPPING,
+    "POWER_UP_NODE": JobState.PENDING,
+    "COMPLETED": JobState.GONE,
+    "CANCELLED": JobState.GONE,
+    "FAILED": JobState.GONE,
+    "TIMEOUT": JobState.GONE,
+    "NODE_FAIL": JobState.GONE,
+    "PREEMPTED": JobState.GONE,
+    "BOOT_FAIL": JobState.GONE,
+    "DEADLINE": JobState.GONE,
+    "OUT_OF_MEMORY": JobState.GONE,
+    "REVOKED": JobState.GONE,
+}
+
+
+def job_state(slurm_state: str) -> JobState:
+    """Map a squeue state; an unknown state is treated as alive so that no job is ever forgotten."""
+    state = _STATE_MAP.get(slurm_state.split()[0].rstrip("+") if slurm_state else "")
+    if state is None:
+        logger.warning("Unknown SLURM job state %r: treating the job as still pending", slurm_state)
+        return JobState.PENDING
+    return state
+
+
+@dataclass(frozen=True)
+class Job:
+    """One line of squeue."""
+
+    job_id: str
+    name: str
+    slurm_state: str
+    node: str  # first node of the allocation, "" while pending
+    time_left: str
+    reason: str
+
+    @property
+    def state(self) -> JobState:
+        return job_state(self.slurm_state)
+
+
+@dataclass(frozen=True)
+class SlurmNode:
+    """One node as SLURM knows it: its name and the address SLURM itself uses to reach it."""
+
+    name: str
+    addr: str
+    hostname: str
+
+
+# The separator cannot appear in the fields before the job name; the name comes last but one and
+# the reason (SLURM's own words, no "|") last, so a user's job named "a|b" still parses.
+_SQUEUE_FORMAT = "%i|%T|%N|%L|%j|%r"
+
+
+def parse_squeue(text: str) -> list[Job]:
+    """Parse ``squeue --noheader -o _SQUEUE_FORMAT`` output."""
+    jobs = []
+    for line in text.splitlines():
+        if not line.strip():
+            continue
+        parts = line.split("|", 4)
+        if len(parts) != 5 or "|" not in parts[4]:
+            raise SlurmError(f"cannot parse squeue line {line!r}")
+        job_id, state, nodelist, time_left, rest = parts
+        name, reason = rest.rsplit("|", 1)
+        jobs.append(
+            Job(
+                job_id=job_id.strip(),
+                name=name,
+                slurm_state=state.strip(),
+                node=first_node(nodelist.strip()),
+                time_left=time_left.strip(),
+                reason=reason.strip(),
+            )
+        )
+    return jobs
+
+
+def first_node(nodelist: str) -> str:
+    """First host of a SLURM nodelist (``n[1-3],m2`` -> ``n1``); our jobs use one node each."""
+    if not nodelist or nodelist in ("(null)", "None"):
+        return ""
+    head = nodelist.split(",")[0]
+    if "[" not in head:
+        return head
+    prefix, ranges = head.split("[", 1)
+    first = ranges.split(",")[0].split("-")[0].rstrip("]")
+    return prefix + first
+
+
+def parse_sbatch(text: str) -> str:
+    """``sbatch --parsable`` prints ``jobid`` or ``jobid;cluster``."""
+    job_id = text.strip().split(";")[0]
+    if not job_id.isdigit():
+        raise SlurmError(f"sbatch printed no job id: {text.strip()!r}")
+    return job_id
+
+
+def parse_sinfo_nodes(text: str) -> dict[str, SlurmNode]:
+    """Parse ``sinfo -N --noheader -o '%N|%o|%n'`` (a node in several partitions appears twice)."""
+    nodes = {}
+    for line in text.splitlines():
+        if not line.strip():
+            continue
+        parts = [p.strip() for p in line.split("|")]
+        if len(parts) != 3:
+            raise SlurmError(f"cannot parse sinfo line {line!r}")
+        nodes[parts[0]] = SlurmNode(name=parts[0], addr=parts[1], hostname=parts[2])
+    return nodes
+
+
+def clean_env(base: Mapping[str, str] | None = None) -> dict[str, str]:
+    """The environment for SLURM commands and for the jobs they submit (sbatch exports it)."""
+    env = dict(os.environ if base is None else base)
+    for key in list(env):
+        job_var = key.startswith(_DROP_PREFIXES) and key not in _KEEP_SLURM_VARS
+        if job_var or key in _DROP_RAY_VARS:
+            del env[key]
+    return env
+
+
+class Slurm:
+    """Runs SLURM's commands. ``bin_dir`` lets a site point at its own SLURM installation."""
+
+    def __init__(self, bin_dir: str = "", timeout_s: float = DEFAULT_TIMEOUT_S) -> None:
+        self.bin_dir = bin_dir
+        self.timeout_s = timeout_s
+        self.calls = 0  # counted so that benchmarks and tests can see the cost per tick
+
+    def command(self, name: str) -> str:
+        return os.path.join(self.bin_dir, name) if self.bin_dir else name
+
+    def run(self, args: Sequence[str], check: bool = True) -> subprocess.CompletedProcess[str]:
+        argv = [self.command(args[0]), *args[1:]]
+        self.calls += 1
+        logger.debug("running %s", argv)
+        try:
+            proc = subprocess.run(
+                argv,
+                capture_output=True,
+                text=True,
+                timeout=self.timeout_s,
+                env=clean_env(),
+                stdin=subprocess.DEVNULL,
+                check=False,
+            )
+        except subprocess.TimeoutExpired as exc:
+            raise SlurmError(f"{args[0]} did not answer within {self.timeout_s:.0f} s") from exc
+        except FileNotFoundError as exc:
+            raise SlurmError(f"{argv[0]} not found: is SLURM installed and on PATH?") from exc
+        if check and proc.returncode != 0:
+            message = (proc.stderr or proc.stdout).strip() or f"exit code {proc.returncode}"
+            raise SlurmError(f"{args[0]} failed: {message}")
+        return proc
+
+    def user(self) -> str:
+        import getpass
+
+        return getpass.getuser()
+
+    def squeue(self, user: str | None = None) -> list[Job]:
+        """All jobs of the user, in every state, with one call."""
+        proc = self.run(
+            [
+                "squeue",
+                "--noheader",
+                "--states=all",
+                f"--user={user or self.user()}",
+                f"--format={_SQUEUE_FORMAT}",
+            ]
+        )
+        return parse_squeue(proc.stdout)
+
+    def sbatch(self, script_path: str, extra_args: Iterable[str] = ()) -> str:
+        proc = self.run(["sbatch", "--parsable", *extra_args, script_path])
+        return parse_sbatch(proc.stdout)
+
+    def scancel(self, job_ids: Sequence[str], signal: str | None = None) -> None:
+        """Cancel many jobs with one call; jobs that already ended are not an error."""
+        if not job_ids:
+            return
+        args = ["scancel"]
+        if signal:
+            args.append(f"--signal={signal}")
+        proc = self.run([*args, *job_ids], check=False)
+        if proc.returncode != 0:
+            benign = ("Invalid job id", "already completing", "Job/step already completing")
+            lines = [ln for ln in proc.stderr.splitlines() if ln.strip()]
+            if not lines or any(not any(b in ln for b in benign) for ln in lines):
+                raise SlurmError(f"scancel failed: {proc.stderr.strip() or proc.returncode}")
+
+    def nodes(self) -> dict[str, SlurmNode]:
+        proc = self.run(["sinfo", "-N", "--noheader", "--format=%N|%o|%n"])
+        return parse_sinfo_nodes(proc.stdout)
+
+    def node(self, name: str) -> SlurmNode:
+        """One node by name (from inside a job: ``$SLURMD_NODENAME``)."""
+        proc = self.run(["sinfo", "-N", "--noheader", f"--nodes={name}", "--format=%N|%o|%n"])
+        nodes = parse_sinfo_nodes(proc.stdout)
+        if name not in nodes:
+            raise SlurmError(f"SLURM does not know node {name!r}")
+        return nodes[name]

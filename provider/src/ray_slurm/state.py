@@ -1,0 +1,130 @@
+"""Per-cluster state on the shared filesystem.
+
+The ``ray up`` process on the login node and the autoscaler inside the head both read and write it,
+so every change happens under an exclusive ``fcntl`` lock and is written atomically (temp file,
+fsync, rename): a reader never sees half a file, an interrupted writer leaves the old one intact.
+The state is a cache of what the provider knows (tags); SLURM's job names stay the source of
+truth for which jobs exist, so losing this directory loses no job.
+
+Layout of ``<state_dir>/<cluster>/`` (mode 0700)::
+
+    state.json   nodes and their tags         state.lock   the lock file
+    token        Ray auth token (0600)        head.json    head address and ports, from the head
+    ray_bootstrap_config.yaml                 the autoscaling config (Ray's ``~/`` is this dir)
+    jobs/        rendered node scripts        logs/        job output
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import json
+import os
+import secrets
+import tempfile
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+STATE_VERSION = 1
+
+
+def write_private(path: Path, text: str, mode: int = 0o600) -> None:
+    """Write a file atomically, readable only by its owner from the first byte on."""
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
+    try:
+        os.fchmod(fd, mode)
+        with os.fdopen(fd, "w") as f:
+            f.write(text)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(tmp)
+        raise
+
+
+class ClusterDir:
+    """The files of one cluster; creating it makes every directory private."""
+
+    def __init__(self, state_dir: str | os.PathLike[str], cluster_name: str) -> None:
+        self.root = Path(os.path.expanduser(os.fspath(state_dir))) / cluster_name
+        self.state_file = self.root / "state.json"
+        self.lock_file = self.root / "state.lock"
+        self.token_file = self.root / "token"
+        self.head_file = self.root / "head.json"
+        self.bootstrap_config = self.root / "ray_bootstrap_config.yaml"
+        self.jobs_dir = self.root / "jobs"
+        self.logs_dir = self.root / "logs"
+
+    @classmethod
+    def at(cls, root: str | os.PathLike[str]) -> ClusterDir:
+        """The cluster directory at a known path (inside jobs, which get the path rendered)."""
+        path = Path(root)
+        return cls(path.parent, path.name)
+
+    def create(self) -> ClusterDir:
+        for d in (self.root, self.jobs_dir, self.logs_dir):
+            d.mkdir(mode=0o700, parents=True, exist_ok=True)
+            os.chmod(d, 0o700)
+        return self
+
+    def ensure_token(self) -> str:
+        """The cluster's Ray auth token; created once, mode 0600, never printed."""
+        with self.locked():
+            if not self.token_file.exists():
+                write_private(self.token_file, secrets.token_hex(32) + "\n")
+        return self.token_file.read_text().strip()
+
+    @contextlib.contextmanager
+    def locked(self) -> Iterator[None]:
+        self.create()
+        fd = os.open(self.lock_file, os.O_RDWR | os.O_CREAT, 0o600)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX)
+            yield
+        finally:
+            fcntl.flock(fd, fcntl.LOCK_UN)
+            os.close(fd)
+
+    def read_state(self) -> dict[str, Any]:
+        try:
+            data = json.loads(self.state_file.read_text())
+        except FileNotFoundError:
+            return {"version": STATE_VERSION, "nodes": {}}
+        except json.JSONDecodeError as exc:
+            raise RuntimeError(f"corrupt state file {self.state_file}: {exc}") from exc
+        if data.get("version") != STATE_VERSION:
+            raise RuntimeError(
+                f"state file {self.state_file} has version {data.get('version')!r}, "
+                f"this provider reads version {STATE_VERSION}"
+            )
+        return data
+
+    @contextlib.contextmanager
+    def update(self) -> Iterator[dict[str, Any]]:
+        """Read-modify-write the state under the lock; nothing is written if the body raises."""
+        with self.locked():
+            data = self.read_state()
+            yield data
+            data["updated"] = time.time()
+            write_private(self.state_file, json.dumps(data, indent=1, sort_keys=True) + "\n")
+
+    def read_head(self) -> dict[str, Any] | None:
+        """The head's address record, published by the head's own script once it knows its ports."""
+        try:
+            return json.loads(self.head_file.read_text())
+        except (FileNotFoundError, json.JSONDecodeError):
+            return None
+
+    def publish_head(self, record: dict[str, Any]) -> None:
+        self.create()
+        write_private(self.head_file, json.dumps(record, sort_keys=True) + "\n")
+
+    def clear_head(self) -> None:
+        """Forget the old head's address and config: a new head must not start from stale ones."""
+        for path in (self.head_file, self.bootstrap_config):
+            with contextlib.suppress(FileNotFoundError):
+                path.unlink()
