@@ -54,6 +54,9 @@ class LocalCommandRunner(CommandRunnerInterface):
         """The final argv; the srun runner puts it inside a job step."""
         return argv
 
+    def check_ready(self) -> None:
+        """The login node is always there to run commands."""
+
     def run(
         self,
         cmd: str | None = None,
@@ -70,6 +73,7 @@ class LocalCommandRunner(CommandRunnerInterface):
             logger.info("%sray stop: stopping only this cluster's node", self.log_prefix)
             self.stop_ray()
             return ""
+        self.check_ready()
         env = {**self.env, **{k: str(v) for k, v in (environment_variables or {}).items()}}
         exports = "".join(f"export {k}={shlex.quote(v)}; " for k, v in sorted(env.items()))
         argv = self.wrap(["bash", "-c", exports + (cmd or 'exec "${SHELL:-bash}" -l')])
@@ -119,10 +123,28 @@ class LocalCommandRunner(CommandRunnerInterface):
 class SrunCommandRunner(LocalCommandRunner):
     """Runs commands inside a node's SLURM job as an extra step that shares its CPUs."""
 
-    def __init__(self, job_id: str, srun: str, **kwargs: Any) -> None:
+    def __init__(
+        self, job_id: str, srun: str, not_ready: Callable[[], str | None], **kwargs: Any
+    ) -> None:
         super().__init__(**kwargs)
         self.job_id = job_id
         self.srun = srun
+        self.not_ready = not_ready
+
+    def check_ready(self) -> None:
+        """A job that does not run yet cannot take a step: say why, and let Ray retry.
+
+        Ray's node updater retries errors it classifies as an SSH timeout; srun would only say
+        "Job is pending execution", so the SLURM state and pending reason are reported here.
+        """
+        reason = self.not_ready()
+        if reason:
+            logger.info("%sjob %s is not running yet: %s", self.log_prefix, self.job_id, reason)
+            print(f"{self.log_prefix}SLURM job {self.job_id}: {reason}", file=sys.stderr)
+            raise ProcessRunnerError(
+                f"job {self.job_id} not running: {reason}", "ssh_command_failed",
+                command=[self.srun, f"--jobid={self.job_id}"], special_case="ssh_timeout",
+            )  # fmt: skip
 
     def wrap(self, argv: list[str]) -> list[str]:
         pty = ["--pty"] if sys.stdin.isatty() and sys.stdout.isatty() else []

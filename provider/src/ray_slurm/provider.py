@@ -255,7 +255,21 @@ class SlurmNodeProvider(NodeProvider):
         node = self._node(node_id)
         if node is not None and node.backend == "login":
             return LocalCommandRunner(**common)
-        return SrunCommandRunner(job_id=node_id, srun=self.slurm.command("srun"), **common)
+        return SrunCommandRunner(
+            job_id=node_id,
+            srun=self.slurm.command("srun"),
+            not_ready=lambda: self._not_ready(node_id),
+            **common,
+        )
+
+    def _not_ready(self, node_id: str) -> str | None:
+        """Why a node's job cannot run commands yet, or None if it can."""
+        node = self._refresh(force=True).get(node_id)
+        if node is None:
+            return "the job no longer exists"
+        if node.state is not JobState.RUNNING:
+            return f"{node.state.value} ({node.reason or 'no reason given'})"
+        return None
 
     # ------------------------------------------------------------ config hooks
 

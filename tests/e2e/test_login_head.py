@@ -1,0 +1,50 @@
+"""Issue #2, test 1: the head on the login node, workers as SLURM jobs, scale up and down."""
+
+import socket
+import subprocess
+import sys
+
+from conftest import parse_result, run, wait_for, where_tasks
+
+
+def gcs_open(ip: str, port: int) -> bool:
+    with socket.socket() as s:
+        s.settimeout(2)
+        return s.connect_ex((ip, port)) == 0
+
+
+def test_login_head_scales_slurm_workers_up_and_down(make_cluster, site_nodes):
+    cluster = make_cluster("e2e-login")
+    cluster.up()
+    assert cluster.jobs() == [], "a login-node head must not be a SLURM job"
+    env = cluster.env()
+    head_ip, gcs_port = env["RAY_ADDRESS"].split(":")
+    assert gcs_open(head_ip, int(gcs_port))
+
+    # 4 tasks x 2 CPUs on a cluster with 0 CPUs: the autoscaler must submit worker jobs.
+    driver = subprocess.Popen(
+        [sys.executable, "-c", where_tasks(tasks=4, seconds=8)],
+        env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    workers = wait_for(lambda: cluster.jobs("worker"), 120, "worker jobs in squeue")
+    assert all(j.name == "ray.e2e-login.worker.cpu" for j in workers)
+    out, err = driver.communicate(timeout=300)
+    assert driver.returncode == 0, err[-3000:]
+
+    results = parse_result(out)
+    assert len(results) == 4
+    for host, ip in results:
+        assert host in site_nodes, f"task ran on {host}, not on a compute node"
+        assert ip == site_nodes[host], f"Ray reports {ip} for {host}, NodeAddr {site_nodes[host]}"
+
+    status = cluster.exec("ray status").stdout
+    assert "cpu" in status and "head" in status
+
+    # Idle workers are cancelled after idle_timeout (15 s in the test config).
+    wait_for(lambda: not cluster.jobs("worker"), 240, "idle worker jobs to be cancelled")
+
+    cluster.down()
+    assert cluster.jobs() == []
+    assert not gcs_open(head_ip, int(gcs_port)), "the login head still runs after ray down"
+    assert run([str(sys.executable), "-m", "ray_slurm.cli", "env", str(cluster.config_path)],
+               timeout=30, check=False).returncode == 1  # fmt: skip

@@ -1,0 +1,42 @@
+"""Issue #2, test 2: the head in a SLURM job of its own; `ray up`/`ray exec` reach it with srun."""
+
+import subprocess
+import sys
+
+from conftest import BIN, parse_result, wait_for, where_tasks
+
+
+def test_slurm_head_scales_slurm_workers_up_and_down(make_cluster, site_nodes, tmp_path):
+    cluster = make_cluster("e2e-slurmhead", head_mode="slurm")
+    cluster.up()
+    heads = cluster.jobs("head")
+    assert len(heads) == 1 and heads[0].slurm_state == "RUNNING"
+    assert heads[0].name == "ray.e2e-slurmhead.head.head"
+    head_ip = cluster.env()["RAY_ADDRESS"].split(":")[0]
+    assert head_ip == site_nodes[heads[0].node], "the head must use its node's NodeAddr"
+
+    # The driver runs inside the head's job (ray exec -> srun --overlap), as users do it.
+    script = tmp_path / "driver.py"
+    script.write_text(where_tasks(tasks=2, seconds=8))
+    driver = subprocess.Popen(
+        [str(BIN / "ray"), "exec", str(cluster.config_path), f"{sys.executable} {script}"],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    workers = wait_for(lambda: cluster.jobs("worker"), 120, "worker jobs in squeue")
+    assert all(j.name == "ray.e2e-slurmhead.worker.cpu" for j in workers)
+    out, err = driver.communicate(timeout=300)
+    assert driver.returncode == 0, err[-3000:]
+
+    results = parse_result(out)
+    assert len(results) == 2
+    worker_nodes = {j.node for j in cluster.jobs("worker")} | {j.node for j in workers}
+    for host, ip in results:
+        assert host in site_nodes
+        assert ip == site_nodes[host]
+        assert host in worker_nodes, f"a 2-CPU task ran on {host}, which has no worker job"
+
+    wait_for(lambda: not cluster.jobs("worker"), 240, "idle worker jobs to be cancelled")
+    assert len(cluster.jobs("head")) == 1
+
+    cluster.down()
+    assert cluster.jobs() == []

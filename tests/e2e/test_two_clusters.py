@@ -1,0 +1,35 @@
+"""Issue #2, test 3: two clusters on the same nodes at once; `ray down` of one spares the other."""
+
+import subprocess
+import sys
+
+from conftest import parse_result, where_tasks
+
+
+def test_two_clusters_share_nodes_and_stop_independently(make_cluster, site_nodes):
+    a = make_cluster("e2e-a", max_workers=1)
+    b = make_cluster("e2e-b", max_workers=1)
+    a.up()
+    b.up()
+    env_a, env_b = a.env(), b.env()
+    assert env_a["RAY_ADDRESS"] != env_b["RAY_ADDRESS"], "two heads on one host need own ports"
+
+    drivers = [
+        subprocess.Popen([sys.executable, "-c", where_tasks(tasks=1, seconds=5)], env=env,
+                         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        for env in (env_a, env_b)
+    ]  # fmt: skip
+    for driver in drivers:
+        out, err = driver.communicate(timeout=300)
+        assert driver.returncode == 0, err[-3000:]
+        ((host, ip),) = parse_result(out)
+        assert host in site_nodes and ip == site_nodes[host]
+
+    a.down()
+    assert a.jobs() == []
+    # B still works after A is gone: its head answers and it can scale again.
+    out = b.driver(where_tasks(tasks=1, seconds=1), env=env_b).stdout
+    ((host, _),) = parse_result(out)
+    assert host in site_nodes
+    b.down()
+    assert b.jobs() == []
