@@ -71,7 +71,9 @@ def site_nodes() -> dict[str, str]:
 class Cluster:
     """One Ray cluster launched from a copy of the example config, as a user would."""
 
-    def __init__(self, name: str, workdir: Path, head_mode: str, max_workers: int) -> None:
+    def __init__(
+        self, name: str, workdir: Path, head_mode: str, max_workers: int, node_map: str = ""
+    ) -> None:
         self.name = name
         cfg = yaml.safe_load(EXAMPLE.read_text())
         cfg["cluster_name"] = name
@@ -79,6 +81,8 @@ class Cluster:
         cfg["provider"]["head_mode"] = head_mode
         cfg["provider"]["state_dir"] = str(workdir / "state")
         cfg["available_node_types"]["cpu"]["max_workers"] = max_workers
+        if node_map:
+            cfg["provider"]["node_map"] = node_map
         if head_mode == "slurm":
             # The head is a job of its own: one CPU, so tasks needing 2 CPUs go to workers.
             cfg["available_node_types"]["head"] = {
@@ -143,8 +147,10 @@ class Cluster:
 def make_cluster(tmp_path: Path) -> Iterator[Callable[..., Cluster]]:
     clusters: list[Cluster] = []
 
-    def factory(name: str, head_mode: str = "login", max_workers: int = 2) -> Cluster:
-        cluster = Cluster(name, tmp_path, head_mode, max_workers)
+    def factory(
+        name: str, head_mode: str = "login", max_workers: int = 2, node_map: str = ""
+    ) -> Cluster:  # noqa: E501
+        cluster = Cluster(name, tmp_path, head_mode, max_workers, node_map)
         clusters.append(cluster)
         return cluster
 

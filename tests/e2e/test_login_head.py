@@ -1,10 +1,11 @@
 """Issue #2, test 1: the head on the login node, workers as SLURM jobs, scale up and down."""
 
+import os
 import socket
 import subprocess
 import sys
 
-from conftest import parse_result, run, wait_for, where_tasks
+from conftest import BIN, parse_result, run, wait_for, where_tasks
 
 
 def gcs_open(ip: str, port: int) -> bool:
@@ -39,9 +40,15 @@ def test_login_head_scales_slurm_workers_up_and_down(make_cluster, site_nodes):
 
     status = cluster.exec("ray status").stdout
     assert "cpu" in status and "head" in status
+    # `ray attach` opens a shell on the head: here the login node itself.
+    attach = run([str(BIN / "ray"), "attach", str(cluster.config_path)], timeout=120,
+                 input="echo ATTACHED-$(hostname)\nexit\n")  # fmt: skip
+    assert f"ATTACHED-{socket.gethostname()}" in attach.stdout
 
     # Idle workers are cancelled after idle_timeout (15 s in the test config).
     wait_for(lambda: not cluster.jobs("worker"), 240, "idle worker jobs to be cancelled")
+    for job in workers:  # each job's node-local Ray temp dir went with it
+        assert not os.path.exists(f"/tmp/rs-{job.job_id}"), f"temp dir of job {job.job_id} left"
 
     cluster.down()
     assert cluster.jobs() == []

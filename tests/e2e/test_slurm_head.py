@@ -3,7 +3,7 @@
 import subprocess
 import sys
 
-from conftest import BIN, parse_result, wait_for, where_tasks
+from conftest import BIN, parse_result, run, wait_for, where_tasks
 
 
 def test_slurm_head_scales_slurm_workers_up_and_down(make_cluster, site_nodes, tmp_path):
@@ -38,5 +38,12 @@ def test_slurm_head_scales_slurm_workers_up_and_down(make_cluster, site_nodes, t
     wait_for(lambda: not cluster.jobs("worker"), 240, "idle worker jobs to be cancelled")
     assert len(cluster.jobs("head")) == 1
 
+    # `ray attach` opens a shell inside the head's job (srun --overlap), on the head's node.
+    attach = run([str(BIN / "ray"), "attach", str(cluster.config_path)], timeout=120,
+                 input="echo ATTACHED-$(hostname)\nexit\n")  # fmt: skip
+    assert f"ATTACHED-{heads[0].node}" in attach.stdout
+
+    # Even with its state lost, `ray down` finds the cluster's jobs by name and cancels them.
+    (tmp_path / "state" / "e2e-slurmhead" / "state.json").unlink()
     cluster.down()
     assert cluster.jobs() == []

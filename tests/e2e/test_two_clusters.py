@@ -3,12 +3,16 @@
 import subprocess
 import sys
 
+import yaml
 from conftest import parse_result, where_tasks
 
 
-def test_two_clusters_share_nodes_and_stop_independently(make_cluster, site_nodes):
+def test_two_clusters_share_nodes_and_stop_independently(make_cluster, site_nodes, tmp_path):
+    # Cluster B takes its node addresses from a site map file instead of SLURM's NodeAddr.
+    node_map = tmp_path / "node-map.yaml"
+    node_map.write_text(yaml.safe_dump(site_nodes))
     a = make_cluster("e2e-a", max_workers=1)
-    b = make_cluster("e2e-b", max_workers=1)
+    b = make_cluster("e2e-b", max_workers=1, node_map=str(node_map))
     a.up()
     b.up()
     env_a, env_b = a.env(), b.env()

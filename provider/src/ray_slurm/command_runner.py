@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import logging
 import os
+import re
 import shlex
 import shutil
 import subprocess
@@ -28,9 +29,31 @@ from ray_slurm.slurm import clean_env
 logger = logging.getLogger(__name__)
 
 
+_RAY_STOP_RE = re.compile(r"(^|[\s;&|(/])ray\s+stop\b")
+
+
 def is_ray_stop(cmd: str | None) -> bool:
-    words = shlex.split(cmd) if cmd else []
-    return len(words) >= 2 and os.path.basename(words[0]) == "ray" and words[1] == "stop"
+    """Whether ``cmd`` is exactly ``ray stop [--options]``."""
+    try:
+        words = shlex.split(cmd) if cmd else []
+    except ValueError:
+        return False
+    return (
+        len(words) >= 2
+        and os.path.basename(words[0]) == "ray"
+        and words[1] == "stop"
+        and all(w.startswith("-") for w in words[2:])
+    )
+
+
+def check_no_unscoped_stop(cmd: str | None) -> None:
+    """Refuse ``ray stop`` inside a longer command: it would stop other clusters' Ray too."""
+    if cmd and not is_ray_stop(cmd) and _RAY_STOP_RE.search(cmd):
+        raise ProcessRunnerError(
+            "`ray stop` stops every Ray process of the user on that host, other clusters' too; "
+            "run `ray stop` on its own (this provider then stops only this cluster's node)",
+            "ssh_command_failed", command=cmd,
+        )  # fmt: skip
 
 
 class LocalCommandRunner(CommandRunnerInterface):
@@ -73,6 +96,7 @@ class LocalCommandRunner(CommandRunnerInterface):
             logger.info("%sray stop: stopping only this cluster's node", self.log_prefix)
             self.stop_ray()
             return ""
+        check_no_unscoped_stop(cmd)
         self.check_ready()
         env = {**self.env, **{k: str(v) for k, v in (environment_variables or {}).items()}}
         exports = "".join(f"export {k}={shlex.quote(v)}; " for k, v in sorted(env.items()))

@@ -19,6 +19,7 @@ NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]{0,63}$")
 # Values that go into "#SBATCH --opt=value" lines: no whitespace, quotes or shell syntax.
 SLURM_VALUE_RE = re.compile(r"^[A-Za-z0-9_.,:+=@/\-\[\]&|*!()%]+$")
 SBATCH_OPTION_RE = re.compile(r"^--[a-z][a-z0-9-]*(=[^\s'\"\\`$;]+)?$")
+PATH_RE = re.compile(r"^[A-Za-z0-9_.,:+=@/~-]+$")
 SIZE_RE = re.compile(r"^(\d+(?:\.\d+)?)\s*([KMGT]?)B?$", re.IGNORECASE)
 _UNITS = {"": 1024**2, "K": 1024, "M": 1024**2, "G": 1024**3, "T": 1024**4}
 
@@ -43,6 +44,8 @@ RESERVED_SBATCH = {
     "--job-name", "--output", "--error", "--nodes", "--ntasks", "--cpus-per-task", "--mem",
     "--partition", "--account", "--qos", "--time", "--constraint", "--gres", "--gpus",
     "--export", "--parsable", "--wrap", "--array", "--reservation", "--exclusive",
+    "--mem-per-cpu", "--mem-per-gpu", "--gpus-per-node", "--gpus-per-task", "--cpus-per-gpu",
+    "--signal", "--chdir",
 }  # fmt: skip
 RAY_RESOURCE_KEYS = {"CPU", "GPU", "memory", "object_store_memory"}
 
@@ -94,6 +97,11 @@ class NodeTypeSpec:
         return {k: v for k, v in self.resources.items() if k not in RAY_RESOURCE_KEYS}
 
 
+def _reserved(option: str) -> bool:
+    """sbatch accepts any unambiguous prefix of a long option (--part = --partition)."""
+    return len(option) > 3 and any(r.startswith(option) for r in RESERVED_SBATCH)
+
+
 def _count(value: Any, where: str, problems: list[str], minimum: int = 0) -> int | None:
     if value is None:
         return None
@@ -116,7 +124,6 @@ def _agree(
             f"available_node_types.{name}: resources.{key}={res} disagrees with "
             f"node_config.{slurm_key}={request} (the job would request one and Ray use the other)"
         )
-        return None
     return request if request is not None else res
 
 
@@ -159,7 +166,7 @@ def resolve_node_type(name: str, type_cfg: Mapping[str, Any], kind: str, backend
                 f"{where}.node_config.sbatch_options: invalid option {opt!r} "
                 "(expected --name or --name=value, no spaces or quotes)"
             )
-        elif opt.split("=")[0] in RESERVED_SBATCH:
+        elif _reserved(opt.split("=")[0]):
             problems.append(
                 f"{where}.node_config.sbatch_options: {opt!r} is set by ray-slurm; "
                 "use the node_config key for it"
@@ -208,7 +215,13 @@ def resolve_node_type(name: str, type_cfg: Mapping[str, Any], kind: str, backend
                 if object_store is None:
                     object_store = int(mem * DEFAULT_OBJECT_STORE_FRACTION)
                 heap = resources.get("memory", mem - object_store)
-                if object_store < MIN_OBJECT_STORE_BYTES:
+                if object_store >= mem:
+                    problems.append(
+                        f"{where}.node_config.object_store_memory: "
+                        f"{node_config['object_store_memory']} leaves no memory of "
+                        f"node_config.memory ({node_config['memory']}) for tasks"
+                    )
+                elif object_store < MIN_OBJECT_STORE_BYTES:
                     problems.append(
                         f"{where}: object store of {object_store} bytes is below "
                         f"Ray's minimum {MIN_OBJECT_STORE_BYTES}; raise memory"
@@ -278,8 +291,10 @@ def check_provider(provider: Mapping[str, Any], cluster_name: str, problems: lis
         problems.append(f"provider.head_mode: {mode!r} is not one of {', '.join(HEAD_MODES)}")
     for key in ("state_dir", "ray_env", "node_map", "temp_root", "slurm_bin"):
         value = provider.get(key)
-        if value is not None and (not isinstance(value, str) or not value or "\n" in value):
-            problems.append(f"provider.{key}: expected a path, got {value!r}")
+        if value is not None and (not isinstance(value, str) or not PATH_RE.match(value)):
+            problems.append(
+                f"provider.{key}: expected a path without spaces or quotes, got {value!r}"
+            )
     temp_root = os.path.expanduser(str(provider.get("temp_root", "/tmp")))
     if len(temp_root) > 24:
         problems.append(
@@ -303,6 +318,9 @@ def load_settings(provider: Mapping[str, Any], cluster_name: str) -> Settings:
     head_node_type = provider.get("_head_node_type")
     node_types_cfg = provider.get("_node_types")
     if not head_node_type or not isinstance(node_types_cfg, Mapping):
+        if not head_node_type and "_head_node_type" in provider:
+            problems.append("head_node_type: required")
+            raise ConfigError(problems)
         problems.append(
             "provider: this config was not bootstrapped by ray_slurm "
             "(run it through `ray up`, or call SlurmNodeProvider.bootstrap_config)"
@@ -352,9 +370,12 @@ def bootstrap(config: dict[str, Any]) -> dict[str, Any]:
     for name, t in (config.get("available_node_types") or {}).items():
         for key in ("min_workers", "max_workers"):
             _count(t.get(key), f"available_node_types.{name}.{key}", problems)
+    try:
+        load_settings(provider, config.get("cluster_name", ""))
+    except ConfigError as exc:
+        problems.extend(p for p in exc.problems if p not in problems)
     if problems:
         raise ConfigError(problems)
-    load_settings(provider, config.get("cluster_name", ""))
     return config
 
 

@@ -208,7 +208,7 @@ class Slurm:
                 check=False,
             )
         except subprocess.TimeoutExpired as exc:
-            raise SlurmError(f"{args[0]} did not answer within {self.timeout_s:.0f} s") from exc
+            raise SlurmError(f"{args[0]} did not answer within {self.timeout_s:g} s") from exc
         except FileNotFoundError as exc:
             raise SlurmError(f"{argv[0]} not found: is SLURM installed and on PATH?") from exc
         if check and proc.returncode != 0:

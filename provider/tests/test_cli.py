@@ -1,0 +1,174 @@
+"""The ``ray-slurm`` command: port choice, the head's address record and ``env`` for drivers."""
+
+from __future__ import annotations
+
+import json
+import logging
+import socket
+import subprocess
+
+import pytest
+from conftest import mode
+
+from ray_slurm.cli import PORT_RANGE, free_ports, main
+from ray_slurm.state import ClusterDir
+
+
+def hold(port: int) -> socket.socket:
+    s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    s.bind(("0.0.0.0", port))
+    return s
+
+
+# ---------------------------------------------------------------------------------- free ports
+
+
+def test_free_ports_distinct_and_in_range():
+    ports = free_ports(4, "12345")
+    assert len(ports) == 4
+    assert len(set(ports)) == 4
+    low, high = PORT_RANGE
+    assert all(low <= p < high for p in ports)
+    assert PORT_RANGE[0] > 19999  # above Ray's worker ports
+    assert PORT_RANGE[1] <= 32768  # below the ephemeral range
+
+
+def test_free_ports_same_seed_same_ports():
+    assert free_ports(3, "job-7") == free_ports(3, "job-7")
+
+
+def test_free_ports_seeds_spread_apart():
+    starts = {free_ports(1, str(job_id))[0] for job_id in range(1000, 1010)}
+    assert len(starts) == 10
+
+
+def test_free_ports_skip_a_held_port():
+    ports = free_ports(3, "seed-held")
+    with hold(ports[0]):
+        again = free_ports(3, "seed-held")
+    assert ports[0] not in again
+    assert again[:2] == ports[1:]
+
+
+def test_free_ports_range_exhausted():
+    port = free_ports(1, "exhausted")[0]
+    with hold(port), pytest.raises(RuntimeError, match="fewer than 1 free ports"):
+        free_ports(1, "exhausted", port_range=(port, port + 1))
+
+
+def test_main_free_ports_prints_them(capsys):
+    assert main(["free-ports", "2", "--seed", "99"]) == 0
+    printed = [int(p) for p in capsys.readouterr().out.split()]
+    assert printed == free_ports(2, "99")
+
+
+# -------------------------------------------------------------------------------- publish-head
+
+
+def test_publish_head_then_read_head(tmp_path):
+    root = tmp_path / "state" / "demo"
+    argv = [
+        "publish-head", str(root), "--node-id", "4242", "--ip", "10.0.0.7",
+        "--gcs-port", "24001", "--dashboard-port", "24002", "--client-port", "24003",
+    ]  # fmt: skip
+    assert main(argv) == 0
+    cluster = ClusterDir(tmp_path / "state", "demo")
+    head = cluster.read_head()
+    assert head is not None
+    assert head["node_id"] == "4242"
+    assert head["ip"] == "10.0.0.7"
+    assert (head["gcs_port"], head["dashboard_port"], head["client_port"]) == (24001, 24002, 24003)
+    assert head["host"] == socket.gethostname()
+    assert isinstance(head["started"], float)
+    assert mode(cluster.head_file) == 0o600
+    assert mode(cluster.root) == 0o700
+
+
+def test_publish_head_rejects_non_numeric_ports(tmp_path):
+    with pytest.raises(SystemExit):
+        main(["publish-head", str(tmp_path / "c"), "--node-id", "1", "--ip", "10.0.0.1",
+              "--gcs-port", "x", "--dashboard-port", "1", "--client-port", "2"])  # fmt: skip
+    assert not (tmp_path / "c" / "head.json").exists()
+
+
+# ---------------------------------------------------------------------------------------- env
+
+
+def test_env_prints_exports(config_file, state_dir, capsys):
+    cluster = ClusterDir(state_dir, "example")
+    cluster.publish_head({"ip": "10.0.0.7", "gcs_port": 24001, "dashboard_port": 24002})
+    assert main(["env", str(config_file)]) == 0
+    out = capsys.readouterr().out
+    lines = out.splitlines()
+    assert "export RAY_ADDRESS=10.0.0.7:24001" in lines
+    assert "export RAY_AUTH_MODE=token" in lines
+    assert f"export RAY_AUTH_TOKEN_PATH={cluster.token_file}" in lines
+    assert "export RAY_SLURM_DASHBOARD=http://10.0.0.7:24002" in lines
+
+    # what a user does with it: eval in a shell
+    shell = subprocess.run(
+        ["bash", "-c", 'eval "$1"; printf "%s|%s|%s" "$RAY_ADDRESS" "$RAY_AUTH_MODE" '
+         '"$RAY_AUTH_TOKEN_PATH"', "_", out],
+        capture_output=True, text=True, check=True,
+    )  # fmt: skip
+    assert shell.stdout == f"10.0.0.7:24001|token|{cluster.token_file}"
+
+
+def test_env_quotes_odd_state_dir(raw_config, tmp_path, capsys):
+    import yaml
+
+    state = tmp_path / "my state"
+    raw_config["provider"]["state_dir"] = str(state)
+    cfg = tmp_path / "odd.yaml"
+    cfg.write_text(yaml.safe_dump(raw_config))
+    ClusterDir(state, "example").publish_head(
+        {"ip": "10.0.0.7", "gcs_port": 1, "dashboard_port": 2}
+    )
+    assert main(["env", str(cfg)]) == 0
+    out = capsys.readouterr().out
+    shell = subprocess.run(["bash", "-c", 'eval "$1"; printf %s "$RAY_AUTH_TOKEN_PATH"', "_", out],
+                           capture_output=True, text=True, check=True)  # fmt: skip
+    assert shell.stdout == str(state / "example" / "token")
+
+
+def test_env_without_head_fails_with_a_message(config_file, state_dir, capsys, caplog):
+    with caplog.at_level(logging.ERROR, logger="ray_slurm.cli"):
+        assert main(["env", str(config_file)]) == 1
+    assert capsys.readouterr().out == ""
+    assert "no running head" in caplog.text
+    assert str(state_dir / "example") in caplog.text
+
+
+def test_env_with_incomplete_head_record_fails(config_file, state_dir, capsys, caplog):
+    ClusterDir(state_dir, "example").publish_head({"ip": "10.0.0.7"})
+    with caplog.at_level(logging.ERROR, logger="ray_slurm.cli"):
+        assert main(["env", str(config_file)]) == 1
+    assert "gcs_port" in caplog.text
+
+
+def test_env_missing_config_file_fails(tmp_path, caplog):
+    with caplog.at_level(logging.ERROR, logger="ray_slurm.cli"):
+        assert main(["env", str(tmp_path / "missing.yaml")]) == 1
+    assert "missing.yaml" in caplog.text
+
+
+def test_wait_head_gives_up(tmp_path, caplog):
+    with caplog.at_level(logging.ERROR, logger="ray_slurm.cli"):
+        assert main(["wait-head", "--cluster-dir", str(tmp_path / "c"), "--timeout", "0"]) == 1
+    assert "did not come up" in caplog.text
+
+
+def test_head_json_is_what_env_reads(tmp_path, capsys):
+    """publish-head (in the head's job) and env (in the user's shell) agree on the record."""
+    import yaml
+
+    cfg = {"cluster_name": "demo", "provider": {"state_dir": str(tmp_path / "s")}}
+    path = tmp_path / "c.yaml"
+    path.write_text(yaml.safe_dump(cfg))
+    root = tmp_path / "s" / "demo"
+    assert main(["publish-head", str(root), "--node-id", "1", "--ip", "10.9.9.9", "--gcs-port",
+                 "24100", "--dashboard-port", "24101", "--client-port", "24102"]) == 0  # fmt: skip
+    capsys.readouterr()
+    assert main(["env", str(path)]) == 0
+    assert "export RAY_ADDRESS=10.9.9.9:24100" in capsys.readouterr().out.splitlines()
+    assert json.loads((root / "head.json").read_text())["gcs_port"] == 24100

@@ -1,0 +1,233 @@
+"""Command runners: `ray stop` goes to the provider, commands run in bash with exported
+variables and a clean environment, "rsync" is a local copy into the cluster's home."""
+
+from __future__ import annotations
+
+import subprocess
+
+import pytest
+from ray.autoscaler._private.subprocess_output_util import ProcessRunnerError
+
+from ray_slurm.command_runner import LocalCommandRunner, SrunCommandRunner, is_ray_stop
+
+
+class NoProcesses:
+    """A process runner that fails the test if anything is run."""
+
+    def check_call(self, *args, **kwargs):
+        raise AssertionError(f"nothing may run, got {args}")
+
+    check_output = check_call
+
+
+@pytest.fixture
+def home(tmp_path):
+    path = tmp_path / "home"
+    path.mkdir()
+    return path
+
+
+@pytest.fixture
+def stops():
+    return []
+
+
+@pytest.fixture
+def runner(home, stops):
+    return LocalCommandRunner(
+        log_prefix="test: ",
+        home=str(home),
+        env={"RUNNER_VAR": "it's a value with spaces"},
+        stop_ray=lambda: stops.append(1),
+    )
+
+
+@pytest.mark.parametrize(
+    ("cmd", "expected"),
+    [
+        ("ray stop", True),
+        ("ray stop --force", True),
+        ("/x/bin/ray stop", True),
+        ("  ray   stop  ", True),
+        ("ray status", False),
+        ("ray start --head", False),
+        ("ray", False),
+        ("echo ray stop", False),
+        ("ray-slurm stop", False),
+        ("ray stop && echo x", False),
+        ("ray stop 'unbalanced", False),
+        ("", False),
+        (None, False),
+    ],
+)
+def test_is_ray_stop(cmd, expected):
+    assert is_ray_stop(cmd) is expected
+
+
+@pytest.mark.parametrize("cmd", ["ray stop; echo x", "echo x && ray stop", "(ray stop --force)"])
+def test_ray_stop_inside_a_longer_command_is_refused(runner, cmd, tmp_path):
+    marker = tmp_path / "ran"
+    with pytest.raises(ProcessRunnerError, match="ray stop"):
+        runner.run(f"{cmd}; touch {marker}")
+    assert not marker.exists()
+
+
+def test_ray_stop_calls_the_provider_and_runs_nothing(home, stops):
+    runner = LocalCommandRunner("", str(home), {}, lambda: stops.append(1), NoProcesses())
+    assert runner.run("ray stop") == ""
+    assert runner.run("ray stop --force", with_output=True) == ""
+    assert stops == [1, 1]
+
+
+def test_environment_variables_are_exported(runner):
+    runner.run('test "$FOO" = bar', environment_variables={"FOO": "bar"})
+    with pytest.raises(ProcessRunnerError):
+        runner.run('test "$FOO" = bar', environment_variables={"FOO": "baz"})
+
+
+def test_runner_env_is_exported_and_quoted(runner):
+    out = runner.run('printf %s "$RUNNER_VAR"', with_output=True)
+    assert out == "it's a value with spaces"
+
+
+def test_environment_variables_override_runner_env(runner):
+    out = runner.run(
+        'printf %s "$RUNNER_VAR"', with_output=True, environment_variables={"RUNNER_VAR": 5}
+    )
+    assert out == "5"
+
+
+def test_with_output_returns_stdout(runner):
+    out = runner.run("echo hello; echo err >&2", with_output=True)
+    assert out == "hello\n"
+    assert isinstance(out, str)
+
+
+def test_commands_run_in_a_clean_environment(runner, monkeypatch):
+    monkeypatch.setenv("SLURM_JOB_ID", "77")
+    monkeypatch.setenv("RAY_CLOUD_INSTANCE_ID", "77")
+    out = runner.run(
+        'echo "${SLURM_JOB_ID:-none} ${RAY_CLOUD_INSTANCE_ID:-none}"', with_output=True
+    )
+    assert out == "none none\n"
+
+
+def test_failing_command_raises(runner):
+    with pytest.raises(ProcessRunnerError) as excinfo:
+        runner.run("exit 7")
+    assert excinfo.value.code == 7
+    with pytest.raises(ProcessRunnerError):
+        runner.run("exit 3", with_output=True)
+
+
+def test_exit_on_fail_exits_with_the_code(runner):
+    with pytest.raises(SystemExit) as excinfo:
+        runner.run("exit 5", exit_on_fail=True)
+    assert excinfo.value.code == 5
+
+
+def test_with_output_timeout_raises(runner):
+    with pytest.raises(ProcessRunnerError):
+        runner.run("exec sleep 5", with_output=True, timeout=0.3)
+
+
+def test_rsync_up_maps_home(runner, home, tmp_path):
+    source = tmp_path / "cfg.yaml"
+    source.write_text("cluster_name: example\n")
+    runner.run_rsync_up(str(source), "~/x.yaml")
+    assert (home / "x.yaml").read_text() == "cluster_name: example\n"
+
+    runner.run_rsync_up(str(source), "~/sub/dir/")
+    assert (home / "sub" / "dir" / "cfg.yaml").exists()
+
+
+def test_rsync_up_directory_and_absolute_target(runner, tmp_path):
+    source = tmp_path / "src"
+    (source / "a").mkdir(parents=True)
+    (source / "a" / "f.txt").write_text("x")
+    target = tmp_path / "dst"
+    runner.run_rsync_up(str(source), str(target))
+    assert (target / "a" / "f.txt").read_text() == "x"
+
+
+def test_rsync_down_maps_home(runner, home, tmp_path):
+    (home / "ray_bootstrap_config.yaml").write_text("a: 1\n")
+    target = tmp_path / "down.yaml"
+    runner.run_rsync_down("~/ray_bootstrap_config.yaml", str(target))
+    assert target.read_text() == "a: 1\n"
+
+
+def test_local_remote_shell(runner):
+    assert runner.remote_shell_command_str() == "bash\n"
+
+
+# ------------------------------------------------------------------------------------- srun
+
+
+def _srun_runner(home, srun, stops=None, process_runner=subprocess, not_ready=lambda: None):
+    return SrunCommandRunner(
+        job_id="4242",
+        srun=srun,
+        not_ready=not_ready,
+        log_prefix="",
+        home=str(home),
+        env={},
+        stop_ray=lambda: (stops if stops is not None else []).append(1),
+        process_runner=process_runner,
+    )
+
+
+def test_srun_wrap(home):
+    runner = _srun_runner(home, "/opt/slurm/bin/srun")
+    argv = runner.wrap(["bash", "-c", "hostname"])
+    assert argv[:3] == ["/opt/slurm/bin/srun", "--jobid=4242", "--overlap"]
+    assert "--nodes=1" in argv
+    assert "--ntasks=1" in argv
+    assert argv[-3:] == ["bash", "-c", "hostname"]
+    shell = runner.remote_shell_command_str()
+    assert shell == "/opt/slurm/bin/srun --jobid=4242 --overlap --pty bash\n"
+
+
+def test_srun_runner_runs_inside_the_job(home, fake_bin, tmp_path):
+    record = tmp_path / "srun.args"
+    srun = fake_bin(
+        "srun",
+        f'printf "%s\\n" "$@" > {record}\nwhile [ "$1" != bash ]; do shift; done\nexec "$@"',
+    )
+    runner = _srun_runner(home, str(srun))
+    assert runner.run("echo inside", with_output=True) == "inside\n"
+    args = record.read_text().splitlines()
+    assert args[:2] == ["--jobid=4242", "--overlap"]
+    assert args[-1].endswith("echo inside")
+
+
+def test_srun_runner_hands_ray_stop_to_the_provider(home):
+    stops = []
+    runner = _srun_runner(home, "/nonexistent/srun", stops, NoProcesses())
+    runner.run("ray stop")
+    assert stops == [1]
+
+
+def test_srun_runner_on_a_job_that_does_not_run_yet(home, capsys):
+    def not_ready():
+        return "pending (Priority)"
+
+    runner = _srun_runner(home, "/nonexistent/srun", None, NoProcesses(), not_ready)
+    with pytest.raises(ProcessRunnerError) as excinfo:
+        runner.run("uptime")
+    message = str(excinfo.value)
+    assert "4242" in message
+    assert "pending (Priority)" in message
+    assert "ssh_timeout" in message  # Ray's updater treats it as "not reachable yet" and retries
+    assert "pending (Priority)" in capsys.readouterr().err
+
+
+def test_ray_stop_of_a_pending_job_still_reaches_the_provider(home):
+    stops = []
+    runner = _srun_runner(home, "/nonexistent/srun", stops, NoProcesses(), lambda: "pending (x)")
+    assert runner.run("ray stop") == ""
+    assert stops == [1]
+
+
+def test_local_runner_is_always_ready(runner):
+    runner.check_ready()

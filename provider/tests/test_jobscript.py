@@ -1,0 +1,376 @@
+"""The rendered node scripts: SBATCH header, Ray identity and auth, ray start arguments, quoting.
+
+Besides checking the text, two tests run a rendered script with bash, ``ray`` and ``ray-slurm``
+replaced by recorders, to see the arguments Ray really gets after the shell has done its work.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shlex
+import shutil
+import subprocess
+import tempfile
+from pathlib import Path
+
+import pytest
+
+from ray_slurm.jobscript import job_name, login_head_id, parse_job_name, render
+
+HEAD_ADDRESS = "10.0.0.1:6379"
+SETUP = ['echo "setup ran" > "$SETUP_MARK"', "module load python/3.12 || true"]
+
+
+def bash_n(text: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(["bash", "-n"], input=text, capture_output=True, text=True, check=False)
+
+
+def sbatch_lines(text: str) -> list[str]:
+    return [line for line in text.splitlines() if line.startswith("#SBATCH")]
+
+
+@pytest.fixture
+def rich_settings(make_settings):
+    """The example with setup lines, custom resources and extra sbatch options on ``cpu``."""
+
+    def change(cfg):
+        node_config = cfg["available_node_types"]["cpu"]["node_config"]
+        node_config["setup"] = SETUP
+        node_config["account"] = "proj1"
+        node_config["sbatch_options"] = ["--comment=ray", "--requeue"]
+        cfg["available_node_types"]["cpu"]["resources"] = {"custom:x": 1, "my-res": 2.5}
+
+    return make_settings(change)
+
+
+@pytest.fixture
+def worker_text(settings, cluster):
+    return render(settings, cluster, settings.spec("cpu"), head_address=HEAD_ADDRESS).text
+
+
+# ------------------------------------------------------------------------------------ job names
+
+
+def test_job_name_round_trip():
+    name = job_name("example", "worker", "cpu")
+    assert name == "ray.example.worker.cpu"
+    assert parse_job_name(name, "example") == ("worker", "cpu")
+    assert parse_job_name(job_name("example", "head", "head"), "example") == ("head", "head")
+
+
+@pytest.mark.parametrize(
+    "name",
+    [
+        "ray.other.worker.cpu",  # another cluster
+        "ray.example2.worker.cpu",
+        "ray.example.bogus.cpu",  # not a kind
+        "ray.example.worker",
+        "ray.example.worker.cpu.extra",
+        "ray-example-worker-cpu",
+        "interactive",
+        "",
+    ],
+)
+def test_parse_job_name_rejects(name):
+    assert parse_job_name(name, "example") is None
+
+
+# -------------------------------------------------------------------------------------- worker
+
+
+def test_worker_script_path(settings, cluster):
+    script = render(settings, cluster, settings.spec("cpu"), head_address=HEAD_ADDRESS)
+    assert script.path == str(cluster.jobs_dir / "worker-cpu.sh")
+    assert (script.kind, script.node_type) == ("worker", "cpu")
+
+
+def test_worker_sbatch_header(worker_text, cluster):
+    lines = worker_text.splitlines()
+    assert lines[0] == "#!/bin/bash"
+    header = sbatch_lines(worker_text)
+    assert header == [
+        "#SBATCH --job-name=ray.example.worker.cpu",
+        f"#SBATCH --output={cluster.logs_dir}/%x-%j.log",
+        "#SBATCH --nodes=1",
+        "#SBATCH --ntasks=1",
+        "#SBATCH --cpus-per-task=2",
+        "#SBATCH --mem=1500M",
+        "#SBATCH --partition=debug",
+        "#SBATCH --time=01:00:00",
+    ]
+    # sbatch stops reading #SBATCH lines at the first command: they must all come first
+    first_command = next(
+        i for i, line in enumerate(lines[1:], 1) if line and not line.startswith("#")
+    )
+    assert all(lines.index(h) < first_command for h in header)
+
+
+def test_worker_identity_and_auth(worker_text, cluster):
+    lines = worker_text.splitlines()
+    assert 'export RAY_CLOUD_INSTANCE_ID="$SLURM_JOB_ID"' in lines
+    assert "export RAY_NODE_TYPE_NAME=cpu" in lines
+    assert "export RAY_AUTH_MODE=token" in lines
+    assert f"export RAY_AUTH_TOKEN_PATH={shlex.quote(str(cluster.token_file))}" in lines
+    assert "RAY_GRACEFUL_SHUTDOWN_DRAIN_TIMEOUT_S" not in worker_text  # head only
+
+
+def test_worker_ray_start_arguments(worker_text, settings):
+    spec = settings.spec("cpu")
+    assert f"--address={HEAD_ADDRESS}" in worker_text
+    assert f"--num-cpus={int(spec.resources['CPU'])} " in worker_text
+    assert "--num-cpus=2 " in worker_text
+    assert "--num-gpus=0" in worker_text
+    assert f"--memory={spec.resources['memory']}" in worker_text
+    assert f"--object-store-memory={spec.object_store_bytes}" in worker_text
+    assert "--disable-usage-stats" in worker_text
+    assert '"${ray_args[@]}" --block' in worker_text
+    assert "--head" not in worker_text
+    assert "--autoscaling-config" not in worker_text
+    assert "--resources" not in worker_text  # no custom resources in the example
+
+
+def test_worker_script_is_valid_bash(worker_text):
+    result = bash_n(worker_text)
+    assert result.returncode == 0, result.stderr
+
+
+def test_bash_n_catches_broken_scripts():
+    assert bash_n("if true; then\n").returncode != 0  # the check above has teeth
+
+
+def test_custom_resources_are_json_and_shell_quoted(rich_settings):
+    cluster = _cluster(rich_settings)
+    text = render(rich_settings, cluster, rich_settings.spec("cpu"), head_address=HEAD_ADDRESS).text
+    match = re.search(r"--resources=('[^']*')", text)
+    assert match, text
+    (word,) = shlex.split(match.group(1))
+    assert json.loads(word) == {"custom:x": 1, "my-res": 2.5}
+    assert bash_n(text).returncode == 0
+
+
+def test_setup_lines_and_extra_options(rich_settings):
+    cluster = _cluster(rich_settings)
+    text = render(rich_settings, cluster, rich_settings.spec("cpu"), head_address=HEAD_ADDRESS).text
+    lines = text.splitlines()
+    for line in SETUP:
+        assert line in lines
+    header = sbatch_lines(text)
+    assert "#SBATCH --account=proj1" in header
+    assert "#SBATCH --comment=ray" in header
+    assert "#SBATCH --requeue" in header
+    # setup runs after the identity exports and before Ray starts
+    assert lines.index("export RAY_AUTH_MODE=token") < lines.index(SETUP[0])
+    assert lines.index(SETUP[0]) < next(i for i, ln in enumerate(lines) if " start " in ln)
+
+
+def test_gpus_and_exclusive(make_settings):
+    def change(cfg):
+        cfg["available_node_types"]["cpu"]["node_config"].update(gpus=2, exclusive=True)
+
+    settings = make_settings(change)
+    text = render(settings, _cluster(settings), settings.spec("cpu"), HEAD_ADDRESS).text
+    header = sbatch_lines(text)
+    assert "#SBATCH --gres=gpu:2" in header
+    assert "#SBATCH --exclusive" in header
+    assert "--num-gpus=2" in text
+
+
+def test_worker_without_head_address_raises(settings, cluster):
+    with pytest.raises(ValueError, match="head"):
+        render(settings, cluster, settings.spec("cpu"))
+
+
+def test_head_address_is_shell_quoted(settings, cluster):
+    text = render(settings, cluster, settings.spec("cpu"), head_address="10.0.0.1:6379; id").text
+    assert "--address='10.0.0.1:6379; id'" in text
+
+
+# ---------------------------------------------------------------------------------------- head
+
+
+def test_login_head_script(settings, cluster):
+    script = render(settings, cluster, settings.spec("head"), node_ip="10.0.0.9")
+    text = script.text
+    assert script.path == str(cluster.jobs_dir / "head-head.sh")
+    assert sbatch_lines(text) == []
+    assert "SBATCH" not in text
+    assert "SLURM_JOB_ID" not in text
+    lines = text.splitlines()
+    assert f"export RAY_CLOUD_INSTANCE_ID={login_head_id()}" in lines
+    assert "export RAY_NODE_TYPE_NAME=head" in lines
+    assert "export RAY_AUTH_MODE=token" in lines
+    assert "export RAY_GRACEFUL_SHUTDOWN_DRAIN_TIMEOUT_S=0" in lines
+    assert "node_ip=10.0.0.9" in lines
+    assert "--head " in text
+    assert '--autoscaling-config="$bootstrap_config"' in text
+    assert f"bootstrap_config={cluster.bootstrap_config}" in lines
+    assert "--num-cpus=0 " in text
+    assert "--address=" not in text
+    assert bash_n(text).returncode == 0
+
+
+def test_slurm_head_script(make_settings):
+    def change(cfg):
+        cfg["provider"]["head_mode"] = "slurm"
+        cfg["available_node_types"]["head"]["node_config"] = {"cpus": 1, "memory": "2G"}
+        cfg["available_node_types"]["head"]["resources"] = {}
+
+    settings = make_settings(change)
+    text = render(settings, _cluster(settings), settings.spec("head")).text
+    header = sbatch_lines(text)
+    assert header[0] == "#SBATCH --job-name=ray.example.head.head"
+    assert "#SBATCH --cpus-per-task=1" in header
+    assert "#SBATCH --mem=2048M" in header
+    assert 'export RAY_CLOUD_INSTANCE_ID="$SLURM_JOB_ID"' in text.splitlines()
+    assert "--head " in text
+    assert "--autoscaling-config" in text
+    assert bash_n(text).returncode == 0
+
+
+# ------------------------------------------------------------------- running rendered scripts
+
+
+def _cluster(settings):
+    from ray_slurm.state import ClusterDir
+
+    return ClusterDir(settings.state_dir, settings.cluster_name)
+
+
+@pytest.fixture
+def short_temp_root():
+    """``provider.temp_root`` must be short (Ray's socket paths), so not under tmp_path."""
+    path = tempfile.mkdtemp(prefix="rs", dir="/tmp")
+    yield path
+    shutil.rmtree(path, ignore_errors=True)
+
+
+@pytest.fixture
+def fake_ray_env(tmp_path):
+    """A ray_env whose ``ray`` and ``ray-slurm`` only record how they were called."""
+    env = tmp_path / "env"
+    (env / "bin").mkdir(parents=True)
+    record = tmp_path / "calls"
+    record.mkdir()
+    scripts = {
+        "ray": f"""
+printf '%s\\n' "$@" > {record}/ray.args
+env > {record}/ray.env
+for a in "$@"; do
+  case "$a" in
+    --temp-dir=*) [ -d "${{a#--temp-dir=}}" ] && echo yes > {record}/temp-dir.existed ;;
+  esac
+done
+exit 3
+""",
+        "ray-slurm": f"""
+printf '%s\\n' "$*" >> {record}/ray-slurm.calls
+case "$1" in
+  node-ip) echo 10.0.0.5 ;;
+  free-ports) shift; n=$1; seq 25001 $((25000 + n)) | tr '\\n' ' '; echo ;;
+  publish-head) ;;
+  *) exit 9 ;;
+esac
+""",
+    }
+    for name, body in scripts.items():
+        path = env / "bin" / name
+        path.write_text("#!/bin/bash\n" + body)
+        path.chmod(0o755)
+    return env, record
+
+
+def _run(script_text: str, tmp_path: Path, job_id: str | None) -> subprocess.CompletedProcess:
+    path = tmp_path / "node.sh"
+    path.write_text(script_text)
+    env = {"PATH": "/usr/bin:/bin", "SETUP_MARK": str(tmp_path / "setup.mark")}
+    if job_id:
+        env["SLURM_JOB_ID"] = job_id
+    return subprocess.run(
+        ["bash", str(path)], env=env, capture_output=True, text=True, timeout=10, check=False
+    )
+
+
+def test_running_the_worker_script(make_settings, fake_ray_env, short_temp_root, tmp_path):
+    env_dir, record = fake_ray_env
+
+    def change(cfg):
+        cfg["provider"]["ray_env"] = str(env_dir)
+        cfg["provider"]["temp_root"] = short_temp_root
+        node_config = cfg["available_node_types"]["cpu"]["node_config"]
+        node_config["setup"] = SETUP
+        cfg["available_node_types"]["cpu"]["resources"] = {"custom:x": 1, "my-res": 2}
+
+    settings = make_settings(change)
+    spec = settings.spec("cpu")
+    cluster = _cluster(settings)
+    text = render(settings, cluster, spec, head_address=HEAD_ADDRESS).text
+    proc = _run(text, tmp_path, job_id="4242")
+
+    assert proc.returncode == 3, proc.stderr  # the job ends with Ray's own exit status
+    args = (record / "ray.args").read_text().splitlines()
+    assert args[0] == "start"
+    assert args[-1] == "--block"
+    temp_dir = f"{short_temp_root}/rs-4242"
+    assert args[1:-1] == [
+        f"--address={HEAD_ADDRESS}",
+        "--dashboard-agent-listen-port=25001",
+        "--node-ip-address=10.0.0.5",
+        f"--temp-dir={temp_dir}",
+        "--disable-usage-stats",
+        "--num-cpus=2",
+        "--num-gpus=0",
+        f"--memory={spec.resources['memory']}",
+        f"--object-store-memory={spec.object_store_bytes}",
+        '--resources={"custom:x": 1, "my-res": 2}',
+    ]
+    ray_env = dict(
+        line.split("=", 1) for line in (record / "ray.env").read_text().splitlines() if "=" in line
+    )
+    assert ray_env["RAY_CLOUD_INSTANCE_ID"] == "4242"
+    assert ray_env["RAY_NODE_TYPE_NAME"] == "cpu"
+    assert ray_env["RAY_AUTH_MODE"] == "token"
+    assert ray_env["RAY_AUTH_TOKEN_PATH"] == str(cluster.token_file)
+    assert (tmp_path / "setup.mark").read_text() == "setup ran\n"
+    calls = (record / "ray-slurm.calls").read_text().splitlines()
+    assert calls == ["node-ip", "free-ports 1 --seed 4242"]
+    assert (record / "temp-dir.existed").exists()  # Ray got its private temp dir
+    assert not Path(temp_dir).exists()  # removed when the job ends
+
+
+def test_running_the_login_head_script(make_settings, fake_ray_env, short_temp_root, tmp_path):
+    env_dir, record = fake_ray_env
+
+    def change(cfg):
+        cfg["provider"]["ray_env"] = str(env_dir)
+        cfg["provider"]["temp_root"] = short_temp_root
+
+    settings = make_settings(change)
+    cluster = _cluster(settings).create()
+    cluster.bootstrap_config.write_text("cluster_name: example\n")  # as `ray up` would
+    text = render(settings, cluster, settings.spec("head"), node_ip="10.0.0.9").text
+    proc = _run(text, tmp_path, job_id=None)
+
+    assert proc.returncode == 3, proc.stderr
+    args = (record / "ray.args").read_text().splitlines()
+    assert args[:8] == [
+        "start",
+        "--head",
+        "--port=25001",
+        "--dashboard-host=10.0.0.9",
+        "--dashboard-port=25002",
+        "--ray-client-server-port=25003",
+        "--dashboard-agent-listen-port=25004",
+        f"--autoscaling-config={cluster.bootstrap_config}",
+    ]
+    assert "--node-ip-address=10.0.0.9" in args
+    assert "--num-cpus=0" in args
+    assert (record / "temp-dir.existed").exists()
+    assert os.listdir(short_temp_root) == []  # the head's temp dir is gone with it
+    calls = (record / "ray-slurm.calls").read_text().splitlines()
+    assert calls == [
+        f"free-ports 4 --seed {cluster.root}",
+        f"publish-head {cluster.root} --node-id login-head --ip 10.0.0.9 "
+        "--gcs-port 25001 --dashboard-port 25002 --client-port 25003",
+    ]

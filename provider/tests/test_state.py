@@ -1,0 +1,180 @@
+"""The per-cluster directory: private modes, the token, locked atomic updates, the head record."""
+
+from __future__ import annotations
+
+import json
+import multiprocessing
+import os
+
+import pytest
+from conftest import mode
+
+from ray_slurm.state import STATE_VERSION, ClusterDir, write_private
+
+
+@pytest.fixture
+def cdir(tmp_path):
+    return ClusterDir(tmp_path / "state", "demo")
+
+
+def leftovers(directory):
+    """Temp files an atomic write would leave behind if it failed to clean up."""
+    return [p.name for p in directory.iterdir() if p.name.startswith(".")]
+
+
+def test_paths(tmp_path, cdir):
+    assert cdir.root == tmp_path / "state" / "demo"
+    assert cdir.state_file == cdir.root / "state.json"
+    assert cdir.token_file == cdir.root / "token"
+    assert cdir.head_file == cdir.root / "head.json"
+    assert ClusterDir.at(cdir.root).root == cdir.root
+
+
+def test_state_dir_tilde_is_expanded(_private_home):
+    assert ClusterDir("~/.ray-slurm", "c").root == _private_home / ".ray-slurm" / "c"
+
+
+def test_create_makes_private_dirs(cdir):
+    assert cdir.create() is cdir
+    for d in (cdir.root, cdir.jobs_dir, cdir.logs_dir):
+        assert d.is_dir()
+        assert mode(d) == 0o700
+
+
+def test_create_tightens_existing_dirs(cdir):
+    cdir.root.mkdir(parents=True, mode=0o755)
+    os.chmod(cdir.root, 0o755)
+    cdir.create()
+    assert mode(cdir.root) == 0o700
+
+
+def test_ensure_token_created_once_private(cdir):
+    token = cdir.ensure_token()
+    assert len(token) == 64
+    int(token, 16)  # hex
+    assert mode(cdir.token_file) == 0o600
+    inode = cdir.token_file.stat().st_ino
+    assert cdir.ensure_token() == token
+    assert cdir.token_file.stat().st_ino == inode  # not rewritten
+    assert ClusterDir("x", "y").root != cdir.root
+    other = ClusterDir(cdir.root.parent, "other").ensure_token()
+    assert other != token
+
+
+def test_read_state_of_new_cluster(cdir):
+    assert cdir.read_state() == {"version": STATE_VERSION, "nodes": {}}
+
+
+def test_update_writes_private_valid_json(cdir):
+    with cdir.update() as state:
+        state["nodes"]["42"] = {"tags": {"a": "b"}}
+    assert mode(cdir.state_file) == 0o600
+    on_disk = json.loads(cdir.state_file.read_text())
+    assert on_disk["nodes"] == {"42": {"tags": {"a": "b"}}}
+    assert on_disk["version"] == STATE_VERSION
+    assert isinstance(on_disk["updated"], float)
+    assert cdir.read_state()["nodes"] == on_disk["nodes"]
+    assert leftovers(cdir.root) == []
+
+
+def test_update_writes_nothing_when_body_raises(cdir):
+    with pytest.raises(KeyError), cdir.update() as state:
+        state["nodes"]["1"] = {}
+        raise KeyError("boom")
+    assert not cdir.state_file.exists()
+
+    with cdir.update() as state:
+        state["nodes"]["2"] = {"ok": True}
+    before = cdir.state_file.read_bytes()
+    with pytest.raises(ValueError), cdir.update() as state:
+        state["nodes"].clear()
+        state["nodes"]["3"] = {}
+        raise ValueError("boom")
+    assert cdir.state_file.read_bytes() == before
+    assert leftovers(cdir.root) == []
+
+
+def test_update_releases_the_lock_after_an_error(cdir):
+    with pytest.raises(RuntimeError), cdir.update():
+        raise RuntimeError("boom")
+    with cdir.update() as state:  # would deadlock if the lock were still held
+        state["nodes"]["x"] = {}
+    assert "x" in cdir.read_state()["nodes"]
+
+
+def _increment(root: str, times: int) -> None:
+    cluster = ClusterDir.at(root)
+    for _ in range(times):
+        with cluster.update() as state:
+            state["counter"] = state.get("counter", 0) + 1
+
+
+def test_concurrent_updates_lose_nothing(cdir):
+    cdir.create()
+    ctx = multiprocessing.get_context("fork")
+    procs = [ctx.Process(target=_increment, args=(str(cdir.root), 50)) for _ in range(4)]
+    for p in procs:
+        p.start()
+    for p in procs:
+        p.join(timeout=30)
+        assert p.exitcode == 0
+    assert cdir.read_state()["counter"] == 200
+    assert leftovers(cdir.root) == []
+
+
+def test_corrupt_state_names_the_file(cdir):
+    cdir.create()
+    cdir.state_file.write_text('{"version": 1, "nodes": {')
+    with pytest.raises(RuntimeError, match="corrupt state file") as excinfo:
+        cdir.read_state()
+    assert str(cdir.state_file) in str(excinfo.value)
+    with pytest.raises(RuntimeError, match="corrupt"), cdir.update():
+        pass
+
+
+def test_state_of_another_version_is_refused(cdir):
+    cdir.create()
+    cdir.state_file.write_text(json.dumps({"version": 99, "nodes": {}}))
+    with pytest.raises(RuntimeError, match="version 99") as excinfo:
+        cdir.read_state()
+    assert str(cdir.state_file) in str(excinfo.value)
+
+
+def test_write_private_failure_keeps_old_file(tmp_path):
+    target = tmp_path / "f"
+    write_private(target, "old\n")
+    assert mode(target) == 0o600
+    with pytest.raises(TypeError):
+        write_private(target, 123)  # type: ignore[arg-type]
+    assert target.read_text() == "old\n"
+    assert leftovers(tmp_path) == []
+
+
+def test_write_private_custom_mode(tmp_path):
+    target = tmp_path / "job.sh"
+    write_private(target, "#!/bin/bash\n", 0o700)
+    assert mode(target) == 0o700
+
+
+def test_head_record_publish_read_clear(cdir):
+    assert cdir.read_head() is None
+    record = {"ip": "10.0.0.1", "gcs_port": 24001, "node_id": "77"}
+    cdir.publish_head(record)
+    assert cdir.read_head() == record
+    assert mode(cdir.head_file) == 0o600
+    assert mode(cdir.root) == 0o700
+
+    cdir.bootstrap_config.write_text("cluster_name: demo\n")
+    cdir.ensure_token()
+    cdir.clear_head()
+    assert cdir.read_head() is None
+    assert not cdir.head_file.exists()
+    assert not cdir.bootstrap_config.exists()
+    assert cdir.token_file.exists()  # the token outlives the head
+    cdir.clear_head()  # nothing left to clear is fine
+
+
+def test_unreadable_head_record_is_no_head(cdir):
+    cdir.create()
+    cdir.head_file.write_text("{not json")
+    assert cdir.read_head() is None
