@@ -23,3 +23,11 @@ python "$repo/scripts/demo_workload.py"
 
 step "ray status (through ray exec, with the cluster's token)"
 ray exec "$config" 'ray status'
+
+step "idle workers are cancelled after idle_timeout_minutes (1 min in the example)"
+for _ in $(seq 60); do
+    workers=$(squeue --noheader --format='%j' | grep -c '^ray\.example\.worker\.' || true)
+    printf '%s  worker jobs in squeue: %s\n' "$(date +%T)" "$workers"
+    [ "$workers" -eq 0 ] && break
+    sleep 5
+done
