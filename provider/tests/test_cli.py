@@ -172,3 +172,34 @@ def test_head_json_is_what_env_reads(tmp_path, capsys):
     assert main(["env", str(path)]) == 0
     assert "export RAY_ADDRESS=10.9.9.9:24100" in capsys.readouterr().out.splitlines()
     assert json.loads((root / "head.json").read_text())["gcs_port"] == 24100
+
+
+# -------------------------------------------------------------------------------------- render
+
+
+def test_render_prints_the_sbatch_command_and_script(config_file, capsys):
+    assert (
+        main(["render", str(config_file), "--node-type", "cpu", "--head-address", "1.2.3.4:5"]) == 0
+    )
+    out = capsys.readouterr().out
+    assert out.startswith("# node type cpu (worker): sbatch --parsable ")
+    assert "#SBATCH --job-name=ray.example.worker.cpu" in out
+    assert "--address=1.2.3.4:5" in out
+
+
+def test_render_output_writes_only_when_changed(config_file, tmp_path, capsys):
+    out_dir = tmp_path / "jobs"
+    assert main(["render", str(config_file), "--output", str(out_dir)]) == 0
+    first = capsys.readouterr().out
+    assert f"changed: {out_dir / 'worker-cpu.sh'}" in first
+    assert f"changed: {out_dir / 'head-head.sh'}" in first
+    assert main(["render", str(config_file), "--output", str(out_dir)]) == 0
+    assert "changed" not in capsys.readouterr().out
+    subprocess.run(["bash", "-n", str(out_dir / "worker-cpu.sh")], check=True)
+
+
+def test_render_rejects_a_bad_config_naming_the_field(config_file, caplog):
+    config_file.write_text(config_file.read_text().replace("cpus: 2", "cpus: -2"))
+    with caplog.at_level(logging.ERROR):
+        assert main(["render", str(config_file)]) == 1
+    assert "available_node_types.cpu.node_config.cpus" in caplog.text

@@ -16,12 +16,15 @@ import socket
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import yaml
 
+from ray_slurm import config, jobscript
+from ray_slurm.config import ConfigError, Settings
 from ray_slurm.nodemap import NodeAddresses, NodeMapError
 from ray_slurm.slurm import Slurm, SlurmError
-from ray_slurm.state import ClusterDir
+from ray_slurm.state import ClusterDir, write_private
 
 logger = logging.getLogger("ray_slurm.cli")
 
@@ -58,6 +61,40 @@ def cluster_dir_from_config(path: str) -> ClusterDir:
         cfg = yaml.safe_load(f)
     provider = cfg.get("provider") or {}
     return ClusterDir(provider.get("state_dir", "~/.ray-slurm"), cfg.get("cluster_name", "default"))
+
+
+def load_config(path: str) -> tuple[Settings, ClusterDir]:
+    """A ray-slurm.yaml, checked the way `ray up` checks it (ConfigError lists every problem)."""
+    with open(path) as f:
+        cfg = yaml.safe_load(f)
+    if not isinstance(cfg, dict) or not isinstance(cfg.get("provider"), dict):
+        raise ConfigError([f"{path}: not a Ray cluster config (no provider section)"])
+    cfg = config.bootstrap(config.fillout_resources(cfg))
+    settings = config.load_settings(cfg["provider"], cfg["cluster_name"])
+    return settings, ClusterDir(settings.state_dir, settings.cluster_name)
+
+
+def cmd_render(args: argparse.Namespace) -> int:
+    """Print (or write) the exact script each node type submits (dask-jobqueue's job_script())."""
+    settings, cluster = load_config(args.config)
+    names = [args.node_type] if args.node_type else sorted(settings.node_types)
+    head = cluster.read_head()
+    address = args.head_address or (f"{head['ip']}:{head['gcs_port']}" if head else "HEAD_IP:PORT")
+    for name in names:
+        spec = settings.spec(name)
+        login = spec.backend == "login"
+        node_ip = (settings.head_ip or "LOGIN_NODE_IP") if login else ""
+        script = jobscript.render(settings, cluster, spec, head_address=address, node_ip=node_ip)
+        how = f"bash {script.path}" if login else f"sbatch --parsable {script.path}"
+        if args.output:
+            path = Path(args.output) / os.path.basename(script.path)
+            if not path.exists() or path.read_text() != script.text:
+                path.parent.mkdir(parents=True, exist_ok=True)
+                write_private(path, script.text, 0o755)
+                print(f"changed: {path}")
+        else:
+            print(f"# node type {name} ({spec.kind}): {how}\n{script.text}")
+    return 0
 
 
 def cmd_node_ip(args: argparse.Namespace) -> int:
@@ -136,6 +173,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("config", help="the cluster's ray-slurm.yaml")
     p.set_defaults(func=cmd_env)
 
+    p = sub.add_parser("render", help="print the script and command a node type submits")
+    p.add_argument("config", help="the cluster's ray-slurm.yaml")
+    p.add_argument("--node-type", help="one node type (default: all)")
+    p.add_argument("--head-address", default="", help="for worker scripts (default: the head's)")
+    p.add_argument("--output", default="", help="write <kind>-<type>.sh here if changed")
+    p.set_defaults(func=cmd_render)
+
     p = sub.add_parser("node-ip", help="(in a job) this node's address for Ray")
     p.add_argument("--node", help="SLURM node name (default: $SLURMD_NODENAME)")
     p.add_argument("--node-map", default="", help="map file instead of SLURM's NodeAddr")
@@ -166,7 +210,7 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         return int(args.func(args))
-    except (SlurmError, NodeMapError, OSError, KeyError) as exc:
+    except (SlurmError, NodeMapError, ConfigError, OSError, KeyError, yaml.YAMLError) as exc:
         logger.error("%s", exc)
         return 1
 
