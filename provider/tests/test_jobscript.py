@@ -97,6 +97,7 @@ def test_worker_sbatch_header(worker_text, cluster):
         "#SBATCH --ntasks=1",
         "#SBATCH --cpus-per-task=2",
         "#SBATCH --mem=1500M",
+        "#SBATCH --signal=B:TERM@90",
         "#SBATCH --partition=debug",
         "#SBATCH --time=01:00:00",
     ]

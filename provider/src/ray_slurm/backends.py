@@ -22,7 +22,7 @@ from typing import Any, Protocol
 
 from ray_slurm.config import Settings
 from ray_slurm.jobscript import NodeScript, login_head_id, parse_job_name
-from ray_slurm.slurm import JobState, Slurm, clean_env
+from ray_slurm.slurm import JobState, Slurm, clean_env, parse_duration
 from ray_slurm.state import ClusterDir, write_private
 
 logger = logging.getLogger(__name__)
@@ -41,13 +41,25 @@ class Node:
     reason: str = ""  # why it is pending, in the backend's words
     time_left: str = ""
 
+    @property
+    def time_left_s(self) -> float | None:
+        """Seconds until the time limit; None without one (or while pending)."""
+        if self.state is not JobState.RUNNING:
+            return None
+        try:
+            return parse_duration(self.time_left)
+        except ValueError:
+            return None
+
 
 class Backend(Protocol):
     name: str
 
     def list_nodes(self) -> list[Node]: ...
 
-    def launch(self, script: NodeScript, count: int) -> list[str]: ...
+    def launch(self, script: NodeScript, extra_args: Sequence[str] = ()) -> str:
+        """Start one node; returns its id. Raises (SlurmError, ...) if it could not."""
+        ...
 
     def terminate(self, node_ids: Sequence[str]) -> None: ...
 
@@ -73,12 +85,9 @@ class SlurmBackend:
                               job.reason, job.time_left))  # fmt: skip
         return nodes
 
-    def launch(self, script: NodeScript, count: int) -> list[str]:
+    def launch(self, script: NodeScript, extra_args: Sequence[str] = ()) -> str:
         write_private(Path(script.path), script.text, 0o700)
-        job_ids = []
-        for _ in range(count):
-            job_ids.append(self.slurm.sbatch(script.path))
-        return job_ids
+        return self.slurm.sbatch(script.path, extra_args)
 
     def terminate(self, node_ids: Sequence[str]) -> None:
         self.slurm.scancel(list(node_ids))
@@ -109,9 +118,7 @@ class LoginBackend:
         return [Node(login_head_id(), self.name, "head", record["node_type"], JobState.RUNNING,
                      record["host"])]  # fmt: skip
 
-    def launch(self, script: NodeScript, count: int) -> list[str]:
-        if count != 1:
-            raise ValueError("a cluster has exactly one head")
+    def launch(self, script: NodeScript, extra_args: Sequence[str] = ()) -> str:
         write_private(Path(script.path), script.text, 0o700)
         log = open(os.path.join(self.cluster.logs_dir, "head-login.log"), "ab")  # noqa: SIM115
         with log:
@@ -131,7 +138,7 @@ class LoginBackend:
                 "start_time": _start_time(proc.pid),
                 "node_type": script.node_type,
             }
-        return [login_head_id()]
+        return login_head_id()
 
     def terminate(self, node_ids: Sequence[str], grace_s: float = 30.0) -> None:
         record = self._record()

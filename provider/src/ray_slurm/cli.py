@@ -21,6 +21,7 @@ from pathlib import Path
 import yaml
 
 from ray_slurm import config, jobscript
+from ray_slurm.backends import LoginBackend, SlurmBackend
 from ray_slurm.config import ConfigError, Settings
 from ray_slurm.nodemap import NodeAddresses, NodeMapError
 from ray_slurm.slurm import Slurm, SlurmError
@@ -94,6 +95,29 @@ def cmd_render(args: argparse.Namespace) -> int:
                 print(f"changed: {path}")
         else:
             print(f"# node type {name} ({spec.kind}): {how}\n{script.text}")
+    return 0
+
+
+def cmd_status(args: argparse.Namespace) -> int:
+    """The cluster's nodes as SLURM sees them: state, node, address, pending reason, time left."""
+    settings, cluster = load_config(args.config)
+    slurm = Slurm(settings.slurm_bin, settings.slurm_timeout_s)
+    addresses = NodeAddresses(slurm, settings.node_map)
+    head = cluster.read_head()
+    rows = [("TYPE", "KIND", "ID", "STATE", "NODE", "IP", "TIME LEFT", "REASON")]
+    for backend in (LoginBackend(cluster), SlurmBackend(settings, slurm)):
+        for n in sorted(backend.list_nodes(), key=lambda n: (n.kind != "head", n.node_id)):
+            if n.backend == "login":
+                ip = head["ip"] if head else ""
+            else:
+                ip = addresses.ip(n.host) if n.host else ""
+            rows.append((n.node_type, n.kind, n.node_id, n.state.value, n.host or "-", ip or "-",
+                         n.time_left or "-", n.reason or "-"))  # fmt: skip
+    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
+    for row in rows:
+        print("  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=True)).rstrip())
+    if len(rows) == 1:
+        print(f"(no node of cluster {settings.cluster_name})")
     return 0
 
 
@@ -179,6 +203,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--head-address", default="", help="for worker scripts (default: the head's)")
     p.add_argument("--output", default="", help="write <kind>-<type>.sh here if changed")
     p.set_defaults(func=cmd_render)
+
+    p = sub.add_parser("status", help="the cluster's nodes, their jobs and pending reasons")
+    p.add_argument("config", help="the cluster's ray-slurm.yaml")
+    p.set_defaults(func=cmd_status)
 
     p = sub.add_parser("node-ip", help="(in a job) this node's address for Ray")
     p.add_argument("--node", help="SLURM node name (default: $SLURMD_NODENAME)")

@@ -32,6 +32,10 @@ logger = logging.getLogger(__name__)
 _RAY_STOP_RE = re.compile(r"(^|[\s;&|(/])ray\s+stop\b")
 
 
+class NodeStartTimeout(RuntimeError):
+    """A node's job did not start in time and was given up (and cancelled)."""
+
+
 def is_ray_stop(cmd: str | None) -> bool:
     """Whether ``cmd`` is exactly ``ray stop [--options]``."""
     try:
@@ -161,7 +165,11 @@ class SrunCommandRunner(LocalCommandRunner):
         Ray's node updater retries errors it classifies as an SSH timeout; srun would only say
         "Job is pending execution", so the SLURM state and pending reason are reported here.
         """
-        reason = self.not_ready()
+        try:
+            reason = self.not_ready()
+        except NodeStartTimeout as exc:
+            print(f"{self.log_prefix}{exc}", file=sys.stderr)
+            raise ProcessRunnerError(str(exc), "ssh_command_failed", command=self.job_id) from exc
         if reason:
             logger.info("%sjob %s is not running yet: %s", self.log_prefix, self.job_id, reason)
             print(f"{self.log_prefix}SLURM job {self.job_id}: {reason}", file=sys.stderr)

@@ -14,6 +14,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from ray_slurm.nodemap import NodeMapError, load_node_map
 from ray_slurm.nodetypes import (
     NAME_RE,
     PATH_RE,
@@ -27,9 +28,12 @@ from ray_slurm.nodetypes import (
 __all__ = ["ConfigError", "NodeTypeSpec", "Settings", "bootstrap", "load_settings", "parse_size"]
 
 HEAD_MODES = ("login", "slurm")
+DEFAULT_SLURM_TIMEOUT_S = 20  # a SLURM command slower than this is treated as failed
+DEFAULT_PENDING_TIMEOUT_S = 600  # a job queued longer is cancelled (per type: node_config)
 PROVIDER_KEYS = {
     "type", "module", "head_mode", "head_ip", "state_dir", "ray_env", "node_map", "slurm_bin",
-    "temp_root", "slurm_timeout_s", "use_internal_ips", "disable_node_updaters",
+    "temp_root", "slurm_timeout_s", "pending_timeout_s", "use_internal_ips",
+    "disable_node_updaters",
     "disable_launch_config_check", "foreground_node_launch",
     # added by Ray and by bootstrap_config
     "_config_cache_path", "_head_node_type", "_node_types",
@@ -49,6 +53,7 @@ class Settings:
     slurm_bin: str
     temp_root: str
     slurm_timeout_s: float
+    pending_timeout_s: int
     head_node_type: str
     node_types: dict[str, NodeTypeSpec]
 
@@ -57,6 +62,10 @@ class Settings:
             return self.node_types[node_type]
         except KeyError:
             raise ConfigError([f"unknown node type {node_type!r}"]) from None
+
+    def pending_timeout(self, spec: NodeTypeSpec) -> int:
+        """How long a job of this type may wait in the queue before it is cancelled."""
+        return spec.pending_timeout_s or self.pending_timeout_s
 
 
 def check_provider(provider: Mapping[str, Any], cluster_name: str, problems: list[str]) -> None:
@@ -82,6 +91,8 @@ def check_provider(provider: Mapping[str, Any], cluster_name: str, problems: lis
             f"provider.temp_root: {temp_root!r} is too long: Ray's socket paths "
             "under it must stay below 107 bytes (use a short node-local path)"
         )
+    count_field(provider.get("slurm_timeout_s"), "provider.slurm_timeout_s", problems, 1)
+    count_field(provider.get("pending_timeout_s"), "provider.pending_timeout_s", problems, 1)
     head_ip = provider.get("head_ip")
     if head_ip is not None and not re.match(r"^[0-9A-Fa-f:.]+$", str(head_ip)):
         problems.append(f"provider.head_ip: {head_ip!r} is not an IP address")
@@ -126,7 +137,8 @@ def load_settings(provider: Mapping[str, Any], cluster_name: str) -> Settings:
         node_map=os.path.expanduser(str(provider.get("node_map", ""))),
         slurm_bin=str(provider.get("slurm_bin", "")),
         temp_root=os.path.expanduser(str(provider.get("temp_root", "/tmp"))),
-        slurm_timeout_s=float(provider.get("slurm_timeout_s", 30)),
+        slurm_timeout_s=float(provider.get("slurm_timeout_s", DEFAULT_SLURM_TIMEOUT_S)),
+        pending_timeout_s=int(provider.get("pending_timeout_s", DEFAULT_PENDING_TIMEOUT_S)),
         head_node_type=head_node_type,
         node_types=specs,
     )
@@ -152,7 +164,11 @@ def bootstrap(config: dict[str, Any]) -> dict[str, Any]:
         for key in ("min_workers", "max_workers"):
             count_field(t.get(key), f"available_node_types.{name}.{key}", problems)
     try:
-        load_settings(provider, config.get("cluster_name", ""))
+        settings = load_settings(provider, config.get("cluster_name", ""))
+        if settings.node_map:
+            load_node_map(settings.node_map)  # unreadable or malformed: refused now, not in a job
+    except NodeMapError as exc:
+        problems.append(f"provider.node_map: {exc}")
     except ConfigError as exc:
         problems.extend(p for p in exc.problems if p not in problems)
     if problems:

@@ -18,6 +18,7 @@ from ray_slurm.config import NodeTypeSpec, Settings
 from ray_slurm.state import ClusterDir
 
 CONFIG_WAIT_S = 600  # how long a new head waits for `ray up` to copy the cluster config
+HEADLESS_EXIT_S = 15  # a worker whose head is gone exits after this long
 
 
 def job_name(cluster_name: str, kind: str, node_type: str) -> str:
@@ -83,6 +84,7 @@ def render(
         cluster_dir=str(cluster.root),
         bootstrap_config=str(cluster.bootstrap_config),
         config_wait_s=CONFIG_WAIT_S,
+        headless_exit_s=HEADLESS_EXIT_S,
         node_ip=node_ip,
         node_map=settings.node_map,
         head_address=head_address,

@@ -12,6 +12,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from ray_slurm.slurm import parse_duration
+
 NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]{0,63}$")
 # Values that go into "#SBATCH --opt=value" lines: no whitespace, quotes or shell syntax.
 SLURM_VALUE_RE = re.compile(r"^[A-Za-z0-9_.,:+=@/\-\[\]&|*!()%]+$")
@@ -26,7 +28,9 @@ DEFAULT_OBJECT_STORE_FRACTION = 0.3  # Ray's own default share of the node's mem
 SLURM_KEYS = {"partition", "account", "qos", "time", "constraint", "gres", "reservation"}
 NODE_CONFIG_KEYS = SLURM_KEYS | {
     "cpus", "memory", "gpus", "object_store_memory", "exclusive", "sbatch_options", "setup",
+    "pending_timeout_s", "walltime_warning_s",
 }  # fmt: skip
+DEFAULT_WALLTIME_WARNING_S = 90  # SIGTERM this long before the time limit: Ray drains and leaves
 LOGIN_HEAD_KEYS = {"object_store_memory", "setup"}
 # Options the job script sets itself, so a type cannot contradict them through sbatch_options.
 RESERVED_SBATCH = {
@@ -80,6 +84,9 @@ class NodeTypeSpec:
     exclusive: bool = False
     sbatch_options: tuple[str, ...] = ()
     setup: tuple[str, ...] = ()
+    time_s: float | None = None  # the job's time limit (node_config.time); None = site default
+    pending_timeout_s: int | None = None  # None = provider.pending_timeout_s
+    walltime_warning_s: int = DEFAULT_WALLTIME_WARNING_S
 
     @property
     def custom_resources(self) -> dict[str, float]:
@@ -144,6 +151,22 @@ def resolve_node_type(name: str, type_cfg: Mapping[str, Any], kind: str, backend
             problems.append(f"{where}.node_config.{key}: invalid value {value!r}")
         else:
             slurm[key] = value
+    time_s = None
+    if "time" in slurm:
+        try:
+            time_s = parse_duration(slurm["time"])
+        except ValueError:
+            problems.append(f"{where}.node_config.time: {slurm['time']!r} is not a SLURM time "
+                            "(minutes, HH:MM:SS or D-HH:MM:SS)")  # fmt: skip
+    pending_timeout = count_field(
+        node_config.get("pending_timeout_s"), f"{where}.node_config.pending_timeout_s", problems, 1
+    )
+    warning = count_field(
+        node_config.get("walltime_warning_s"), f"{where}.node_config.walltime_warning_s", problems
+    )
+    if warning is not None and time_s is not None and warning >= time_s:
+        problems.append(f"{where}.node_config.walltime_warning_s: {warning} s is not shorter "
+                        f"than the time limit {slurm['time']}")  # fmt: skip
 
     options = node_config.get("sbatch_options") or []
     if not isinstance(options, list):
@@ -240,5 +263,6 @@ def resolve_node_type(name: str, type_cfg: Mapping[str, Any], kind: str, backend
         name=name, kind=kind, backend=backend, resources=resources, cpus=cpus or 0,
         memory_mb=memory_mb, gpus=gpus, object_store_bytes=object_store, slurm=slurm,
         exclusive=bool(node_config.get("exclusive", False)), sbatch_options=tuple(options),
-        setup=tuple(setup),
+        setup=tuple(setup), time_s=time_s, pending_timeout_s=pending_timeout,
+        walltime_warning_s=DEFAULT_WALLTIME_WARNING_S if warning is None else warning,
     )  # fmt: skip

@@ -30,10 +30,11 @@ from ray.autoscaler.tags import (
 
 from ray_slurm import config
 from ray_slurm.backends import Backend, LoginBackend, Node, SlurmBackend
-from ray_slurm.command_runner import LocalCommandRunner, SrunCommandRunner
+from ray_slurm.command_runner import LocalCommandRunner, NodeStartTimeout, SrunCommandRunner
 from ray_slurm.jobscript import render
 from ray_slurm.nodemap import NodeAddresses
-from ray_slurm.slurm import JobState, Slurm
+from ray_slurm.policy import LaunchRefused, TypeBackoff, worker_time_limit_minutes
+from ray_slurm.slurm import JobState, Slurm, SlurmError
 from ray_slurm.state import ClusterDir
 
 logger = logging.getLogger(__name__)
@@ -54,9 +55,12 @@ class SlurmNodeProvider(NodeProvider):
             "slurm": SlurmBackend(self.settings, self.slurm),
             "login": LoginBackend(self.cluster),
         }
+        self.backoff = TypeBackoff()
         self._lock = threading.RLock()
         self._nodes: dict[str, Node] = {}
         self._tags: dict[str, dict[str, str]] = {}
+        self._created: dict[str, float] = {}
+        self._reasons: dict[str, str] = {}
         self._listed_at = float("-inf")
 
     # ----------------------------------------------------------------- listing
@@ -67,18 +71,70 @@ class SlurmNodeProvider(NodeProvider):
                 return self._nodes
             listed_after = time.time()
             nodes: dict[str, Node] = {}
+            complete = True
             for backend in self.backends.values():
-                nodes.update({n.node_id: n for n in backend.list_nodes()})
-            self._tags = self._reconcile(nodes, listed_after)
+                try:
+                    listed = backend.list_nodes()
+                except SlurmError as exc:
+                    # SLURM is unreachable: a node we cannot see is not a node that is gone.
+                    logger.warning("cannot list %s nodes, keeping the last known: %s",
+                                   backend.name, exc)  # fmt: skip
+                    listed = self._last_known(backend.name)
+                    complete = False
+                nodes.update({n.node_id: n for n in listed})
+            self._tags = self._reconcile(nodes, listed_after, prune=complete)
             self._nodes = nodes
             self._listed_at = time.monotonic()
-            return nodes
+            if complete:
+                self._watch_pending(nodes)
+            return self._nodes
 
-    def _reconcile(self, nodes: dict[str, Node], listed_after: float) -> dict[str, dict[str, str]]:
+    def _last_known(self, backend: str) -> list[Node]:
+        """The last listing of a backend, or (in a fresh process) what the state says exists."""
+        if self._listed_at > float("-inf"):
+            return [n for n in self._nodes.values() if n.backend == backend]
+        nodes = []
+        for node_id, entry in self.cluster.read_state()["nodes"].items():
+            if entry["backend"] == backend:
+                tags = entry["tags"]
+                nodes.append(Node(node_id, backend, tags.get(TAG_RAY_NODE_KIND, "worker"),
+                                  tags.get(TAG_RAY_USER_NODE_TYPE, ""), JobState.PENDING,
+                                  reason="SLURM unreachable"))  # fmt: skip
+        return nodes
+
+    def _watch_pending(self, nodes: dict[str, Node]) -> None:
+        """Log why jobs wait; cancel workers that waited past their type's pending timeout."""
+        overdue = []
+        for node in nodes.values():
+            if node.state is not JobState.PENDING:
+                self._reasons.pop(node.node_id, None)
+                continue
+            if self._reasons.get(node.node_id) != node.reason:
+                self._reasons[node.node_id] = node.reason
+                logger.info("job %s (node type %s) is pending: %s", node.node_id, node.node_type,
+                            node.reason)  # fmt: skip
+            spec = self.settings.node_types.get(node.node_type)
+            waited = time.time() - self._created.get(node.node_id, time.time())
+            if node.kind == "worker" and spec and waited > self.settings.pending_timeout(spec):
+                overdue.append((node, waited))
+        for node, waited in overdue:
+            why = f"job {node.node_id} waited {waited:.0f} s in the queue ({node.reason})"
+            delay = self.backoff.fail(node.node_type, why)
+            logger.warning("node type %s unavailable: %s; cancelled, no new job of this type "
+                           "for %.0f s", node.node_type, why, delay)  # fmt: skip
+        if overdue:
+            self.backends["slurm"].terminate([n.node_id for n, _ in overdue])
+
+    def _reconcile(
+        self, nodes: dict[str, Node], listed_after: float, prune: bool = True
+    ) -> dict[str, dict[str, str]]:
         """Drop state entries of nodes that are gone; adopt live nodes the state does not know."""
         state = self.cluster.read_state()
         known = state["nodes"]
-        gone = [i for i, e in known.items() if i not in nodes and e["created"] < listed_after]
+        self._created = {i: e["created"] for i, e in known.items()}
+        gone = [
+            i for i, e in known.items() if prune and i not in nodes and e["created"] < listed_after
+        ]
         adopt = [n for i, n in nodes.items() if i not in known]
         if gone or adopt:
             with self.cluster.update() as state:
@@ -171,7 +227,9 @@ class SlurmNodeProvider(NodeProvider):
         labels: dict[str, str],
     ) -> None:
         spec = self.settings.spec(tags[TAG_RAY_USER_NODE_TYPE])
+        self.backoff.check(spec.name)
         self.cluster.ensure_token()
+        extra_args: list[str] = []
         if tags.get(TAG_RAY_NODE_KIND) == NODE_KIND_HEAD:
             self.cluster.clear_head()
             node_ip = self.login_ip() if spec.backend == "login" else ""
@@ -186,15 +244,32 @@ class SlurmNodeProvider(NodeProvider):
             # Workers start Ray from their own job script (disable_node_updaters): no updater
             # will ever mark them, so they are up to date from the start.
             tags = {**tags, TAG_RAY_NODE_STATUS: STATUS_UP_TO_DATE}
+            minutes = worker_time_limit_minutes(spec.time_s, self._head_time_left())
+            if minutes is not None:
+                extra_args.append(f"--time={minutes}")  # never outlive the head's job
         backend = self.backends[spec.backend]
-        node_ids = backend.launch(script, count)
-        logger.info("launched %s %s node(s) of type %s: %s", count, spec.backend, spec.name,
-                    ", ".join(node_ids))  # fmt: skip
-        with self._lock, self.cluster.update() as state:
-            for node_id in node_ids:
+        for _ in range(count):
+            try:
+                node_id = backend.launch(script, extra_args)
+            except SlurmError as exc:
+                delay = self.backoff.fail(spec.name, str(exc))
+                logger.error("node type %s: %s (no new job of this type for %.0f s)",
+                             spec.name, exc, delay)  # fmt: skip
+                raise LaunchRefused(f"node type {spec.name}: {exc}") from exc
+            # Recorded one by one: a later failure must not lose the jobs already submitted.
+            with self._lock, self.cluster.update() as state:
                 state["nodes"][node_id] = {"backend": backend.name, "created": time.time(),
                                            "tags": dict(tags)}  # fmt: skip
-            self._listed_at = float("-inf")
+                self._listed_at = float("-inf")
+            logger.info("launched %s node %s of type %s", spec.backend, node_id, spec.name)
+        self.backoff.succeed(spec.name)
+
+    def _head_time_left(self) -> float | None:
+        """Seconds until the head's job hits its time limit (None: no limit, or not a job)."""
+        for node in self._refresh().values():
+            if node.kind == "head" and node.backend == "slurm":
+                return node.time_left_s
+        return None
 
     def set_node_tags(self, node_id: str, tags: dict[str, str]) -> None:
         with self._lock, self.cluster.update() as state:
@@ -263,13 +338,26 @@ class SlurmNodeProvider(NodeProvider):
         )
 
     def _not_ready(self, node_id: str) -> str | None:
-        """Why a node's job cannot run commands yet, or None if it can."""
+        """Why a node's job cannot run commands yet, or None if it can.
+
+        A job that waits longer than its type's pending timeout is cancelled and the wait ends
+        with NodeStartTimeout: `ray up` fails with SLURM's reason instead of hanging.
+        """
         node = self._refresh(force=True).get(node_id)
         if node is None:
             return "the job no longer exists"
-        if node.state is not JobState.RUNNING:
-            return f"{node.state.value} ({node.reason or 'no reason given'})"
-        return None
+        if node.state is JobState.RUNNING:
+            return None
+        waited = time.time() - self._created.get(node_id, time.time())
+        timeout = self.settings.pending_timeout(self.settings.spec(node.node_type))
+        reason = f"{node.state.value} ({node.reason or 'no reason given'})"
+        if waited > timeout:
+            self.terminate_nodes([node_id])
+            raise NodeStartTimeout(
+                f"SLURM job {node_id} (node type {node.node_type}) is still {reason} after "
+                f"{waited:.0f} s (pending_timeout_s={timeout}); the job was cancelled"
+            )
+        return f"{reason}, waited {waited:.0f} of {timeout} s"
 
     # ------------------------------------------------------------ config hooks
 

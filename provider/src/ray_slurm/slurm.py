@@ -85,6 +85,37 @@ def job_state(slurm_state: str) -> JobState:
     return state
 
 
+def parse_duration(text: str) -> float | None:
+    """Seconds of a SLURM duration (``--time``, squeue ``%L``); None for no limit.
+
+    SLURM writes ``MM``, ``MM:SS``, ``HH:MM:SS``, ``D-HH``, ``D-HH:MM``, ``D-HH:MM:SS``
+    (a bare number is minutes) and ``UNLIMITED``/``INFINITE``/``NOT_SET``/``INVALID``.
+    """
+    text = text.strip()
+    if text.upper() in ("UNLIMITED", "INFINITE", "NOT_SET", "INVALID", ""):
+        return None
+    days, _, clock = text.rpartition("-")
+    try:
+        parts = [int(p) for p in clock.split(":")]
+        day_s = int(days) * 86400 if days else 0
+    except ValueError:
+        raise ValueError(f"not a SLURM duration: {text!r}") from None
+    if days:  # D-HH, D-HH:MM, D-HH:MM:SS
+        parts += [0] * (3 - len(parts))
+        h, m, s = parts[:3]
+    elif len(parts) == 1:
+        h, m, s = 0, parts[0], 0
+    elif len(parts) == 2:
+        h, m, s = 0, parts[0], parts[1]
+    elif len(parts) == 3:
+        h, m, s = parts
+    else:
+        raise ValueError(f"not a SLURM duration: {text!r}")
+    if min(h, m, s) < 0 or len(parts) > 3:
+        raise ValueError(f"not a SLURM duration: {text!r}")
+    return float(day_s + h * 3600 + m * 60 + s)
+
+
 @dataclass(frozen=True)
 class Job:
     """One line of squeue."""
@@ -235,6 +266,7 @@ class Slurm:
         return parse_squeue(proc.stdout)
 
     def sbatch(self, script_path: str, extra_args: Iterable[str] = ()) -> str:
+        """Submit; options in ``extra_args`` override the script's own #SBATCH lines."""
         proc = self.run(["sbatch", "--parsable", *extra_args, script_path])
         return parse_sbatch(proc.stdout)
 

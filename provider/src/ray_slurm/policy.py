@@ -1,0 +1,77 @@
+"""Decisions the provider takes when SLURM does not deliver: back off, give up, cap time limits.
+
+Pure logic, kept apart from the provider so that each rule is readable and tested on its own.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+
+BACKOFF_START_S = 30.0  # after SLURM refused or could not place a type, wait this long at first
+BACKOFF_MAX_S = 600.0
+HEAD_TIME_MARGIN_S = 60.0  # a worker's time limit ends this long before its head's
+
+
+class LaunchRefused(RuntimeError):
+    """A node type is not launched now; the message says why and until when."""
+
+
+class TypeBackoff:
+    """Per node type: after a failure, no new job of that type for a while (doubling).
+
+    This is what keeps a rejected sbatch (bad partition, QOS limit) or a type that never leaves
+    the queue from turning into a retry storm: the autoscaler asks every few seconds, SLURM is
+    asked at most once per back-off period.
+    """
+
+    def __init__(self, clock: callable = time.monotonic) -> None:  # type: ignore[valid-type]
+        self._clock = clock
+        self._until: dict[str, float] = {}
+        self._delay: dict[str, float] = {}
+        self._why: dict[str, str] = {}
+
+    def check(self, node_type: str) -> None:
+        until = self._until.get(node_type)
+        if until is not None and self._clock() < until:
+            raise LaunchRefused(
+                f"node type {node_type} is backed off for another "
+                f"{until - self._clock():.0f} s: {self._why[node_type]}"
+            )
+
+    def fail(self, node_type: str, why: str) -> float:
+        """Record a failure; returns the back-off delay now in force."""
+        previous = self._delay.get(node_type)
+        delay = BACKOFF_START_S if previous is None else min(previous * 2, BACKOFF_MAX_S)
+        self._delay[node_type] = delay
+        self._until[node_type] = self._clock() + delay
+        self._why[node_type] = why
+        return delay
+
+    def succeed(self, node_type: str) -> None:
+        for table in (self._until, self._delay, self._why):
+            table.pop(node_type, None)
+
+    def backed_off(self) -> dict[str, str]:
+        """Types backed off right now, with the reason: for status output."""
+        now = self._clock()
+        return {t: self._why[t] for t, until in self._until.items() if now < until}
+
+
+def worker_time_limit_minutes(
+    type_time_s: float | None, head_time_left_s: float | None
+) -> int | None:
+    """The ``--time`` (minutes) for a new worker so that it never outlives the head's job.
+
+    None: no cap needed (the head has no limit, or the type's own limit ends first).
+    """
+    if head_time_left_s is None:
+        return None
+    cap_s = head_time_left_s - HEAD_TIME_MARGIN_S
+    if cap_s < 60:
+        raise LaunchRefused(
+            f"the head's job ends in {head_time_left_s:.0f} s: no time left for a new worker"
+        )
+    if type_time_s is not None and type_time_s <= cap_s:
+        return None
+    return max(1, math.floor(cap_s / 60))
