@@ -70,6 +70,7 @@ def test_publish_head_then_read_head(tmp_path):
     argv = [
         "publish-head", str(root), "--node-id", "4242", "--ip", "10.0.0.7",
         "--gcs-port", "24001", "--dashboard-port", "24002", "--client-port", "24003",
+        "--temp-dir", "/tmp/rs-4242",
     ]  # fmt: skip
     assert main(argv) == 0
     cluster = ClusterDir(tmp_path / "state", "demo")
@@ -80,6 +81,7 @@ def test_publish_head_then_read_head(tmp_path):
     assert (head["gcs_port"], head["dashboard_port"], head["client_port"]) == (24001, 24002, 24003)
     assert head["host"] == socket.gethostname()
     assert isinstance(head["started"], float)
+    assert head["autoscaler_log"] == "/tmp/rs-4242/session_latest/logs/monitor.log"
     assert mode(cluster.head_file) == 0o600
     assert mode(cluster.root) == 0o700
 
@@ -87,7 +89,8 @@ def test_publish_head_then_read_head(tmp_path):
 def test_publish_head_rejects_non_numeric_ports(tmp_path):
     with pytest.raises(SystemExit):
         main(["publish-head", str(tmp_path / "c"), "--node-id", "1", "--ip", "10.0.0.1",
-              "--gcs-port", "x", "--dashboard-port", "1", "--client-port", "2"])  # fmt: skip
+              "--gcs-port", "x", "--dashboard-port", "1", "--client-port", "2",
+              "--temp-dir", "/tmp/x"])  # fmt: skip
     assert not (tmp_path / "c" / "head.json").exists()
 
 
@@ -167,7 +170,8 @@ def test_head_json_is_what_env_reads(tmp_path, capsys):
     path.write_text(yaml.safe_dump(cfg))
     root = tmp_path / "s" / "demo"
     assert main(["publish-head", str(root), "--node-id", "1", "--ip", "10.9.9.9", "--gcs-port",
-                 "24100", "--dashboard-port", "24101", "--client-port", "24102"]) == 0  # fmt: skip
+                 "24100", "--dashboard-port", "24101", "--client-port", "24102",
+                 "--temp-dir", "/tmp/x"]) == 0  # fmt: skip
     capsys.readouterr()
     assert main(["env", str(path)]) == 0
     assert "export RAY_ADDRESS=10.9.9.9:24100" in capsys.readouterr().out.splitlines()

@@ -373,5 +373,10 @@ def test_running_the_login_head_script(make_settings, fake_ray_env, short_temp_r
     assert calls == [
         f"free-ports 4 --seed {cluster.root}",
         f"publish-head {cluster.root} --node-id login-head --ip 10.0.0.9 "
-        "--gcs-port 25001 --dashboard-port 25002 --client-port 25003",
+        "--gcs-port 25001 --dashboard-port 25002 --client-port 25003 "
+        f"--temp-dir {calls[1].rsplit(' ', 1)[1]}",
     ]
+    # the login head's temp dir: short, node-local, one per cluster
+    assert re.fullmatch(
+        rf"{re.escape(short_temp_root)}/rs-h[0-9a-f]{{10}}", calls[1].rsplit(" ", 1)[1]
+    )

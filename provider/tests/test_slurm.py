@@ -68,7 +68,7 @@ def test_parse_squeue_fields():
         slurm_state="RUNNING",
         node="n1",
         time_left="59:30",
-        reason="None",
+        reason="",  # squeue says "None" for a running job: no reason
     )
     assert running.state is JobState.RUNNING
     assert pending.job_id == "102"

@@ -118,6 +118,8 @@ def cmd_status(args: argparse.Namespace) -> int:
         print("  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=True)).rstrip())
     if len(rows) == 1:
         print(f"(no node of cluster {settings.cluster_name})")
+    if head:
+        print(f"autoscaler log: {head['autoscaler_log']} (on {head['host']})")
     return 0
 
 
@@ -139,6 +141,9 @@ def cmd_publish_head(args: argparse.Namespace) -> int:
         "gcs_port": args.gcs_port,
         "dashboard_port": args.dashboard_port,
         "client_port": args.client_port,
+        "temp_dir": args.temp_dir,
+        # Ray's own hint (/tmp/ray/session_latest/...) is wrong for per-node temp dirs.
+        "autoscaler_log": os.path.join(args.temp_dir, "session_latest", "logs", "monitor.log"),
         "host": socket.gethostname(),
         "started": time.time(),
     }
@@ -224,6 +229,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--ip", required=True)
     for name in ("--gcs-port", "--dashboard-port", "--client-port"):
         p.add_argument(name, type=int, required=True)
+    p.add_argument("--temp-dir", required=True, help="the head's Ray temp dir (logs are there)")
     p.set_defaults(func=cmd_publish_head)
 
     p = sub.add_parser("wait-head", help="wait until the cluster's head answers")

@@ -164,7 +164,7 @@ def parse_squeue(text: str) -> list[Job]:
                 slurm_state=state.strip(),
                 node=first_node(nodelist.strip()),
                 time_left=time_left.strip(),
-                reason=reason.strip(),
+                reason="" if reason.strip() == "None" else reason.strip(),
             )
         )
     return jobs
