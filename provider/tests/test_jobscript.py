@@ -377,6 +377,5 @@ def test_running_the_login_head_script(make_settings, fake_ray_env, short_temp_r
         f"--temp-dir {calls[1].rsplit(' ', 1)[1]}",
     ]
     # the login head's temp dir: short, node-local, one per cluster
-    assert re.fullmatch(
-        rf"{re.escape(short_temp_root)}/rs-h[0-9a-f]{{10}}", calls[1].rsplit(" ", 1)[1]
-    )
+    temp_dir = calls[1].rsplit(" ", 1)[1]
+    assert re.fullmatch(rf"{re.escape(short_temp_root)}/rs-h[0-9a-f]{{10}}", temp_dir)
