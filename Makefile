@@ -13,6 +13,7 @@ PYTHON312 ?= $(shell for p in python3.12 $$HOME/.pyenv/versions/3.12*/bin/python
 	"$$p" -c 'import sys; assert sys.version_info[:2] == (3, 12)' 2>/dev/null && { echo "$$p"; break; }; done)
 
 .PHONY: help setup lint unit e2e test demo site-up site-down clean
+.PHONY: collection sanity units
 
 help:
 	@echo "make demo   - local SLURM site, ray up, autoscaling workload, ray down"
@@ -54,6 +55,28 @@ test: lint unit e2e
 demo: setup
 	$(SITE) up
 	status=0; $(SITE) login bash scripts/demo.sh || status=$$?; $(SITE) down; exit $$status
+
+# ansible-test runs only in a real .../ansible_collections/rayhpc/slurm directory (not a symlink):
+# `make collection` copies the repository's files there (those git does not ignore, so no .venv,
+# build, egg-info or caches; not the .collections symlink) and makes the copy a git repository of
+# its own (else ansible-test sees it as an ignored part of this one). sanity/units bootstrap pip
+# offline (scripts/ansible-test-offline-pip).
+COLLECTION_DIR := build/ansible_collections/rayhpc/slurm
+ANSIBLE_TEST := cd $(COLLECTION_DIR) && PATH=$(abspath $(VENV))/bin:$$PATH ansible-test
+
+collection:
+	rm -rf $(COLLECTION_DIR) && mkdir -p $(COLLECTION_DIR)
+	git ls-files -z --cached --others --exclude-standard | grep -zv '^\.collections/' \
+	  | tar -c --null --ignore-failed-read -T - | tar -x -C $(COLLECTION_DIR)
+	git init -q $(COLLECTION_DIR)
+
+sanity: setup collection
+	scripts/ansible-test-offline-pip $(PY)
+	$(ANSIBLE_TEST) sanity --local --python 3.12
+
+units: setup collection
+	scripts/ansible-test-offline-pip $(PY)
+	$(ANSIBLE_TEST) units --local --python 3.12 --requirements
 
 clean:
 	rm -rf $(VENV) build dist
