@@ -72,7 +72,13 @@ class Cluster:
     """One Ray cluster launched from a copy of the example config, as a user would."""
 
     def __init__(
-        self, name: str, workdir: Path, head_mode: str, max_workers: int, node_map: str = ""
+        self,
+        name: str,
+        workdir: Path,
+        head_mode: str,
+        max_workers: int,
+        node_map: str = "",
+        change: Callable[[dict[str, Any]], None] | None = None,
     ) -> None:
         self.name = name
         cfg = yaml.safe_load(EXAMPLE.read_text())
@@ -95,6 +101,9 @@ class Cluster:
                 },
                 "max_workers": 0,
             }
+        if change:
+            change(cfg)
+        self.state_dir = workdir / "state" / name
         self.config_path = workdir / f"{name}.yaml"
         self.config_path.write_text(yaml.safe_dump(cfg))
         self.is_up = False
@@ -120,6 +129,17 @@ class Cluster:
             key, _, value = line.removeprefix("export ").partition("=")
             env[key] = value.strip("'")
         return env
+
+    def head(self) -> dict[str, Any]:
+        """The head's address record (head.json), as the head published it."""
+        return json.loads((self.state_dir / "head.json").read_text())
+
+    def autoscaler_log(self) -> str:
+        path = Path(self.head()["autoscaler_log"])
+        return path.read_text() if path.exists() else ""
+
+    def status(self) -> str:
+        return run([str(BIN / "ray-slurm"), "status", str(self.config_path)], timeout=60).stdout
 
     def jobs(self, kind: str | None = None) -> list[Job]:
         """This cluster's SLURM jobs that still exist, found from SLURM alone."""
@@ -147,10 +167,8 @@ class Cluster:
 def make_cluster(tmp_path: Path) -> Iterator[Callable[..., Cluster]]:
     clusters: list[Cluster] = []
 
-    def factory(
-        name: str, head_mode: str = "login", max_workers: int = 2, node_map: str = ""
-    ) -> Cluster:  # noqa: E501
-        cluster = Cluster(name, tmp_path, head_mode, max_workers, node_map)
+    def factory(name: str, head_mode: str = "login", max_workers: int = 2, **kw: Any) -> Cluster:
+        cluster = Cluster(name, tmp_path, head_mode, max_workers, **kw)
         clusters.append(cluster)
         return cluster
 
@@ -181,6 +199,18 @@ print("RESULT " + json.dumps(ray.get([where.remote({seconds}) for _ in range({ta
 def where_tasks(tasks: int, seconds: float) -> str:
     """A driver that runs `tasks` 2-CPU tasks and prints where each ran."""
     return WHERE.format(tasks=tasks, seconds=seconds)
+
+
+def start_driver(cluster: Cluster, tasks: int, seconds: float) -> subprocess.Popen[str]:
+    """A driver in the background whose tasks need workers (2 CPUs each)."""
+    return subprocess.Popen(
+        [sys.executable, "-c", where_tasks(tasks=tasks, seconds=seconds)],
+        env=cluster.env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )  # fmt: skip
+
+
+def scontrol(*args: str) -> None:
+    run(["scontrol", *args], timeout=30)
 
 
 def parse_result(stdout: str) -> list[tuple[str, str]]:
