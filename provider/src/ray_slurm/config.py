@@ -186,4 +186,6 @@ def fillout_resources(config: dict[str, Any]) -> dict[str, Any]:
         spec = resolve_node_type(name, type_cfg, kind, backend, [])
         if spec is not None:
             type_cfg["resources"] = dict(spec.resources)
+        else:  # let Ray's schema pass: bootstrap then names the real problem, not a schema dump
+            type_cfg.setdefault("resources", {})
     return config

@@ -94,7 +94,9 @@ def parse_duration(text: str) -> float | None:
     text = text.strip()
     if text.upper() in ("UNLIMITED", "INFINITE", "NOT_SET", "INVALID", ""):
         return None
-    days, _, clock = text.rpartition("-")
+    days, dash, clock = text.rpartition("-")
+    if dash and not days:
+        raise ValueError(f"not a SLURM duration: {text!r}")
     try:
         parts = [int(p) for p in clock.split(":")]
         day_s = int(days) * 86400 if days else 0

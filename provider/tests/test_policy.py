@@ -1,0 +1,84 @@
+"""Back-off per node type, and time limits capped to the head's job."""
+
+from __future__ import annotations
+
+import pytest
+
+from ray_slurm.policy import (
+    BACKOFF_MAX_S,
+    BACKOFF_START_S,
+    HEAD_TIME_MARGIN_S,
+    LaunchRefused,
+    TypeBackoff,
+    worker_time_limit_minutes,
+)
+from ray_slurm.slurm import parse_duration
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def test_backoff_refuses_until_the_delay_passed_and_names_the_reason():
+    clock = Clock()
+    backoff = TypeBackoff(clock)
+    backoff.check("cpu")  # nothing recorded: allowed
+    assert backoff.fail("cpu", "sbatch failed: invalid partition") == BACKOFF_START_S
+    with pytest.raises(LaunchRefused, match="node type cpu is backed off .*invalid partition"):
+        backoff.check("cpu")
+    backoff.check("gpu")  # other types are not affected
+    clock.now += BACKOFF_START_S + 1
+    backoff.check("cpu")
+
+
+def test_backoff_doubles_up_to_a_maximum_and_resets_on_success():
+    backoff = TypeBackoff(Clock())
+    delays = [backoff.fail("cpu", "x") for _ in range(8)]
+    assert delays[:3] == [BACKOFF_START_S, 2 * BACKOFF_START_S, 4 * BACKOFF_START_S]
+    assert delays[-1] == BACKOFF_MAX_S
+    assert backoff.backed_off() == {"cpu": "x"}
+    backoff.succeed("cpu")
+    backoff.check("cpu")
+    assert backoff.fail("cpu", "y") == BACKOFF_START_S
+
+
+@pytest.mark.parametrize(
+    ("type_time", "head_left", "expected"),
+    [
+        (3600, None, None),  # a head without a limit caps nothing
+        (None, None, None),
+        (600, 3600, None),  # the type's own limit ends first
+        (7200, 3600, (3600 - HEAD_TIME_MARGIN_S) // 60),
+        (None, 600, (600 - HEAD_TIME_MARGIN_S) // 60),  # no type limit: the head's
+        (3600, 150, 1),
+    ],
+)
+def test_worker_time_limit_never_outlives_the_head(type_time, head_left, expected):
+    assert worker_time_limit_minutes(type_time, head_left) == expected
+
+
+def test_no_new_worker_when_the_head_is_about_to_end():
+    with pytest.raises(LaunchRefused, match="head's job ends in 90 s"):
+        worker_time_limit_minutes(3600, 90)
+
+
+@pytest.mark.parametrize(
+    ("text", "seconds"),
+    [
+        ("5", 300), ("05:30", 330), ("1:00:00", 3600), ("2-03", 183600),
+        ("2-03:04", 183840), ("2-03:04:05", 183845), ("UNLIMITED", None), ("INVALID", None),
+        ("NOT_SET", None), ("", None),
+    ],
+)  # fmt: skip
+def test_parse_duration(text, seconds):
+    assert parse_duration(text) == seconds
+
+
+@pytest.mark.parametrize("text", ["x", "1:2:3:4", "a-1", "-5"])
+def test_parse_duration_rejects(text):
+    with pytest.raises(ValueError, match="not a SLURM duration"):
+        parse_duration(text)
