@@ -178,3 +178,40 @@ def test_unreadable_head_record_is_no_head(cdir):
     cdir.create()
     cdir.head_file.write_text("{not json")
     assert cdir.read_head() is None
+
+
+_WRITER = """
+import sys
+from ray_slurm.state import ClusterDir
+cluster = ClusterDir(sys.argv[1], "c")
+i = 0
+while True:
+    with cluster.update() as state:
+        state["counter"] = i
+        state["payload"] = "x" * 200_000  # big enough that a write takes a while
+    i += 1
+"""
+
+
+def test_state_survives_a_writer_killed_mid_write(tmp_path):
+    """kill -9 a process while it rewrites the state: the file is always complete JSON."""
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    cluster = ClusterDir(tmp_path, "c")
+    for delay in (0.05, 0.13, 0.29):
+        proc = subprocess.Popen([sys.executable, "-c", _WRITER, str(tmp_path)])
+        deadline = time.monotonic() + 30
+        while "counter" not in cluster.read_state() and time.monotonic() < deadline:
+            time.sleep(0.01)  # the writer is running
+        time.sleep(delay)
+        proc.send_signal(signal.SIGKILL)
+        proc.wait()
+        state = cluster.read_state()  # raises on a torn file
+        assert state["payload"] == "x" * 200_000
+        with cluster.update() as state:  # and the lock is free again
+            state["after_kill"] = delay
+    leftovers = [p for p in os.listdir(cluster.root) if p.startswith(".state.json.")]
+    assert len(leftovers) <= 3  # a killed writer may leave its temp file, never a torn state
