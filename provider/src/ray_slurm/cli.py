@@ -98,6 +98,13 @@ def cmd_render(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_check(args: argparse.Namespace) -> int:
+    """Check a config against Ray's schema, the provider's rules and this site (check.py)."""
+    from ray_slurm import check
+
+    return check.main(args.config)
+
+
 def cmd_status(args: argparse.Namespace) -> int:
     """The cluster's nodes as SLURM sees them: state, node, address, pending reason, time left."""
     settings, cluster = load_config(args.config)
@@ -195,7 +202,13 @@ def cmd_env(args: argparse.Namespace) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="ray-slurm", description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(
+        prog="ray-slurm",
+        description="Helpers for Ray clusters on SLURM: check, render and inspect a cluster "
+        "config, connect drivers; the node scripts use the (in a job) commands.",
+        epilog="Exit status: 0 success, 1 failure (or problems found), 2 usage error. "
+        "`ray-slurm COMMAND --help` describes each command.",
+    )
     sub = parser.add_subparsers(dest="command", required=True)
 
     p = sub.add_parser("env", help="print the environment a driver needs to join a cluster")
@@ -209,6 +222,18 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--output", default="", help="write <kind>-<type>.sh here if changed")
     p.set_defaults(func=cmd_render)
 
+    p = sub.add_parser(
+        "check",
+        help="check a config against Ray, the provider and this site; print every problem",
+        description="Validate CONFIG as `ray up` does, then against the site: partitions exist, "
+        "are up and fit each node type; the node map covers SLURM's nodes; ray_env has ray and "
+        "ray-slurm of this version; head_ip is this host's; state dir and token are private; "
+        "temp_root and head ports are usable. Prints each problem on one line with its fix. "
+        "Exit status: 0 ready, 1 problems found, 2 usage error (e.g. CONFIG unreadable).",
+    )
+    p.add_argument("config", help="the cluster's ray-slurm.yaml")
+    p.set_defaults(func=cmd_check)
+
     p = sub.add_parser("status", help="the cluster's nodes, their jobs and pending reasons")
     p.add_argument("config", help="the cluster's ray-slurm.yaml")
     p.set_defaults(func=cmd_status)
@@ -219,22 +244,22 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_node_ip)
 
     p = sub.add_parser("free-ports", help="(in a job) pick free ports on this host")
-    p.add_argument("count", type=int)
+    p.add_argument("count", type=int, help="how many ports")
     p.add_argument("--seed", required=True, help="e.g. the job id: spreads jobs apart")
     p.set_defaults(func=cmd_free_ports)
 
     p = sub.add_parser("publish-head", help="(in the head's job) record the head's address")
-    p.add_argument("cluster_dir")
-    p.add_argument("--node-id", required=True)
-    p.add_argument("--ip", required=True)
+    p.add_argument("cluster_dir", help="the cluster's state directory")
+    p.add_argument("--node-id", required=True, help="the head's provider node id")
+    p.add_argument("--ip", required=True, help="the head's address")
     for name in ("--gcs-port", "--dashboard-port", "--client-port"):
-        p.add_argument(name, type=int, required=True)
+        p.add_argument(name, type=int, required=True, help="the head's port of that name")
     p.add_argument("--temp-dir", required=True, help="the head's Ray temp dir (logs are there)")
     p.set_defaults(func=cmd_publish_head)
 
     p = sub.add_parser("wait-head", help="wait until the cluster's head answers")
     p.add_argument("--cluster-dir", default="", help="default: $RAY_SLURM_CLUSTER_DIR")
-    p.add_argument("--timeout", type=float, default=300)
+    p.add_argument("--timeout", type=float, default=300, help="seconds (default: 300)")
     p.set_defaults(func=cmd_wait_head)
     return parser
 
@@ -244,7 +269,11 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         return int(args.func(args))
-    except (SlurmError, NodeMapError, ConfigError, OSError, KeyError, yaml.YAMLError) as exc:
+    except ConfigError as exc:  # one line per problem
+        for problem in exc.problems:
+            logger.error("%s", problem)
+        return 1
+    except (SlurmError, NodeMapError, OSError, KeyError, yaml.YAMLError) as exc:
         logger.error("%s", exc)
         return 1
 
