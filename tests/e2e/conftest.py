@@ -201,12 +201,24 @@ def where_tasks(tasks: int, seconds: float) -> str:
     return WHERE.format(tasks=tasks, seconds=seconds)
 
 
-def start_driver(cluster: Cluster, tasks: int, seconds: float) -> subprocess.Popen[str]:
-    """A driver in the background whose tasks need workers (2 CPUs each)."""
-    return subprocess.Popen(
-        [sys.executable, "-c", where_tasks(tasks=tasks, seconds=seconds)],
-        env=cluster.env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-    )  # fmt: skip
+def start_driver(
+    cluster: Cluster, tasks: int, seconds: float, on_head: bool = False
+) -> subprocess.Popen[str]:
+    """A driver in the background whose tasks need workers (2 CPUs each).
+
+    By default it runs here on the login node with `ray-slurm env`'s environment; `on_head`
+    runs it on the head through `ray exec` (inside the head's job in head_mode slurm).
+    """
+    code = where_tasks(tasks=tasks, seconds=seconds)
+    if on_head:
+        script = cluster.config_path.with_suffix(".driver.py")
+        script.write_text(code)
+        command = [str(BIN / "ray"), "exec", str(cluster.config_path), f"{sys.executable} {script}"]
+        env = None
+    else:
+        command, env = [sys.executable, "-c", code], cluster.env()
+    return subprocess.Popen(command, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            text=True)  # fmt: skip
 
 
 def scontrol(*args: str) -> None:

@@ -4,10 +4,9 @@ a dead head. Every fault is real; every test ends with no job of the cluster lef
 import os
 import signal
 import subprocess
-import sys
 import time
 
-from conftest import BIN, parse_result, run, start_driver, wait_for, where_tasks
+from conftest import parse_result, run, start_driver, wait_for, where_tasks
 
 from ray_slurm.slurm import Slurm, parse_duration
 
@@ -77,10 +76,7 @@ def test_workers_never_outlive_the_head_job(make_cluster, tmp_path):
 
     cluster = make_cluster("f-headtime", head_mode="slurm", max_workers=1, change=six_minute_head)
     cluster.up()
-    script = tmp_path / "driver.py"
-    script.write_text(where_tasks(tasks=1, seconds=5))
-    command = [str(BIN / "ray"), "exec", str(cluster.config_path), f"{sys.executable} {script}"]
-    driver = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    driver = start_driver(cluster, tasks=1, seconds=5, on_head=True)
     worker = wait_for(lambda: job_ids(cluster), 90, "a worker job").pop()
     # The type asks for 1 hour; the head's job has under 6 minutes left.
     limit = run(["squeue", "-h", "-j", worker, "-o", "%l"], timeout=30).stdout.strip()

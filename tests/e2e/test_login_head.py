@@ -2,10 +2,9 @@
 
 import os
 import socket
-import subprocess
 import sys
 
-from conftest import BIN, parse_result, run, wait_for, where_tasks
+from conftest import BIN, parse_result, run, start_driver, wait_for
 
 
 def gcs_open(ip: str, port: int) -> bool:
@@ -23,10 +22,7 @@ def test_login_head_scales_slurm_workers_up_and_down(make_cluster, site_nodes):
     assert gcs_open(head_ip, int(gcs_port))
 
     # 4 tasks x 2 CPUs on a cluster with 0 CPUs: the autoscaler must submit worker jobs.
-    driver = subprocess.Popen(
-        [sys.executable, "-c", where_tasks(tasks=4, seconds=8)],
-        env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-    )  # fmt: skip
+    driver = start_driver(cluster, tasks=4, seconds=8)
     workers = wait_for(lambda: cluster.jobs("worker"), 120, "worker jobs in squeue")
     assert all(j.name == "ray.e2e-login.worker.cpu" for j in workers)
     out, err = driver.communicate(timeout=300)

@@ -1,9 +1,6 @@
 """Issue #2, test 2: the head in a SLURM job of its own; `ray up`/`ray exec` reach it with srun."""
 
-import subprocess
-import sys
-
-from conftest import BIN, parse_result, run, wait_for, where_tasks
+from conftest import BIN, parse_result, run, start_driver, wait_for
 
 
 def test_slurm_head_scales_slurm_workers_up_and_down(make_cluster, site_nodes, tmp_path):
@@ -16,12 +13,7 @@ def test_slurm_head_scales_slurm_workers_up_and_down(make_cluster, site_nodes, t
     assert head_ip == site_nodes[heads[0].node], "the head must use its node's NodeAddr"
 
     # The driver runs inside the head's job (ray exec -> srun --overlap), as users do it.
-    script = tmp_path / "driver.py"
-    script.write_text(where_tasks(tasks=2, seconds=8))
-    driver = subprocess.Popen(
-        [str(BIN / "ray"), "exec", str(cluster.config_path), f"{sys.executable} {script}"],
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-    )  # fmt: skip
+    driver = start_driver(cluster, tasks=2, seconds=8, on_head=True)
     workers = wait_for(lambda: cluster.jobs("worker"), 120, "worker jobs in squeue")
     assert all(j.name == "ray.e2e-slurmhead.worker.cpu" for j in workers)
     out, err = driver.communicate(timeout=300)
