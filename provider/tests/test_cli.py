@@ -6,6 +6,7 @@ import json
 import logging
 import socket
 import subprocess
+import sys
 
 import pytest
 from conftest import mode
@@ -207,3 +208,13 @@ def test_render_rejects_a_bad_config_naming_the_field(config_file, caplog):
     with caplog.at_level(logging.ERROR):
         assert main(["render", str(config_file)]) == 1
     assert "available_node_types.cpu.node_config.cpus" in caplog.text
+
+
+def test_the_helpers_do_not_import_ray():
+    """Every job script runs `ray-slurm node-ip` and `free-ports` before `ray start`: importing
+    Ray (~1 s) there would add to every node's start time (found by `make bench`)."""
+    code = "import sys, ray_slurm.cli; sys.exit('ray' in sys.modules)"
+    assert subprocess.run([sys.executable, "-c", code], check=False).returncode == 0
+    code = "import ray_slurm; print(ray_slurm.SlurmNodeProvider.__name__)"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "SlurmNodeProvider"
