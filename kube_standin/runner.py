@@ -18,7 +18,6 @@ import subprocess
 import threading
 import time
 from dataclasses import dataclass, field
-from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -44,7 +43,7 @@ class Container:
     proc: subprocess.Popen[bytes]
     started: str
     restarts: int
-    term_sent: bool = False
+    term_at: float | None = None  # monotonic time SIGTERM was sent
 
 
 @dataclass
@@ -125,6 +124,8 @@ class PodRunner:
         pods = {p["metadata"]["uid"]: p for p in self.store.snapshot("pods")}
         for uid, container in list(self.containers.items()):
             self._watch_container(container, pods.get(uid))
+        # Container exits just changed pods: decide the rest on a fresh view.
+        pods = {p["metadata"]["uid"]: p for p in self.store.snapshot("pods")}
         for host, uid in list(self.occupant.items()):
             pod = pods.get(uid)
             if uid not in self.containers and (
@@ -271,7 +272,7 @@ class PodRunner:
             if pod is None:  # removed at once (grace 0, namespace): kill now
                 _signal_group(c.proc, signal.SIGKILL)
                 cloudhosts.kill_all(c.host.name)
-            elif deleting and not c.term_sent:
+            elif deleting and c.term_at is None:
                 log.info(
                     "pod %s/%s: SIGTERM (grace %ss)",
                     c.namespace,
@@ -279,8 +280,8 @@ class PodRunner:
                     pod["metadata"].get("deletionGracePeriodSeconds"),
                 )
                 _signal_group(c.proc, signal.SIGTERM)
-                c.term_sent = True
-            elif deleting and _past(pod["metadata"]["deletionTimestamp"]):
+                c.term_at = time.monotonic()
+            elif c.term_at is not None and time.monotonic() >= c.term_at + _grace(pod):
                 log.info("pod %s/%s: grace period over, SIGKILL", c.namespace, c.name)
                 _signal_group(c.proc, signal.SIGKILL)
                 cloudhosts.kill_all(c.host.name)
@@ -312,8 +313,9 @@ def _signal_group(proc: subprocess.Popen[bytes], sig: int) -> None:
         os.killpg(proc.pid, sig)
 
 
-def _past(rfc3339: str) -> bool:
-    return datetime.strptime(rfc3339, "%Y-%m-%dT%H:%M:%S%z").timestamp() <= time.time()
+def _grace(pod: dict[str, Any]) -> float:
+    """The grace period now in force (a second delete may have shortened it)."""
+    return float(pod["metadata"].get("deletionGracePeriodSeconds") or 0)
 
 
 def _hostname(pod_name: str) -> str:
