@@ -30,9 +30,10 @@ $(VENV)/.done: requirements/constraints.txt requirements/dev.txt provider/pyproj
 setup: $(VENV)/.done
 
 lint: setup
-	$(VENV)/bin/ruff check provider tests scripts
-	$(VENV)/bin/ruff format --check provider tests scripts
+	$(VENV)/bin/ruff check provider kube_standin tests scripts
+	$(VENV)/bin/ruff format --check provider kube_standin tests scripts
 	bash -n $(SITE)
+	bash -n scripts/kube-standin
 
 unit: setup
 	$(VENV)/bin/pytest -q provider/tests

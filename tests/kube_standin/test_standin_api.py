@@ -8,7 +8,7 @@ from __future__ import annotations
 import json
 
 import pytest
-from conftest import Standin, gone, pod
+from kst_helpers import Standin, gone, pod
 from kubernetes import client, config, watch
 from kubernetes.client.rest import ApiException
 

@@ -10,7 +10,7 @@ import signal
 from pathlib import Path
 
 import pytest
-from conftest import IMAGE, launcher, netns_pids, pod, wait_for, wait_phase
+from kst_helpers import IMAGE, launcher, netns_pids, pod, wait_for, wait_phase
 from kubernetes import client, config
 from kubernetes.client.rest import ApiException
 

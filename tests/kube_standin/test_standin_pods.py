@@ -9,7 +9,7 @@ import subprocess
 import time
 import urllib.request
 
-from conftest import HOSTS, IP_BASE, PREFIX, Standin, gone, netns_pids, pod, wait_for, wait_phase
+from kst_helpers import HOSTS, IP_BASE, PREFIX, Standin, gone, netns_pids, pod, wait_for, wait_phase
 from kubernetes import client
 
 
