@@ -20,7 +20,7 @@ from urllib.parse import parse_qs, urlsplit
 
 from .errors import ApiError, bad_request, not_found, unauthorized
 from .objects import KINDS
-from .selectors import parse_selector
+from .selectors import parse_field_selector, parse_selector
 from .store import Obj, Store
 
 log = logging.getLogger("kube_standin.api")
@@ -152,14 +152,20 @@ class Handler(BaseHTTPRequestHandler):
             if method == "GET" and query.get("watch") in ("true", "1"):
                 return self._watch(resource, namespace, query)
             if method == "GET":
-                items, rv = store.list(resource, namespace, query.get("labelSelector"))
+                items, rv = store.list(
+                    resource, namespace, query.get("labelSelector"), query.get("fieldSelector")
+                )
                 return self._send(200, _list(kind, items, rv))
             if method == "POST":
                 return self._send(201, store.create(resource, namespace, self._body()))
             if method == "DELETE" and namespace is not None:
                 grace = _grace(query, self._body())
                 items, rv = store.delete_collection(
-                    resource, namespace, query.get("labelSelector"), grace
+                    resource,
+                    namespace,
+                    query.get("labelSelector"),
+                    grace,
+                    query.get("fieldSelector"),
                 )
                 return self._send(200, _list(kind, items, rv))
             raise ApiError(405, f"{method} is not supported on {resource} lists by the stand-in")
@@ -197,11 +203,14 @@ class Handler(BaseHTTPRequestHandler):
     def _watch(self, resource: str, namespace: str | None, query: dict[str, str]) -> None:
         """Stream ADDED/MODIFIED/DELETED events until ``timeoutSeconds`` or server shutdown."""
         store, match = self.server.store, parse_selector(query.get("labelSelector"))
+        fields = parse_field_selector(query.get("fieldSelector"))
         timeout = min(float(query.get("timeoutSeconds") or 1800), 3600)
         start = query.get("resourceVersion")
         initial: list[Obj] = []
         if start in (None, "", "0"):
-            initial, start = store.list(resource, namespace, query.get("labelSelector"))
+            initial, start = store.list(
+                resource, namespace, query.get("labelSelector"), query.get("fieldSelector")
+            )
         since = int(start or 0)
         store.wait_events(resource, namespace, since, 0)  # 410 before any byte is sent
         self.send_response(200)
@@ -220,7 +229,7 @@ class Handler(BaseHTTPRequestHandler):
                     self._chunk({"type": "ERROR", "object": err.status()})
                     break
                 for _rv, kind, _res, _ns, obj in events:
-                    if match(obj["metadata"].get("labels") or {}):
+                    if match(obj["metadata"].get("labels") or {}) and fields(obj):
                         self._chunk({"type": kind, "object": obj})
             self.wfile.write(b"0\r\n\r\n")
         except (BrokenPipeError, ConnectionResetError):

@@ -68,3 +68,26 @@ def parse_selector(selector: str | None) -> Requirement:
         return lambda labels: True
     requirements = [_requirement(part, selector) for part in _split(selector)]
     return lambda labels: all(req(labels) for req in requirements)
+
+
+def parse_field_selector(selector: str | None) -> Callable[[Mapping[str, object]], bool]:
+    """``fieldSelector``: comma-separated ``path=value``, ``path==value``, ``path!=value`` on
+    dotted paths such as ``metadata.name``, ``status.phase``, ``spec.nodeName``."""
+    if not selector or not selector.strip():
+        return lambda obj: True
+    tests = []
+    for part in selector.split(","):
+        match = re.match(r"^\s*([A-Za-z.]+)\s*(==|=|!=)\s*([^,]*?)\s*$", part)
+        if not match:
+            raise bad_request(f"invalid field selector: {selector!r}")
+        tests.append((match.group(1).split("."), match.group(2) == "!=", match.group(3)))
+
+    def value(obj: Mapping[str, object], path: list[str]) -> str:
+        node: object = obj
+        for key in path:
+            node = node.get(key) if isinstance(node, Mapping) else None
+        return "" if node is None else str(node)
+
+    return lambda obj: all(
+        (value(obj, p) != v) if neg else (value(obj, p) == v) for p, neg, v in tests
+    )

@@ -21,7 +21,7 @@ from typing import Any
 from . import objects, quota
 from .errors import ApiError, already_exists, conflict, forbidden, not_found
 from .patch import apply_patch
-from .selectors import parse_selector
+from .selectors import parse_field_selector, parse_selector
 
 Obj = dict[str, Any]
 Key = tuple[str, str]  # (namespace or "", name)
@@ -137,10 +137,14 @@ class Store:
             return self._with_quota_status(resource, self._find(resource, namespace, name))
 
     def list(
-        self, resource: str, namespace: str | None, label_selector: str | None = None
+        self,
+        resource: str,
+        namespace: str | None,
+        label_selector: str | None = None,
+        field_selector: str | None = None,
     ) -> tuple[list[Obj], str]:
         """Matching objects sorted by namespace and name, and the list's resourceVersion."""
-        match = parse_selector(label_selector)
+        match, fields = parse_selector(label_selector), parse_field_selector(field_selector)
         with self._cond:
             if namespace is not None:
                 self._check_namespace(namespace)
@@ -149,6 +153,7 @@ class Store:
                 for (ns, _name), obj in sorted(self._objects[resource].items())
                 if (namespace is None or ns == namespace)
                 and match(obj["metadata"].get("labels") or {})
+                and fields(obj)
             ]
             return items, str(self._rv)
 
@@ -222,9 +227,10 @@ class Store:
         namespace: str | None,
         label_selector: str | None,
         grace: int | None = None,
+        field_selector: str | None = None,
     ) -> tuple[list[Obj], str]:
         with self._cond:
-            items, _ = self.list(resource, namespace, label_selector)
+            items, _ = self.list(resource, namespace, label_selector, field_selector)
             deleted = [
                 self.delete(resource, namespace, o["metadata"]["name"], grace) for o in items
             ]

@@ -136,6 +136,8 @@ def test_label_selectors(v1: client.CoreV1Api, ns: str) -> None:
         assert found == expected, selector
     across = v1.list_pod_for_all_namespaces(label_selector="kind=head").items
     assert [(p.metadata.namespace, p.metadata.name) for p in across] == [(ns, "p1")]
+    by_field = v1.list_namespaced_pod(ns, field_selector="metadata.name!=p1,status.phase=Pending")
+    assert {p.metadata.name for p in by_field.items} == {"p2", "p3", "p4"}
     with pytest.raises(ApiException) as exc:
         v1.list_namespaced_pod(ns, label_selector="type in (cpu")
     assert exc.value.status == 400
