@@ -72,7 +72,11 @@ def _ready(state: Path) -> dict | None:
 def up(args: argparse.Namespace, server_args: list[str]) -> int:
     state: Path = args.state_dir
     kubeconfig = state / "kubeconfig"
-    if _pid(state) and _ready(state):
+    if _pid(state) and (ready := _ready(state)):
+        if len(ready["hosts"]) != args.hosts:
+            log.error("running with %d cloud hosts; run 'down' first to get %d",
+                      len(ready["hosts"]), args.hosts)  # fmt: skip
+            return 1
         print(f"kube-standin: already running; KUBECONFIG={kubeconfig}")
         return 0
     if not cloudhosts.exists(args.login_ns):
@@ -123,9 +127,7 @@ def up(args: argparse.Namespace, server_args: list[str]) -> int:
             down(args)
             return 1
         time.sleep(0.1)
-    namespace = next(
-        (a.split("=", 1)[1] for a in server_args if a.startswith("--namespace=")), "default"
-    )
+    namespace = _first_namespace(server_args)
     token = token_file.read_text().strip()
     kubeconfig.write_text(KUBECONFIG.format(url=ready["url"], token=token, namespace=namespace))
     kubeconfig.chmod(0o600)
@@ -133,6 +135,16 @@ def up(args: argparse.Namespace, server_args: list[str]) -> int:
     print(f"kube-standin: up at {ready['url']} (pid {proc.pid}), cloud hosts {hosts}")
     print(f"KUBECONFIG={kubeconfig}")
     return 0
+
+
+def _first_namespace(server_args: list[str]) -> str:
+    """The kubeconfig context's namespace: the first --namespace given to the server."""
+    for i, arg in enumerate(server_args):
+        if arg.startswith("--namespace="):
+            return arg.split("=", 1)[1]
+        if arg == "--namespace" and i + 1 < len(server_args):
+            return server_args[i + 1]
+    return "default"
 
 
 def down(args: argparse.Namespace) -> int:
