@@ -64,6 +64,11 @@ class Backend(Protocol):
     def terminate(self, node_ids: Sequence[str]) -> None: ...
 
 
+# A job cancelled less than this long ago is not cancelled again: `ray down` (every 5 s) and the
+# autoscaler ask again while a job drains (up to Ray's 30 s drain window), one scancel is enough.
+RECANCEL_S = 60.0
+
+
 class SlurmBackend:
     """Each node is one SLURM batch job named ``ray.<cluster>.<kind>.<type>``."""
 
@@ -72,6 +77,7 @@ class SlurmBackend:
     def __init__(self, settings: Settings, slurm: Slurm) -> None:
         self.settings = settings
         self.slurm = slurm
+        self._cancelled: dict[str, float] = {}  # job id -> when we cancelled it (monotonic)
 
     def list_nodes(self) -> list[Node]:
         """One squeue call for every job of this cluster (every state but terminal ones)."""
@@ -90,7 +96,16 @@ class SlurmBackend:
         return self.slurm.sbatch(script.path, extra_args)
 
     def terminate(self, node_ids: Sequence[str]) -> None:
-        self.slurm.scancel(list(node_ids))
+        """One scancel for all the jobs not already cancelled in the last RECANCEL_S."""
+        now = time.monotonic()
+        self._cancelled = {i: t for i, t in self._cancelled.items() if now - t < RECANCEL_S}
+        fresh = [i for i in node_ids if i not in self._cancelled]
+        if len(fresh) < len(node_ids):
+            logger.info("already cancelled, still ending: %s",
+                        ", ".join(i for i in node_ids if i in self._cancelled))  # fmt: skip
+        if fresh:
+            self.slurm.scancel(fresh)
+            self._cancelled.update(dict.fromkeys(fresh, now))
 
 
 class LoginBackend:

@@ -1,0 +1,36 @@
+"""The SLURM backend cancels a job once: `ray down` and the autoscaler ask again while it drains."""
+
+from __future__ import annotations
+
+import pytest
+
+from ray_slurm import backends
+from ray_slurm.backends import SlurmBackend
+from ray_slurm.slurm import Slurm, SlurmError
+
+
+def test_a_job_is_cancelled_once_while_it_drains(settings, fake_bin, tmp_path, monkeypatch):
+    calls = tmp_path / "calls"
+    fake_bin("scancel", f'echo "$*" >> {calls}')
+    backend = SlurmBackend(settings, Slurm(bin_dir=str(tmp_path / "bin")))
+    now = [1000.0]
+    monkeypatch.setattr(backends.time, "monotonic", lambda: now[0])
+
+    backend.terminate(["11", "12"])
+    now[0] += 5  # ray down lists the draining jobs again 5 s later
+    backend.terminate(["11", "12", "13"])
+    backend.terminate(["11", "12", "13"])
+    assert calls.read_text().splitlines() == ["11 12", "13"]
+
+    now[0] += backends.RECANCEL_S  # still there a minute later: ask SLURM again
+    backend.terminate(["11"])
+    assert calls.read_text().splitlines() == ["11 12", "13", "11"]
+
+
+def test_a_failed_scancel_is_retried(settings, fake_bin, tmp_path):
+    fake_bin("scancel", 'echo "scancel: error: Unable to contact slurm controller" >&2; exit 1')
+    backend = SlurmBackend(settings, Slurm(bin_dir=str(tmp_path / "bin")))
+    for _ in range(2):
+        with pytest.raises(SlurmError, match="Unable to contact"):
+            backend.terminate(["21"])
+    assert backend.slurm.calls == 2  # not remembered as cancelled
