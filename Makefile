@@ -13,11 +13,12 @@ PYTHON312 ?= $(shell for p in python3.12 $$HOME/.pyenv/versions/3.12*/bin/python
 	"$$p" -c 'import sys; assert sys.version_info[:2] == (3, 12)' 2>/dev/null && { echo "$$p"; break; }; done)
 
 .PHONY: help setup lint unit e2e test demo site-up site-down clean ansible-lint molecule
-.PHONY: collection sanity units
+.PHONY: collection sanity units bench
 
 help:
 	@echo "make demo   - local SLURM site, ray up, autoscaling workload, ray down"
 	@echo "make test   - lint + unit tests + end-to-end tests on the local SLURM site"
+	@echo "make bench  - benchmarks on the local SLURM site (table + bench/results.json)"
 	@echo "make setup  - create .venv (Python 3.12, pinned Ray $(shell grep '^ray==' $(CONSTRAINTS)))"
 
 $(VENV)/.done: requirements/constraints.txt requirements/dev.txt provider/pyproject.toml
@@ -30,8 +31,8 @@ $(VENV)/.done: requirements/constraints.txt requirements/dev.txt provider/pyproj
 setup: $(VENV)/.done
 
 lint: setup
-	$(VENV)/bin/ruff check provider kube_standin tests scripts
-	$(VENV)/bin/ruff format --check provider kube_standin tests scripts
+	$(VENV)/bin/ruff check provider kube_standin tests scripts bench
+	$(VENV)/bin/ruff format --check provider kube_standin tests scripts bench
 	bash -n $(SITE)
 	bash -n scripts/kube-standin
 
@@ -65,6 +66,14 @@ molecule: setup
 	$(SITE) down; exit $$status
 
 test: lint unit e2e
+
+# Benchmarks (bench/run.py, ~10 min) on the site's login node: scale-up latency vs its floor,
+# provider cost with 1,000 jobs, teardown, playbook runs, memory. Prints a table and writes
+# bench/results.json; the site is stopped afterwards whatever the result.
+bench: setup
+	$(SITE) up
+	status=0; $(SITE) login $(abspath $(PY)) bench/run.py || status=$$?; \
+	$(SITE) down; exit $$status
 
 demo: setup
 	$(SITE) up

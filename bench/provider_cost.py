@@ -1,0 +1,103 @@
+"""b. Provider cost at scale: autoscaler ticks with 1,000 jobs of the cluster in SLURM.
+
+The jobs are held (``sbatch --hold``): real jobs in slurmctld that never take a node. The
+provider is the real SlurmNodeProvider of a bootstrapped config; a tick is what autoscaler v2's
+NodeProviderAdapter.get_non_terminated does: non_terminated_nodes({}), then node_tags and
+is_running for every node. SLURM calls are counted by the provider's own wrapper (Slurm.calls).
+Ticks are LIST_CACHE_S + a little apart (the real autoscaler ticks every 5 s), so every tick
+lists afresh.
+"""
+
+from __future__ import annotations
+
+import copy
+import logging
+import time
+from pathlib import Path
+from typing import Any
+
+import yaml
+from common import EXAMPLE, log, median
+from teardown import submit_held
+
+from ray_slurm import config, provider
+from ray_slurm.slurm import JobState, Slurm
+
+GOAL_CALLS = 2
+GOAL_MS = 50.0
+
+
+def tick(p: provider.SlurmNodeProvider) -> tuple[int, float, int]:
+    """One autoscaler tick: (SLURM calls, milliseconds, nodes seen)."""
+    calls = p.slurm.calls
+    t0 = time.perf_counter()
+    ids = p.non_terminated_nodes({})
+    for node_id in ids:
+        p.node_tags(node_id)
+        p.is_running(node_id)
+    return p.slurm.calls - calls, (time.perf_counter() - t0) * 1000, len(ids)
+
+
+def measure(workdir: Path, jobs: int, ticks: int) -> dict[str, Any]:
+    name = f"bcost{int(time.time()) % 100000}"
+    cfg = yaml.safe_load(EXAMPLE.read_text())
+    cfg["cluster_name"] = name
+    cfg["provider"]["state_dir"] = str(workdir / "state")
+    cfg = config.bootstrap(config.fillout_resources(copy.deepcopy(cfg)))
+    # The autoscaler logs at INFO into monitor.log: so does the provider here (not to stdout).
+    handler = logging.FileHandler(workdir / "provider-cost.log")
+    logging.getLogger("ray_slurm").addHandler(handler)
+    logging.getLogger("ray_slurm").setLevel(logging.INFO)
+    slurm = Slurm()
+    t0 = time.monotonic()
+    ids = submit_held(f"ray.{name}.worker.cpu", jobs, workdir)
+    submit_s = time.monotonic() - t0
+    log(f"provider cost: {len(ids)} held jobs submitted in {submit_s:.1f} s")
+    try:
+        p = provider.SlurmNodeProvider(cfg["provider"], name)
+        first = tick(p)  # adopts every job the state does not know yet (one state write)
+        steady = []
+        for _ in range(ticks):
+            time.sleep(provider.LIST_CACHE_S + 0.05)
+            steady.append(tick(p))
+        squeue_ms = []
+        for _ in range(ticks):
+            t = time.perf_counter()
+            slurm.squeue()
+            squeue_ms.append((time.perf_counter() - t) * 1000)
+    finally:
+        cancel_calls = slurm.calls
+        slurm.scancel(ids)  # one call for all of them
+        cancel_calls = slurm.calls - cancel_calls
+        logging.getLogger("ray_slurm").removeHandler(handler)
+    left = [j for j in slurm.squeue() if j.job_id in set(ids) and j.state is not JobState.GONE]
+    calls = median([s[0] for s in steady])
+    ms = median([s[1] for s in steady])
+    why = []
+    if calls > GOAL_CALLS:
+        why.append(f"{calls:g} SLURM calls per tick")
+    if ms > GOAL_MS:
+        why.append(
+            f"one squeue of {jobs}+ jobs alone takes {median(squeue_ms):.0f} ms here "
+            f"(process start, munge, slurmctld RPC): the provider adds "
+            f"{ms - median(squeue_ms):.0f} ms"
+        )
+    log(
+        f"provider cost: {calls:g} calls, {ms:.1f} ms per tick; squeue alone "
+        f"{median(squeue_ms):.1f} ms"
+    )
+    return {
+        "jobs": len(ids),
+        "nodes_seen": median([s[2] for s in steady]),
+        "ticks": len(steady),
+        "calls_per_tick": calls,
+        "ms_per_tick": ms,
+        "max_ms_per_tick": max(s[1] for s in steady),
+        "first_tick": {"calls": first[0], "ms": first[1], "nodes": first[2]},
+        "squeue_alone_ms": median(squeue_ms),
+        "submit_s": submit_s,
+        "cleanup_scancel_calls": cancel_calls,
+        "left_after_cleanup": len(left),
+        "ok": calls <= GOAL_CALLS and ms <= GOAL_MS,
+        "why": "; ".join(why),
+    }

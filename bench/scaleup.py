@@ -1,0 +1,106 @@
+"""a. Scale-up latency against its floor, and e. memory (PSS) of the head and of a worker job."""
+
+from __future__ import annotations
+
+import copy
+import json
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+from common import BIN, BenchCluster, log, median, run
+
+from ray_slurm import config
+from ray_slurm.slurm import Slurm
+from ray_slurm.state import ClusterDir
+
+GOAL_RATIO = 1.25
+DRIVER = Path(__file__).resolve().parent / "scaleup_driver.py"
+
+
+def measure(cluster: BenchCluster, workdir: Path, runs: int) -> dict[str, Any]:
+    cfg = config.bootstrap(config.fillout_resources(copy.deepcopy(cluster.config)))
+    settings = config.load_settings(cfg["provider"], cfg["cluster_name"])
+    spec = settings.spec("cpu")
+    head = cluster.head()
+    params = {
+        "cluster": cluster.name,
+        "workdir": str(workdir),
+        "runs": runs,
+        "address": f"{head['ip']}:{head['gcs_port']}",
+        "token": str(ClusterDir(settings.state_dir, cluster.name).token_file),
+        "node_addrs": {n.name: n.addr for n in Slurm().nodes().values()},
+        "partition": spec.slurm.get("partition", "debug"),
+        "cpus": spec.cpus,
+        "memory_mb": spec.memory_mb,
+        "ray_memory": int(spec.resources["memory"]),
+        "object_store": spec.object_store_bytes,
+        "ray": str(BIN / "ray"),
+        "head_pid": cluster.login_head_pid(),
+    }
+    helpers_s = median([helper_time() for _ in range(3)])
+    out = run(
+        [sys.executable, str(DRIVER), json.dumps(params)],
+        timeout=300 + 120 * runs,
+        env=cluster.env(),
+    )
+    line = next(ln for ln in out.splitlines() if ln.startswith("RESULT "))
+    rounds = json.loads(line.removeprefix("RESULT "))["rounds"]
+    return summarize(rounds, helpers_s)
+
+
+def helper_time() -> float:
+    """What the worker script runs before `ray start`: `ray-slurm node-ip` and `free-ports`."""
+    t0 = time.monotonic()
+    node = next(iter(Slurm().nodes()))
+    run([str(BIN / "ray-slurm"), "node-ip", "--node", node])
+    run([str(BIN / "ray-slurm"), "free-ports", "1", "--seed", "1"])
+    return time.monotonic() - t0
+
+
+def summarize(rounds: list[dict[str, Any]], helpers_s: float) -> dict[str, Any]:
+    def m(part: str, key: str) -> float:
+        return median([r[part][key] for r in rounds if key in r[part]])
+
+    latency = m("provider", "latency_s")
+    floor = m("floor", "floor_s")
+    ratio = median([r["provider"]["latency_s"] / r["floor"]["floor_s"] for r in rounds])
+    phases = {
+        k: m("provider", k)
+        for k in (
+            "demand_to_submit_s",
+            "submit_to_running_s",
+            "running_to_join_s",
+            "join_to_task_s",
+        )
+    }
+    floor_parts = {k: m("floor", k) for k in ("submit_to_running_s", "join_s")}
+    why = ""
+    if ratio > GOAL_RATIO:
+        why = (
+            f"the autoscaler notices the demand only at its next tick (Ray's "
+            f"AUTOSCALER_UPDATE_INTERVAL_S = 5 s): demand -> sbatch took "
+            f"{phases['demand_to_submit_s']:.1f} s; RUNNING -> joined took "
+            f"{phases['running_to_join_s']:.1f} s vs {floor_parts['join_s']:.1f} s bare "
+            f"(the node script's helpers node-ip + free-ports take {helpers_s:.1f} s of it); "
+            f"join -> task "
+            f"{phases['join_to_task_s']:.1f} s (a Python worker process starts on the new "
+            f"node; the floor stops at the CPU showing)"
+        )
+    log(f"scale-up: {latency:.2f} s vs floor {floor:.2f} s (ratio {ratio:.2f})")
+    return {
+        "runs": len(rounds),
+        "latency_s": latency,
+        "floor_s": floor,
+        "floor_parts": floor_parts,
+        "ratio": ratio,
+        "goal_ratio": GOAL_RATIO,
+        "ok": ratio <= GOAL_RATIO,
+        "phases": phases,
+        "node_script_helpers_s": helpers_s,
+        "why": why,
+        "head_pss_mib": m("provider", "head_pss_mib"),
+        "worker_pss_mib": m("provider", "worker_pss_mib"),
+        "rounds": rounds,
+    }

@@ -1,0 +1,178 @@
+"""The scale-up benchmark's driver: runs on the login node with the cluster's driver environment.
+
+Each round measures, on the same running cluster:
+  floor     a bare job (sbatch of a plain script running `ray start --address ... --block`):
+            submit -> RUNNING (squeue), RUNNING -> its CPU in ray.cluster_resources();
+            then it is cancelled and its CPU has left the cluster
+  provider  a task needing a CPU the cluster lacks: .remote() -> the task runs on a new SLURM
+            worker the autoscaler started; phases from polling squeue and the cluster's CPUs;
+            the PSS of the head's process tree and of the worker job's processes meanwhile;
+            then the idle worker is cancelled by the autoscaler (idle_timeout_minutes)
+Prints one line ``RESULT {json}``.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shlex
+import socket
+import sys
+import threading
+import time
+from pathlib import Path
+
+import ray
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from common import job_processes, job_state, process_tree, pss_kib, wait_for  # noqa: E402
+
+from ray_slurm.jobscript import parse_job_name  # noqa: E402
+from ray_slurm.slurm import JobState, Slurm  # noqa: E402
+
+P = json.loads(sys.argv[1])
+slurm = Slurm()
+
+
+def cpus() -> float:
+    return ray.cluster_resources().get("CPU", 0.0)
+
+
+def floor_script(path: Path) -> None:
+    """A plain job script: what any user would write to add a Ray worker by hand."""
+    cases = " ".join(f"{n}) ip={ip};;" for n, ip in P["node_addrs"].items())
+    ray_bin = shlex.quote(P["ray"])
+    path.write_text(f"""#!/bin/bash
+#SBATCH --job-name=bench.floor
+#SBATCH --output={P["workdir"]}/floor-%j.log
+#SBATCH --partition={P["partition"]}
+#SBATCH --nodes=1
+#SBATCH --ntasks=1
+#SBATCH --cpus-per-task={P["cpus"]}
+#SBATCH --mem={P["memory_mb"]}M
+export RAY_AUTH_MODE=token RAY_AUTH_TOKEN_PATH={shlex.quote(P["token"])} RAY_USAGE_STATS_ENABLED=0
+case "$SLURMD_NODENAME" in {cases} esac
+tmp=/tmp/rb-$SLURM_JOB_ID
+mkdir -p -m 700 "$tmp"
+trap 'rm -rf "$tmp"' EXIT
+{ray_bin} start --address={P["address"]} --node-ip-address="$ip" --temp-dir="$tmp" \\
+    --num-cpus={P["cpus"]} --memory={P["ray_memory"]} --object-store-memory={P["object_store"]} \\
+    --dashboard-agent-listen-port=$((24000 + SLURM_JOB_ID % 8000)) --disable-usage-stats --block &
+pid=$!
+trap 'kill -TERM "$pid" 2>/dev/null' TERM
+wait "$pid"; while kill -0 "$pid" 2>/dev/null; do wait "$pid"; done
+""")
+
+
+def measure_floor(script: Path) -> dict[str, float]:
+    t0 = time.time()
+    job_id = slurm.sbatch(str(script))
+    t_running = None
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline:
+        if t_running is None and job_state(job_id) == "RUNNING":
+            t_running = time.time()
+        if t_running is not None and cpus() >= P["cpus"]:
+            t_cpu = time.time()
+            break
+        time.sleep(0.02)
+    else:
+        slurm.scancel([job_id])
+        raise TimeoutError(f"bare ray start job {job_id} did not join within 120 s")
+    slurm.scancel([job_id])
+    wait_for(
+        lambda: cpus() == 0 and job_state(job_id) not in ("RUNNING", "COMPLETING"),
+        120,
+        "the bare worker to leave",
+        0.2,
+    )
+    return {
+        "submit_to_running_s": t_running - t0,
+        "join_s": t_cpu - t_running,
+        "floor_s": t_cpu - t0,
+    }
+
+
+def worker_jobs() -> list:
+    return [
+        j
+        for j in slurm.squeue()
+        if (o := parse_job_name(j.name, P["cluster"]))
+        and o[0] == "worker"
+        and j.state is not JobState.GONE
+    ]
+
+
+class Watcher(threading.Thread):
+    """Polls squeue and the cluster's CPUs: when the worker job appeared, ran, joined."""
+
+    def __init__(self) -> None:
+        super().__init__(daemon=True)
+        self.stop = threading.Event()
+        self.seen = self.running = self.joined = None
+        self.job_id = ""
+
+    def run(self) -> None:
+        while not self.stop.is_set() and self.joined is None:
+            now = time.time()
+            jobs = worker_jobs()
+            if jobs and self.seen is None:
+                self.seen, self.job_id = now, jobs[0].job_id
+            if self.running is None and any(j.state is JobState.RUNNING for j in jobs):
+                self.running = now
+            if self.running is not None and cpus() >= P["cpus"]:
+                self.joined = time.time()
+            time.sleep(0.02)
+
+
+@ray.remote(num_cpus=1)
+def where() -> tuple[float, str]:
+    return time.time(), socket.gethostname()
+
+
+def measure_provider() -> dict[str, float]:
+    watcher = Watcher()
+    watcher.start()
+    t0 = time.time()
+    started, host = ray.get(where.remote(), timeout=300)
+    watcher.stop.set()
+    watcher.join(5)
+    result = {"latency_s": started - t0, "host": host}
+    if watcher.seen and watcher.running and watcher.joined:
+        result.update(
+            demand_to_submit_s=watcher.seen - t0,
+            submit_to_running_s=watcher.running - watcher.seen,
+            running_to_join_s=watcher.joined - watcher.running,
+            join_to_task_s=started - watcher.joined,
+        )
+    # Memory while the worker is up and has run a task: the product's defaults.
+    result["head_pss_mib"] = pss_kib(process_tree(P["head_pid"])) / 1024
+    if watcher.job_id:
+        result["worker_pss_mib"] = pss_kib(job_processes(watcher.job_id)) / 1024
+    # The idle worker is cancelled by the autoscaler before the next round.
+    wait_for(lambda: not worker_jobs() and cpus() == 0, 240, "the idle worker to be cancelled", 1)
+    return result
+
+
+def main() -> None:
+    ray.init(logging_level="ERROR")
+    wait_for(lambda: cpus() == 0 and not worker_jobs(), 240, "a cluster without workers", 1)
+    script = Path(P["workdir"]) / "floor.sh"
+    floor_script(script)
+    rounds = []
+    for i in range(P["runs"]):
+        floor = measure_floor(script)
+        provider = measure_provider()
+        rounds.append({"floor": floor, "provider": provider})
+        print(
+            f"round {i + 1}: floor {floor['floor_s']:.2f} s, provider "
+            f"{provider['latency_s']:.2f} s",
+            file=sys.stderr,
+            flush=True,
+        )
+    print("RESULT " + json.dumps({"rounds": rounds}))
+
+
+if __name__ == "__main__":
+    os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
+    main()
