@@ -54,8 +54,10 @@ e2e: setup
 
 # The Ansible collection: ansible-lint (production profile, offline: .config/ansible-lint.yml).
 # Its syntax check runs without an inventory, so unmatched host patterns only warn there.
+# Then: every role option in defaults/main.yml and meta/argument_specs.yml, same default.
 ansible-lint: setup
 	PATH=$(abspath $(VENV))/bin:$$PATH ANSIBLE_HOST_PATTERN_MISMATCH=warning ansible-lint
+	$(PY) scripts/check-argument-specs
 
 # Molecule scenarios (extensions/molecule/) on the local site's login node: deploy it with
 # playbooks/site.yml, idempotence, verify with a real cluster; a deployment killed half-way
