@@ -12,7 +12,7 @@ CONSTRAINTS := requirements/constraints.txt
 PYTHON312 ?= $(shell for p in python3.12 $$HOME/.pyenv/versions/3.12*/bin/python3.12 /usr/bin/python3.12; do \
 	"$$p" -c 'import sys; assert sys.version_info[:2] == (3, 12)' 2>/dev/null && { echo "$$p"; break; }; done)
 
-.PHONY: help setup lint unit e2e test demo site-up site-down clean ansible-lint molecule
+.PHONY: help setup lint unit e2e test demo site-up site-down clean ansible-lint molecule site-tests
 .PHONY: collection sanity units bench
 
 help:
@@ -67,7 +67,17 @@ molecule: setup
 	status=0; PATH=$(abspath $(VENV))/bin:$$PATH scripts/molecule-test || status=$$?; \
 	$(SITE) down; exit $$status
 
-test: lint unit e2e
+# Everything that needs the local site, in one session of it: the e2e and fault suites, the
+# Kubernetes stand-in's tests, the molecule scenarios. The site is stopped whatever the result.
+site-tests: setup
+	$(SITE) up
+	status=0; \
+	$(SITE) login $(abspath $(VENV))/bin/pytest -v -p no:cacheprovider --timeout=900 tests/e2e || status=1; \
+	$(SITE) login $(abspath $(VENV))/bin/pytest -v -p no:cacheprovider --timeout=300 tests/kube_standin || status=1; \
+	PATH=$(abspath $(VENV))/bin:$$PATH scripts/molecule-test || status=1; \
+	scripts/kube-standin down || true; $(SITE) down; exit $$status
+
+test: lint unit sanity units ansible-lint site-tests
 
 # Benchmarks (bench/run.py, ~10 min) on the site's login node: scale-up latency vs its floor,
 # provider cost with 1,000 jobs, teardown, playbook runs, memory. Prints a table and writes
