@@ -79,6 +79,10 @@ def fmt(value: float, unit: str = "s", digits: int = 1) -> str:
     return f"{value:.{digits}f} {unit}".strip()
 
 
+def n(count: float, noun: str) -> str:
+    return f"{count:g} {noun}{'' if count == 1 else 's'}"
+
+
 def verdict(ok: bool | None) -> str:
     return {True: "yes", False: "**no**", None: "-"}[ok]
 
@@ -100,7 +104,7 @@ def table(results: dict[str, Any]) -> list[str]:
             (
                 "a",
                 "scale-up: task needing a CPU the cluster lacks -> running on a new SLURM worker",
-                f"{fmt(a['latency_s'], digits=2)} ({a['runs']} runs)",
+                f"{fmt(a['latency_s'], digits=2)} ({n(a['runs'], 'run')})",
                 f"floor {fmt(a['floor_s'], digits=2)} (sbatch->RUNNING "
                 f"{fp['submit_to_running_s']:.2f} + ray start join {fp['join_s']:.2f}); "
                 f"ratio {a['ratio']:.2f}, goal <= {a['goal_ratio']}",
@@ -145,7 +149,7 @@ def table(results: dict[str, Any]) -> list[str]:
             (
                 "b",
                 "  first tick (adopts all jobs into the state)",
-                f"{first['calls']} calls, {fmt(first['ms'], 'ms', 0)}",
+                f"{n(first['calls'], 'call')}, {fmt(first['ms'], 'ms', 0)}",
                 "-",
                 "-",
             )
@@ -162,7 +166,7 @@ def table(results: dict[str, Any]) -> list[str]:
                 "c",
                 f"`ray down`, {c['worker_jobs']:g} worker jobs (6 running + held) "
                 "+ login head: wall time",
-                f"{fmt(c['wall_s'])} ({c['runs']} runs)",
+                f"{fmt(c['wall_s'])} ({n(c['runs'], 'run')})",
                 "includes Ray's fixed 5 s wait before it re-checks",
                 "-",
             )
@@ -185,7 +189,7 @@ def table(results: dict[str, Any]) -> list[str]:
             (
                 "d",
                 "playbooks/site.yml first run (fresh target dirs)",
-                f"{fmt(d['first_s'])}, changed={d['first_changed']:g} ({d['runs']} runs)",
+                f"{fmt(d['first_s'])}, changed={d['first_changed']:g} ({n(d['runs'], 'run')})",
                 "-",
                 "-",
             )
@@ -228,7 +232,7 @@ def table(results: dict[str, Any]) -> list[str]:
             (
                 "-",
                 "`ray up` (login head) wall time",
-                f"{fmt(median(ups))} ({len(ups)} runs)",
+                f"{fmt(median(ups))} ({n(len(ups), 'run')})",
                 "-",
                 "-",
             )
@@ -248,7 +252,7 @@ def main() -> int:
     parser.add_argument("--jobs", type=int, default=1000, help="jobs in SLURM for b")
     parser.add_argument("--ticks", type=int, default=10, help="ticks measured for b")
     parser.add_argument("--held", type=int, default=50, help="held jobs adopted for c")
-    parser.add_argument("--playbook-runs", type=int, default=1, help="first+second pairs for d")
+    parser.add_argument("--playbook-runs", type=int, default=3, help="first+second pairs for d")
     parser.add_argument("--output", default=str(REPO / "bench" / "results.json"))
     parser.add_argument("--keep", action="store_true", help="keep the work dir (logs, states)")
     args = parser.parse_args()

@@ -78,15 +78,21 @@ def summarize(rounds: list[dict[str, Any]], helpers_s: float) -> dict[str, Any]:
     floor_parts = {k: m("floor", k) for k in ("submit_to_running_s", "join_s")}
     why = ""
     if ratio > GOAL_RATIO:
+        joins = [
+            r["provider"]["running_to_join_s"]
+            for r in rounds
+            if "running_to_join_s" in r["provider"]
+        ]
+        bare = [r["floor"]["join_s"] for r in rounds]
         why = (
-            f"the autoscaler notices the demand only at its next tick (Ray's "
-            f"AUTOSCALER_UPDATE_INTERVAL_S = 5 s): demand -> sbatch took "
+            f"the autoscaler acts on new demand at its next tick (Ray's "
+            f"AUTOSCALER_UPDATE_INTERVAL_S = 5 s, so 0-5 s): demand -> sbatch took "
             f"{phases['demand_to_submit_s']:.1f} s; RUNNING -> joined took "
-            f"{phases['running_to_join_s']:.1f} s vs {floor_parts['join_s']:.1f} s bare "
-            f"(the node script's helpers node-ip + free-ports take {helpers_s:.1f} s of it); "
-            f"join -> task "
-            f"{phases['join_to_task_s']:.1f} s (a Python worker process starts on the new "
-            f"node; the floor stops at the CPU showing)"
+            f"{phases['running_to_join_s']:.1f} s ({min(joins):.1f}-{max(joins):.1f}) vs "
+            f"{floor_parts['join_s']:.1f} s ({min(bare):.1f}-{max(bare):.1f}) bare, of which the "
+            f"node script's helpers (node-ip, free-ports) take {helpers_s:.1f} s; joined -> task "
+            f"{phases['join_to_task_s']:.1f} s (Ray starts a worker process on the new node; "
+            f"the floor stops when the CPU shows)"
         )
     log(f"scale-up: {latency:.2f} s vs floor {floor:.2f} s (ratio {ratio:.2f})")
     return {
