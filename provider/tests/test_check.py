@@ -269,16 +269,13 @@ def test_state_dir_and_token_must_be_private(write_config, slurm, capsys, state_
 
 
 def test_state_dir_that_cannot_be_created(write_config, slurm, capsys, tmp_path):
-    locked = tmp_path / "locked"
-    locked.mkdir(mode=0o500)
-    try:
-        path = write_config(lambda c: c["provider"].update(state_dir=str(locked / "s")))
-        code, out = run(path, slurm, capsys)
-    finally:
-        locked.chmod(0o700)
-    if not problems(out):
-        pytest.skip("running as root: every directory is writable")
+    blocker = tmp_path / "a-file"  # not even root can make a directory below a file
+    blocker.write_text("x")
+    path = write_config(lambda c: c["provider"].update(state_dir=str(blocker / "s")))
+    code, out = run(path, slurm, capsys)
+    assert code == 1
     assert "does not exist and cannot be created" in problems(out)[0]
+    assert f"({blocker} is not a writable directory)" in problems(out)[0]
 
 
 # ----------------------------------------------------------------------------- the config

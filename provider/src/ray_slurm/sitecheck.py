@@ -1,0 +1,390 @@
+"""The site half of ``ray-slurm check``: partitions, node map, Ray environment, login node, state.
+
+Each check adds a Problem (what is wrong, how to fix it) to a Report, or records what passed.
+"""
+
+from __future__ import annotations
+
+import importlib.metadata
+import json
+import os
+import socket
+import stat
+import subprocess
+import sys
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from ray_slurm.config import Settings
+from ray_slurm.nodemap import NodeMapError, load_node_map
+from ray_slurm.nodetypes import resolve_node_type
+from ray_slurm.slurm import Partition, Slurm, SlurmError
+from ray_slurm.state import ClusterDir
+
+SHOW_NAMES = 8  # list at most this many node names in one line
+
+
+@dataclass(frozen=True)
+class Problem:
+    what: str
+    fix: str
+
+    def line(self) -> str:
+        return f"problem: {self.what} -- fix: {self.fix}"
+
+
+@dataclass
+class Report:
+    problems: list[Problem] = field(default_factory=list)
+    passed: list[str] = field(default_factory=list)  # what was checked and is fine
+
+    def add(self, what: str, fix: str) -> None:
+        self.problems.append(Problem(what, fix))
+
+
+@dataclass(frozen=True)
+class SlurmType:
+    """What a node type asks SLURM for (None where the config is too broken to tell)."""
+
+    name: str
+    partitions: tuple[str, ...]  # () = the site's default partition
+    cpus: int | None = None
+    memory_mb: int | None = None
+    gpus: int = 0
+
+
+@dataclass(frozen=True)
+class Site:
+    """The provider settings the site checks need, from Settings or (broken config) raw YAML."""
+
+    cluster_name: str
+    head_mode: str
+    head_ip: str
+    state_dir: str
+    ray_env: str
+    node_map: str
+    slurm_bin: str
+    temp_root: str
+    slurm_timeout_s: float
+    types: tuple[SlurmType, ...]
+
+    @classmethod
+    def from_settings(cls, s: Settings) -> Site:
+        types = tuple(
+            SlurmType(t.name, _split(t.slurm.get("partition")), t.cpus, t.memory_mb, t.gpus)
+            for t in s.node_types.values()
+            if t.backend == "slurm"
+        )
+        return cls(
+            s.cluster_name,
+            s.head_mode,
+            s.head_ip,
+            s.state_dir,
+            s.ray_env,
+            s.node_map,
+            s.slurm_bin,
+            s.temp_root,
+            s.slurm_timeout_s,
+            types,
+        )
+
+    @classmethod
+    def from_raw(cls, raw: Mapping[str, Any]) -> Site:
+        """Best effort for a config that failed validation: values that are plain strings."""
+        p = raw.get("provider") if isinstance(raw.get("provider"), Mapping) else {}
+
+        def text(key: str, default: str = "") -> str:
+            value = p.get(key, default)
+            return os.path.expanduser(value) if isinstance(value, str) else default
+
+        mode = p.get("head_mode", "login")
+        types = []
+        node_types = raw.get("available_node_types")
+        for name, t in (node_types if isinstance(node_types, Mapping) else {}).items():
+            if name == raw.get("head_node_type") and mode == "login" or not isinstance(t, Mapping):
+                continue
+            spec = resolve_node_type(str(name), t, "worker", "slurm", [])
+            if spec is not None:  # this type is valid: check all it asks for
+                types.append(
+                    SlurmType(
+                        spec.name,
+                        _split(spec.slurm.get("partition")),
+                        spec.cpus,
+                        spec.memory_mb,
+                        spec.gpus,
+                    )
+                )
+                continue
+            nc = t.get("node_config") if isinstance(t.get("node_config"), Mapping) else {}
+            partition = nc.get("partition")
+            types.append(
+                SlurmType(str(name), _split(partition if isinstance(partition, str) else None))
+            )
+        timeout = p.get("slurm_timeout_s", 20)
+        return cls(
+            str(raw.get("cluster_name", "default")),
+            str(mode),
+            text("head_ip"),
+            text("state_dir", "~/.ray-slurm"),
+            text("ray_env", sys.prefix),
+            text("node_map"),
+            text("slurm_bin"),
+            text("temp_root", "/tmp"),
+            float(timeout) if isinstance(timeout, int | float) else 20.0,
+            tuple(types),
+        )
+
+
+def _split(partition: str | None) -> tuple[str, ...]:
+    """``--partition`` may list several (``a,b``): SLURM uses the first that can run the job."""
+    return tuple(p for p in (partition or "").split(",") if p)
+
+
+def _names(names: list[str]) -> str:
+    shown = ", ".join(names[:SHOW_NAMES])
+    return shown + (f" and {len(names) - SHOW_NAMES} more" if len(names) > SHOW_NAMES else "")
+
+
+def check_slurm(site: Site, slurm: Slurm, report: Report) -> None:
+    try:
+        partitions = slurm.partitions()
+        nodes = slurm.nodes()
+    except SlurmError as exc:
+        report.add(
+            f"SLURM does not answer: {exc}",
+            "run this on a login node of the site (SLURM_CONF, provider.slurm_bin)",
+        )
+        return
+    used = sorted({p for t in site.types for p in t.partitions})
+    ok = all([_check_type(t, partitions, report) for t in site.types])  # report every type
+    if ok:
+        report.passed.append("partitions " + (", ".join(used) or "(site default)"))
+    _check_node_map(site, sorted(nodes), report)
+
+
+def _check_type(t: SlurmType, partitions: dict[str, Partition], report: Report) -> bool:
+    where = f"available_node_types.{t.name}.node_config.partition"
+    names = t.partitions
+    if not names:
+        default = [p.name for p in partitions.values() if p.default]
+        if not default:
+            report.add(
+                f"{where}: not set, and the site has no default partition",
+                f"set it to one of {_names(sorted(partitions))}",
+            )
+            return False
+        names = tuple(default)
+    up = sorted(partitions)
+    ok = True
+    for name in names:
+        part = partitions.get(name)
+        if part is None:
+            report.add(
+                f"{where}: partition {name!r} does not exist on this site",
+                f"use one of {_names(up)} (sinfo -s)",
+            )
+            ok = False
+        elif part.available != "up":
+            report.add(
+                f"{where}: partition {name!r} is {part.available.upper()} "
+                "(jobs would wait with reason PartitionDown or Partition_Inactive)",
+                "use a partition that is up, or ask the site to bring it up",
+            )
+            ok = False
+        elif too_small := _too_small(t, name, part):
+            report.add(too_small, "lower node_config cpus/memory/gpus or use another partition")
+            ok = False
+    return ok
+
+
+def _too_small(t: SlurmType, name: str, part: Partition) -> str | None:
+    """Why no usable node of the partition can ever hold one job of this type, if none can."""
+    if t.cpus is None or t.memory_mb is None or part.fits(t.cpus, t.memory_mb, t.gpus):
+        return None
+    largest = max(part.shapes, key=lambda s: (s.usable, s.cpus, s.memory_mb))
+    gpus = f", {t.gpus} GPUs" if t.gpus else ""
+    has_gpus = f", {largest.gpus} GPUs" if t.gpus else ""
+    usable = "" if largest.usable else " (and none is usable: down or drained)"
+    return (
+        f"available_node_types.{t.name}: asks for {t.cpus} CPUs, {t.memory_mb} MB{gpus} on one "
+        f"node, but the largest node in partition {name!r} has {largest.cpus} CPUs, "
+        f"{largest.memory_mb} MB{has_gpus}{usable}"
+    )
+
+
+def _check_node_map(site: Site, slurm_nodes: list[str], report: Report) -> None:
+    if not site.node_map:
+        report.passed.append("node addresses (SLURM's NodeAddr)")
+        return
+    try:
+        mapped = load_node_map(site.node_map)
+    except NodeMapError:
+        return  # already reported by the config check
+    missing = [n for n in slurm_nodes if n not in mapped]
+    if missing:
+        report.add(
+            f"provider.node_map: {site.node_map} has no address for SLURM node(s) "
+            f"{_names(missing)}: a worker placed there cannot start",
+            "add them (the rayhpc.slurm.node_map module writes the map from SLURM)",
+        )
+    else:
+        report.passed.append(f"node map ({len(mapped)} nodes)")
+
+
+RAY_ENV_VERSIONS = """
+import importlib.metadata as m, json
+found = {}
+for dist in ("ray", "ray-slurm"):
+    try:
+        found[dist] = m.version(dist)
+    except m.PackageNotFoundError:
+        found[dist] = None
+print(json.dumps(found))
+"""
+
+
+def check_ray_env(site: Site, report: Report) -> None:
+    bin_dir = Path(site.ray_env) / "bin"
+    where = f"provider.ray_env: {site.ray_env}"
+    missing = [n for n in ("ray", "ray-slurm", "python") if not os.access(bin_dir / n, os.X_OK)]
+    if missing:
+        report.add(
+            f"{where} has no executable bin/{', bin/'.join(missing)}",
+            "point ray_env at a Python environment with ray and ray_slurm installed "
+            "on the shared filesystem (pip install ray-slurm)",
+        )
+        if "python" in missing:
+            return
+    try:
+        proc = subprocess.run(
+            [str(bin_dir / "python"), "-c", RAY_ENV_VERSIONS],
+            capture_output=True,
+            text=True,
+            timeout=60,
+            check=True,
+        )
+        theirs = json.loads(proc.stdout)
+    except (subprocess.SubprocessError, OSError, ValueError) as exc:
+        report.add(f"{where}: cannot tell its versions ({exc})", "check that its bin/python runs")
+        return
+    ok = True
+    for dist in ("ray", "ray-slurm"):
+        mine = importlib.metadata.version(dist)
+        if theirs.get(dist) != mine:
+            has = theirs.get(dist) or "not installed"
+            report.add(
+                f"{where} has {dist} {has}, this {dist} is {mine}: the head and the "
+                "workers must run the same version as `ray up`",
+                f"install {dist}=={mine} there, or point ray_env at the environment "
+                "running this command",
+            )
+            ok = False
+    if ok and not missing:
+        report.passed.append(f"Ray env {site.ray_env} (ray {theirs['ray']})")
+
+
+def is_local_address(ip: str) -> bool:
+    """Whether this host owns ``ip`` (binding to an address of another host fails)."""
+    family = socket.AF_INET6 if ":" in ip else socket.AF_INET
+    with socket.socket(family, socket.SOCK_DGRAM) as s:
+        try:
+            s.bind((ip, 0))
+        except OSError:
+            return False
+    return True
+
+
+def check_login_head(site: Site, slurm: Slurm, report: Report) -> None:
+    """Login mode: the head runs on this host, so its address, temp dir and ports are here."""
+    if site.head_mode != "login":
+        return
+    ip = site.head_ip
+    if ip:
+        if not is_local_address(ip):
+            report.add(
+                f"provider.head_ip: {ip} is not an address of this host "
+                f"({socket.gethostname()}), where the login-mode head runs",
+                "use this login node's address on the compute nodes' network "
+                "(ip -brief addr), or leave head_ip out to detect it",
+            )
+            return
+    else:
+        try:
+            node = next(iter(slurm.nodes().values()))
+            with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+                s.connect((node.addr, 9))  # as the provider does: the route to a compute node
+                ip = str(s.getsockname()[0])
+        except (SlurmError, StopIteration, OSError) as exc:
+            report.add(
+                f"provider.head_ip: not set and cannot be detected ({exc})",
+                "set provider.head_ip to this login node's address",
+            )
+            return
+    report.passed.append(f"head address {ip}")
+    temp = Path(site.temp_root)
+    if not temp.is_dir() or not os.access(temp, os.W_OK | os.X_OK):
+        report.add(
+            f"provider.temp_root: {temp} is not a writable directory on this host",
+            "use a short node-local directory that exists everywhere, such as /tmp",
+        )
+    from ray_slurm.cli import free_ports
+
+    try:
+        free_ports(4, str(ClusterDir(site.state_dir, site.cluster_name).root))
+    except RuntimeError as exc:
+        report.add(
+            f"ports for the head: {exc} on this host",
+            "stop stale Ray processes (ray-slurm status, then ray down) or free ports",
+        )
+
+
+def _private_problem(path: Path, want: int) -> str | None:
+    info = path.stat()
+    if info.st_uid != os.getuid():
+        return f"is owned by uid {info.st_uid}, not by you"
+    if stat.S_IMODE(info.st_mode) & ~want:
+        return f"has mode {stat.S_IMODE(info.st_mode):04o} (others can read it)"
+    return None
+
+
+def check_state(site: Site, report: Report) -> None:
+    cluster = ClusterDir(site.state_dir, site.cluster_name)
+    where = "provider.state_dir"
+    if cluster.root.exists():
+        why = _private_problem(cluster.root, 0o700)
+        if why:
+            report.add(
+                f"{where}: the cluster's directory {cluster.root} {why}",
+                f"chmod 700 {cluster.root} (and own it), or use another state_dir",
+            )
+            return
+    else:
+        parent = next((p for p in cluster.root.parents if p.exists()), Path("/"))
+        if not parent.is_dir() or not os.access(parent, os.W_OK | os.X_OK):
+            report.add(
+                f"{where}: {cluster.root} does not exist and cannot be created "
+                f"({parent} is not a writable directory)",
+                "use a state_dir in your home or project directory",
+            )
+            return
+    base = Path(site.state_dir)
+    if base.exists():
+        mode = stat.S_IMODE(base.stat().st_mode)
+        if mode & 0o022 and not mode & stat.S_ISVTX:
+            report.add(
+                f"{where}: {base} is writable by others (mode {mode:04o}): they could "
+                "replace the cluster's directory",
+                f"chmod go-w {base}",
+            )
+            return
+    if cluster.token_file.exists():
+        why = _private_problem(cluster.token_file, 0o600)
+        if why:
+            report.add(
+                f"token file {cluster.token_file} {why}",
+                f"chmod 600 {cluster.token_file} (the token admits to the cluster)",
+            )
+            return
+    report.passed.append(f"state dir {cluster.root}")
