@@ -101,7 +101,7 @@ ANSIBLE_TEST := cd $(COLLECTION_DIR) && PATH=$(abspath $(VENV))/bin:$$PATH ansib
 
 collection:
 	rm -rf $(COLLECTION_DIR) && mkdir -p $(COLLECTION_DIR)
-	git ls-files -z --cached --others --exclude-standard | grep -zvE '^(\.collections|provider|tests/e2e)/' \
+	git ls-files -z --cached --others --exclude-standard | grep -zvE '^(\.collections|provider|tests/e2e|tests/kube_standin|kube_standin|bench)/' \
 	  | tar -c --null --ignore-failed-read -T - | tar -x -C $(COLLECTION_DIR)
 	git init -q $(COLLECTION_DIR)
 
