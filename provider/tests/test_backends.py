@@ -9,10 +9,12 @@ from ray_slurm.backends import SlurmBackend
 from ray_slurm.slurm import Slurm, SlurmError
 
 
-def test_a_job_is_cancelled_once_while_it_drains(settings, fake_bin, tmp_path, monkeypatch):
+def test_a_job_is_cancelled_once_while_it_drains(
+    settings, cluster, fake_bin, tmp_path, monkeypatch
+):
     calls = tmp_path / "calls"
     fake_bin("scancel", f'echo "$*" >> {calls}')
-    backend = SlurmBackend(settings, Slurm(bin_dir=str(tmp_path / "bin")))
+    backend = SlurmBackend(settings, Slurm(bin_dir=str(tmp_path / "bin")), cluster)
     now = [1000.0]
     monkeypatch.setattr(backends.time, "monotonic", lambda: now[0])
 
@@ -27,9 +29,9 @@ def test_a_job_is_cancelled_once_while_it_drains(settings, fake_bin, tmp_path, m
     assert calls.read_text().splitlines() == ["11 12", "13", "11"]
 
 
-def test_a_failed_scancel_is_retried(settings, fake_bin, tmp_path):
+def test_a_failed_scancel_is_retried(settings, cluster, fake_bin, tmp_path):
     fake_bin("scancel", 'echo "scancel: error: Unable to contact slurm controller" >&2; exit 1')
-    backend = SlurmBackend(settings, Slurm(bin_dir=str(tmp_path / "bin")))
+    backend = SlurmBackend(settings, Slurm(bin_dir=str(tmp_path / "bin")), cluster)
     for _ in range(2):
         with pytest.raises(SlurmError, match="Unable to contact"):
             backend.terminate(["21"])

@@ -205,7 +205,8 @@ def test_login_head_script(settings, cluster):
     assert "export RAY_GRACEFUL_SHUTDOWN_DRAIN_TIMEOUT_S=0" in lines
     assert "node_ip=10.0.0.9" in lines
     assert "--head " in text
-    assert '--autoscaling-config="$bootstrap_config"' in text
+    assert '--autoscaling-config="$autoscaling_config"' in text
+    assert 'export RAY_SLURM_AUTOSCALING_CONFIG="$autoscaling_config"' in text
     assert f"bootstrap_config={cluster.bootstrap_config}" in lines
     assert "--num-cpus=0 " in text
     assert "--address=" not in text
@@ -363,8 +364,11 @@ def test_running_the_login_head_script(make_settings, fake_ray_env, short_temp_r
         "--dashboard-port=25002",
         "--ray-client-server-port=25003",
         "--dashboard-agent-listen-port=25004",
-        f"--autoscaling-config={cluster.bootstrap_config}",
+        f"--autoscaling-config={cluster.autoscaling_config}",
     ]
+    # the autoscaler reads a private copy of what `ray up` uploaded (burst limits go there)
+    assert cluster.autoscaling_config.read_text() == "cluster_name: example\n"
+    assert cluster.autoscaling_config.stat().st_mode & 0o777 == 0o600
     assert "--node-ip-address=10.0.0.9" in args
     assert "--num-cpus=0" in args
     assert (record / "temp-dir.existed").exists()

@@ -1,9 +1,9 @@
 """Where Ray nodes live: the seam between the provider and the systems that run its nodes.
 
-A backend launches nodes of a type, lists the ones that exist, terminates them and gives a
-command runner for one. The provider keeps tags and talks to backends only through this
-interface; the SLURM backend (one batch job per node) and the login backend (the head as a
-process on the login node) are the two today, and a Kubernetes backend can be a third.
+A backend launches nodes of a type, lists the ones that exist, terminates them and removes
+what it created besides nodes. The provider keeps tags and talks to backends only through this
+interface: the SLURM backend (one batch job per node), the login backend (the head as a process
+on the login node) and the Kubernetes backend (``kube``: one pod per node).
 """
 
 from __future__ import annotations
@@ -20,8 +20,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
 
-from ray_slurm.config import Settings
-from ray_slurm.jobscript import NodeScript, login_head_id, parse_job_name
+from ray_slurm.config import NodeTypeSpec, Settings
+from ray_slurm.jobscript import login_head_id, parse_job_name, render
 from ray_slurm.slurm import JobState, Slurm, clean_env, parse_duration
 from ray_slurm.state import ClusterDir, write_private
 
@@ -37,9 +37,10 @@ class Node:
     kind: str
     node_type: str
     state: JobState
-    host: str = ""  # SLURM node name (or login host) once placed
+    host: str = ""  # SLURM node name (or login host, or Kubernetes node) once placed
     reason: str = ""  # why it is pending, in the backend's words
     time_left: str = ""
+    ip: str = ""  # the node's address when the backend knows it (a pod's IP)
 
     @property
     def time_left_s(self) -> float | None:
@@ -52,16 +53,32 @@ class Node:
             return None
 
 
+@dataclass(frozen=True)
+class LaunchRequest:
+    """One node to start: its type and what it must know about the cluster."""
+
+    spec: NodeTypeSpec
+    head_address: str = ""  # workers: the head's GCS address
+    node_ip: str = ""  # the login head: the address it listens on
+    time_limit_minutes: int | None = None  # SLURM workers: end before the head's job does
+
+
 class Backend(Protocol):
     name: str
 
-    def list_nodes(self) -> list[Node]: ...
+    def list_nodes(self) -> list[Node]:
+        """Every node of this cluster the backend has (not the ones that are gone)."""
+        ...
 
-    def launch(self, script: NodeScript, extra_args: Sequence[str] = ()) -> str:
-        """Start one node; returns its id. Raises (SlurmError, ...) if it could not."""
+    def launch(self, request: LaunchRequest) -> str:
+        """Start one node; returns its id. Raises BackendError if it could not."""
         ...
 
     def terminate(self, node_ids: Sequence[str]) -> None: ...
+
+    def cleanup(self) -> None:
+        """After `ray down`: remove whatever else the backend created for the cluster."""
+        ...
 
 
 # A job cancelled less than this long ago is not cancelled again: `ray down` (every 5 s) and the
@@ -74,9 +91,10 @@ class SlurmBackend:
 
     name = "slurm"
 
-    def __init__(self, settings: Settings, slurm: Slurm) -> None:
+    def __init__(self, settings: Settings, slurm: Slurm, cluster: ClusterDir) -> None:
         self.settings = settings
         self.slurm = slurm
+        self.cluster = cluster
         self._cancelled: dict[str, float] = {}  # job id -> when we cancelled it (monotonic)
 
     def list_nodes(self) -> list[Node]:
@@ -91,8 +109,13 @@ class SlurmBackend:
                               job.reason, job.time_left))  # fmt: skip
         return nodes
 
-    def launch(self, script: NodeScript, extra_args: Sequence[str] = ()) -> str:
+    def launch(self, request: LaunchRequest) -> str:
+        script = render(self.settings, self.cluster, request.spec, request.head_address,
+                        request.node_ip)  # fmt: skip
         write_private(Path(script.path), script.text, 0o700)
+        extra_args = []
+        if request.time_limit_minutes is not None:
+            extra_args.append(f"--time={request.time_limit_minutes}")
         return self.slurm.sbatch(script.path, extra_args)
 
     def terminate(self, node_ids: Sequence[str]) -> None:
@@ -107,6 +130,9 @@ class SlurmBackend:
             self.slurm.scancel(fresh)
             self._cancelled.update(dict.fromkeys(fresh, now))
 
+    def cleanup(self) -> None:
+        """Jobs are nodes: nothing else to remove."""
+
 
 class LoginBackend:
     """The head as a process tree on the login node, for ``head_mode: login``.
@@ -117,7 +143,8 @@ class LoginBackend:
 
     name = "login"
 
-    def __init__(self, cluster: ClusterDir) -> None:
+    def __init__(self, settings: Settings, cluster: ClusterDir) -> None:
+        self.settings = settings
         self.cluster = cluster
 
     def _record(self) -> dict[str, Any] | None:
@@ -133,7 +160,8 @@ class LoginBackend:
         return [Node(login_head_id(), self.name, "head", record["node_type"], JobState.RUNNING,
                      record["host"])]  # fmt: skip
 
-    def launch(self, script: NodeScript, extra_args: Sequence[str] = ()) -> str:
+    def launch(self, request: LaunchRequest) -> str:
+        script = render(self.settings, self.cluster, request.spec, node_ip=request.node_ip)
         write_private(Path(script.path), script.text, 0o700)
         log = open(os.path.join(self.cluster.logs_dir, "head-login.log"), "ab")  # noqa: SIM115
         with log:
@@ -172,6 +200,9 @@ class LoginBackend:
             _signal_group(pid, signal.SIGKILL)  # whatever is left of the group
         with self.cluster.update() as state:
             state.pop("login_head", None)
+
+    def cleanup(self) -> None:
+        """The head's process group is its only trace: nothing else to remove."""
 
 
 def _start_time(pid: int) -> str:

@@ -14,6 +14,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from ray_slurm.kubetypes import KubeConnection, check_connection, check_label_value
 from ray_slurm.nodemap import NodeMapError, load_node_map
 from ray_slurm.nodetypes import (
     NAME_RE,
@@ -28,11 +29,13 @@ from ray_slurm.nodetypes import (
 __all__ = ["ConfigError", "NodeTypeSpec", "Settings", "bootstrap", "load_settings", "parse_size"]
 
 HEAD_MODES = ("login", "slurm")
+WORKER_BACKENDS = ("slurm", "kubernetes")
 DEFAULT_SLURM_TIMEOUT_S = 20  # a SLURM command slower than this is treated as failed
 DEFAULT_PENDING_TIMEOUT_S = 600  # a job queued longer is cancelled (per type: node_config)
+DEFAULT_BURST_IDLE_TIMEOUT_S = 60  # Kubernetes types: burst pods are the first to go when idle
 PROVIDER_KEYS = {
     "type", "module", "head_mode", "head_ip", "state_dir", "ray_env", "node_map", "slurm_bin",
-    "temp_root", "slurm_timeout_s", "pending_timeout_s", "use_internal_ips",
+    "temp_root", "slurm_timeout_s", "pending_timeout_s", "use_internal_ips", "kubernetes",
     "disable_node_updaters",
     "disable_launch_config_check", "foreground_node_launch",
     # added by Ray and by bootstrap_config
@@ -56,6 +59,11 @@ class Settings:
     pending_timeout_s: int
     head_node_type: str
     node_types: dict[str, NodeTypeSpec]
+    kube: KubeConnection = KubeConnection()
+
+    @property
+    def kube_types(self) -> list[NodeTypeSpec]:
+        return [s for s in self.node_types.values() if s.backend == "kubernetes"]
 
     def spec(self, node_type: str) -> NodeTypeSpec:
         try:
@@ -103,6 +111,25 @@ def check_provider(provider: Mapping[str, Any], cluster_name: str, problems: lis
         )
 
 
+def backend_of(name: str, type_cfg: Mapping[str, Any], kind: str, head_mode: str,
+               problems: list[str]) -> str:  # fmt: skip
+    """Where a type's nodes run: the head per head_mode, a worker per node_config.backend."""
+    node_config = type_cfg.get("node_config") or {}
+    wanted = node_config.get("backend", "slurm") if isinstance(node_config, Mapping) else "slurm"
+    if wanted not in WORKER_BACKENDS:
+        problems.append(f"available_node_types.{name}.node_config.backend: {wanted!r} is not "
+                        f"one of {', '.join(WORKER_BACKENDS)}")  # fmt: skip
+        return "slurm"
+    if kind == "head":
+        if wanted != "slurm":
+            problems.append(
+                f"available_node_types.{name}.node_config.backend: the head cannot run on "
+                f"{wanted} (it runs on the login node or in a SLURM job)"
+            )
+        return "login" if head_mode == "login" else "slurm"
+    return str(wanted)
+
+
 def load_settings(provider: Mapping[str, Any], cluster_name: str) -> Settings:
     """Settings from a provider section that ``bootstrap`` has seen (it adds the node types)."""
     problems: list[str] = []
@@ -119,13 +146,17 @@ def load_settings(provider: Mapping[str, Any], cluster_name: str) -> Settings:
         )
         raise ConfigError(problems)
     mode = provider.get("head_mode", "login")
+    kube = check_connection(provider.get("kubernetes"), problems)
     specs = {}
     for name, type_cfg in node_types_cfg.items():
         kind = "head" if name == head_node_type else "worker"
-        backend = "login" if kind == "head" and mode == "login" else "slurm"
-        spec = resolve_node_type(name, type_cfg, kind, backend, problems)
+        backend = backend_of(name, type_cfg, kind, mode, problems)
+        spec = resolve_node_type(name, type_cfg, kind, backend, problems, kube.namespace)
         if spec:
             specs[name] = spec
+        if backend == "kubernetes":
+            check_label_value(name, f"available_node_types.{name}", problems)
+            check_label_value(cluster_name, "cluster_name", problems)
     if problems:
         raise ConfigError(problems)
     return Settings(
@@ -141,6 +172,7 @@ def load_settings(provider: Mapping[str, Any], cluster_name: str) -> Settings:
         pending_timeout_s=int(provider.get("pending_timeout_s", DEFAULT_PENDING_TIMEOUT_S)),
         head_node_type=head_node_type,
         node_types=specs,
+        kube=kube,
     )
 
 
@@ -157,6 +189,7 @@ def bootstrap(config: dict[str, Any]) -> dict[str, Any]:
         name: {"node_config": t.get("node_config") or {}, "resources": t.get("resources") or {}}
         for name, t in (config.get("available_node_types") or {}).items()
     }
+    _default_idle_timeouts(config)
     problems: list[str] = []
     if not config.get("head_node_type"):
         problems.append("head_node_type: required")
@@ -176,13 +209,21 @@ def bootstrap(config: dict[str, Any]) -> dict[str, Any]:
     return config
 
 
+def _default_idle_timeouts(config: dict[str, Any]) -> None:
+    """Kubernetes types without ``idle_timeout_s`` get a short one: burst pods go first."""
+    for t in (config.get("available_node_types") or {}).values():
+        node_config = t.get("node_config") or {}
+        if isinstance(node_config, Mapping) and node_config.get("backend") == "kubernetes":
+            t.setdefault("idle_timeout_s", DEFAULT_BURST_IDLE_TIMEOUT_S)
+
+
 def fillout_resources(config: dict[str, Any]) -> dict[str, Any]:
     """Fill each type's ``resources`` from its SLURM request; bootstrap reports invalid types."""
     mode = config.get("provider", {}).get("head_mode", "login")
     head = config.get("head_node_type")
     for name, type_cfg in (config.get("available_node_types") or {}).items():
         kind = "head" if name == head else "worker"
-        backend = "login" if kind == "head" and mode == "login" else "slurm"
+        backend = backend_of(name, type_cfg, kind, mode, [])
         spec = resolve_node_type(name, type_cfg, kind, backend, [])
         if spec is not None:
             type_cfg["resources"] = dict(spec.resources)

@@ -83,6 +83,7 @@ def render(
         token_file=str(cluster.token_file),
         cluster_dir=str(cluster.root),
         bootstrap_config=str(cluster.bootstrap_config),
+        autoscaling_config=str(cluster.autoscaling_config),
         config_wait_s=CONFIG_WAIT_S,
         headless_exit_s=HEADLESS_EXIT_S,
         node_ip=node_ip,

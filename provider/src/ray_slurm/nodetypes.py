@@ -12,6 +12,12 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from ray_slurm.kubetypes import (
+    DEFAULT_NAMESPACE,
+    KUBE_NODE_CONFIG_KEYS,
+    PodOptions,
+    check_pod_options,
+)
 from ray_slurm.slurm import parse_duration
 
 NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]{0,63}$")
@@ -28,7 +34,7 @@ DEFAULT_OBJECT_STORE_FRACTION = 0.3  # Ray's own default share of the node's mem
 SLURM_KEYS = {"partition", "account", "qos", "time", "constraint", "gres", "reservation"}
 NODE_CONFIG_KEYS = SLURM_KEYS | {
     "cpus", "memory", "gpus", "object_store_memory", "exclusive", "sbatch_options", "setup",
-    "pending_timeout_s", "walltime_warning_s",
+    "pending_timeout_s", "walltime_warning_s", "backend",
 }  # fmt: skip
 DEFAULT_WALLTIME_WARNING_S = 90  # SIGTERM this long before the time limit: Ray drains and leaves
 LOGIN_HEAD_KEYS = {"object_store_memory", "setup"}
@@ -74,7 +80,7 @@ class NodeTypeSpec:
 
     name: str
     kind: str  # "head" or "worker"
-    backend: str  # "slurm" (a batch job) or "login" (a process on the login node)
+    backend: str  # "slurm" (a batch job), "login" (a process on the login node), "kubernetes"
     resources: dict[str, float]
     cpus: int = 0
     memory_mb: int = 0
@@ -87,6 +93,7 @@ class NodeTypeSpec:
     time_s: float | None = None  # the job's time limit (node_config.time); None = site default
     pending_timeout_s: int | None = None  # None = provider.pending_timeout_s
     walltime_warning_s: int = DEFAULT_WALLTIME_WARNING_S
+    pod: PodOptions | None = None  # Kubernetes types: image, namespace, scheduling hints
 
     @property
     def custom_resources(self) -> dict[str, float]:
@@ -124,7 +131,8 @@ def _agree(
 
 
 def resolve_node_type(name: str, type_cfg: Mapping[str, Any], kind: str, backend: str,
-                      problems: list[str]) -> NodeTypeSpec | None:  # fmt: skip
+                      problems: list[str], namespace: str = DEFAULT_NAMESPACE,
+                      ) -> NodeTypeSpec | None:  # fmt: skip
     """Check one node type; append problems, return the resolved spec if it is valid."""
     before = len(problems)
     where = f"available_node_types.{name}"
@@ -135,7 +143,9 @@ def resolve_node_type(name: str, type_cfg: Mapping[str, Any], kind: str, backend
     if not isinstance(node_config, Mapping):
         problems.append(f"{where}.node_config: expected a mapping, got {node_config!r}")
         return None
-    allowed = NODE_CONFIG_KEYS if backend == "slurm" else LOGIN_HEAD_KEYS
+    allowed = {"slurm": NODE_CONFIG_KEYS, "kubernetes": KUBE_NODE_CONFIG_KEYS}.get(
+        backend, LOGIN_HEAD_KEYS
+    )
     for key in sorted(set(node_config) - allowed):
         hint = (
             " (the head runs on the login node: provider.head_mode is 'login')"
@@ -212,13 +222,13 @@ def resolve_node_type(name: str, type_cfg: Mapping[str, Any], kind: str, backend
             problems.append(str(exc))
 
     memory_mb = 0
-    if backend == "slurm":
+    if backend in ("slurm", "kubernetes"):
         if cpus is None or cpus < 1:
             problems.append(f"{where}: set node_config.cpus (or resources.CPU) to at least 1")
         if "memory" not in node_config:
             problems.append(
-                f"{where}.node_config.memory: required for a SLURM node type "
-                "(the job's --mem; Ray would otherwise assume the whole host)"
+                f"{where}.node_config.memory: required for a {backend} node type "
+                "(the job's or pod's memory; Ray would otherwise assume the whole host)"
             )
         else:
             try:
@@ -248,7 +258,10 @@ def resolve_node_type(name: str, type_cfg: Mapping[str, Any], kind: str, backend
                     resources.setdefault("memory", int(heap))
             except ValueError as exc:
                 problems.append(str(exc))
-    if object_store is not None and object_store < MIN_OBJECT_STORE_BYTES and backend != "slurm":
+    pod = None
+    if backend == "kubernetes":
+        pod = check_pod_options(name, node_config, namespace, problems)
+    if object_store is not None and object_store < MIN_OBJECT_STORE_BYTES and backend == "login":
         problems.append(
             f"{where}.node_config.object_store_memory: below Ray's minimum "
             f"{MIN_OBJECT_STORE_BYTES} bytes"
@@ -264,5 +277,5 @@ def resolve_node_type(name: str, type_cfg: Mapping[str, Any], kind: str, backend
         memory_mb=memory_mb, gpus=gpus, object_store_bytes=object_store, slurm=slurm,
         exclusive=bool(node_config.get("exclusive", False)), sbatch_options=tuple(options),
         setup=tuple(setup), time_s=time_s, pending_timeout_s=pending_timeout,
-        walltime_warning_s=DEFAULT_WALLTIME_WARNING_S if warning is None else warning,
+        walltime_warning_s=DEFAULT_WALLTIME_WARNING_S if warning is None else warning, pod=pod,
     )  # fmt: skip

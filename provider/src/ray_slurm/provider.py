@@ -13,11 +13,14 @@ state lost are recovered from their job names.
 from __future__ import annotations
 
 import logging
+import os
 import socket
 import threading
 import time
+from collections import Counter
 from typing import Any
 
+import yaml
 from ray.autoscaler.node_provider import NodeProvider
 from ray.autoscaler.tags import (
     NODE_KIND_HEAD,
@@ -28,13 +31,14 @@ from ray.autoscaler.tags import (
     TAG_RAY_USER_NODE_TYPE,
 )
 
-from ray_slurm import config
-from ray_slurm.backends import Backend, LoginBackend, Node, SlurmBackend
+from ray_slurm import burst, config
+from ray_slurm.backends import Backend, LaunchRequest, LoginBackend, Node, SlurmBackend
 from ray_slurm.command_runner import LocalCommandRunner, NodeStartTimeout, SrunCommandRunner
-from ray_slurm.jobscript import render
+from ray_slurm.errors import BackendError
+from ray_slurm.kube import KubernetesBackend
 from ray_slurm.nodemap import NodeAddresses
 from ray_slurm.policy import LaunchRefused, TypeBackoff, worker_time_limit_minutes
-from ray_slurm.slurm import JobState, Slurm, SlurmError
+from ray_slurm.slurm import JobState, Slurm
 from ray_slurm.state import ClusterDir
 
 logger = logging.getLogger(__name__)
@@ -43,7 +47,8 @@ LIST_CACHE_S = 1.0  # one listing serves all calls of one autoscaler tick
 
 
 class SlurmNodeProvider(NodeProvider):
-    """Every Ray node is one SLURM batch job; the head may instead run on the login node."""
+    """Every Ray node is one SLURM batch job; the head may run on the login node, and burst
+    workers may run as Kubernetes pods (``burst`` says when)."""
 
     def __init__(self, provider_config: dict[str, Any], cluster_name: str) -> None:
         super().__init__(provider_config, cluster_name)
@@ -52,10 +57,21 @@ class SlurmNodeProvider(NodeProvider):
         self.slurm = Slurm(self.settings.slurm_bin, self.settings.slurm_timeout_s)
         self.addresses = NodeAddresses(self.slurm, self.settings.node_map)
         self.backends: dict[str, Backend] = {
-            "slurm": SlurmBackend(self.settings, self.slurm),
-            "login": LoginBackend(self.cluster),
+            "slurm": SlurmBackend(self.settings, self.slurm, self.cluster),
+            "login": LoginBackend(self.settings, self.cluster),
         }
+        if self.settings.kube_types:
+            self.backends["kubernetes"] = KubernetesBackend(
+                self.settings, self.cluster, on_failure=self._type_failed
+            )
         self.backoff = TypeBackoff()
+        # Only the head's autoscaler keeps the autoscaling config (the head job names it).
+        self.autoscaling: burst.AutoscalingConfig | None = None
+        if os.environ.get(burst.AUTOSCALING_CONFIG_ENV) == str(self.cluster.autoscaling_config):
+            self.autoscaling = burst.AutoscalingConfig(
+                self.cluster.bootstrap_config, self.cluster.autoscaling_config
+            )
+        self._held: dict[str, int] = {}
         self._lock = threading.RLock()
         self._nodes: dict[str, Node] = {}
         self._tags: dict[str, dict[str, str]] = {}
@@ -75,8 +91,9 @@ class SlurmNodeProvider(NodeProvider):
             for backend in self.backends.values():
                 try:
                     listed = backend.list_nodes()
-                except SlurmError as exc:
-                    # SLURM is unreachable: a node we cannot see is not a node that is gone.
+                except BackendError as exc:
+                    # SLURM (or the API) is unreachable: a node we cannot see is not a node that
+                    # is gone.
                     logger.warning("cannot list %s nodes, keeping the last known: %s",
                                    backend.name, exc)  # fmt: skip
                     listed = self._last_known(backend.name)
@@ -87,6 +104,7 @@ class SlurmNodeProvider(NodeProvider):
             self._listed_at = time.monotonic()
             if complete:
                 self._watch_pending(nodes)
+                self._hold_types(nodes)
             return self._nodes
 
     def _last_known(self, backend: str) -> list[Node]:
@@ -99,11 +117,11 @@ class SlurmNodeProvider(NodeProvider):
                 tags = entry["tags"]
                 nodes.append(Node(node_id, backend, tags.get(TAG_RAY_NODE_KIND, "worker"),
                                   tags.get(TAG_RAY_USER_NODE_TYPE, ""), JobState.PENDING,
-                                  reason="SLURM unreachable"))  # fmt: skip
+                                  reason=f"{backend} unreachable"))  # fmt: skip
         return nodes
 
     def _watch_pending(self, nodes: dict[str, Node]) -> None:
-        """Log why jobs wait; cancel workers that waited past their type's pending timeout."""
+        """Log why nodes wait; end workers that waited past their type's pending timeout."""
         overdue = []
         for node in nodes.values():
             if node.state is not JobState.PENDING:
@@ -111,19 +129,38 @@ class SlurmNodeProvider(NodeProvider):
                 continue
             if self._reasons.get(node.node_id) != node.reason:
                 self._reasons[node.node_id] = node.reason
-                logger.info("job %s (node type %s) is pending: %s", node.node_id, node.node_type,
-                            node.reason)  # fmt: skip
+                logger.info("%s node %s (node type %s) is pending: %s", node.backend,
+                            node.node_id, node.node_type, node.reason)  # fmt: skip
             spec = self.settings.node_types.get(node.node_type)
             waited = time.time() - self._created.get(node.node_id, time.time())
             if node.kind == "worker" and spec and waited > self.settings.pending_timeout(spec):
                 overdue.append((node, waited))
+        by_backend: dict[str, list[str]] = {}
         for node, waited in overdue:
-            why = f"job {node.node_id} waited {waited:.0f} s in the queue ({node.reason})"
-            delay = self.backoff.fail(node.node_type, why)
-            logger.warning("node type %s unavailable: %s; cancelled, no new job of this type "
-                           "for %.0f s", node.node_type, why, delay)  # fmt: skip
-        if overdue:
-            self.backends["slurm"].terminate([n.node_id for n, _ in overdue])
+            what = "job" if node.backend == "slurm" else "pod"
+            self._type_failed(node.node_type, f"{what} {node.node_id} waited {waited:.0f} s "
+                              f"without starting ({node.reason}); it was removed")  # fmt: skip
+            by_backend.setdefault(node.backend, []).append(node.node_id)
+        for name, ids in by_backend.items():
+            self.backends[name].terminate(ids)
+
+    def _type_failed(self, node_type: str, why: str) -> None:
+        delay = self.backoff.fail(node_type, why)
+        logger.warning("node type %s unavailable: %s; no new node of this type for %.0f s",
+                       node_type, why, delay)  # fmt: skip
+
+    def _hold_types(self, nodes: dict[str, Node]) -> None:
+        """The burst policy: tell the autoscaler which types must not grow now (``burst``)."""
+        if self.autoscaling is None:
+            return
+        try:
+            bootstrap = self.autoscaling.bootstrap()
+            counts = Counter(n.node_type for n in nodes.values() if n.kind == "worker")
+            self._held = burst.limits(self.settings, burst.max_workers_of(bootstrap), counts,
+                                      self.backoff.backed_off())  # fmt: skip
+            self.autoscaling.update(self._held)
+        except (OSError, yaml.YAMLError) as exc:
+            logger.error("cannot update %s: %s", self.autoscaling.path, exc)
 
     def _reconcile(
         self, nodes: dict[str, Node], listed_after: float, prune: bool = True
@@ -197,6 +234,8 @@ class SlurmNodeProvider(NodeProvider):
         node = self._node(node_id)
         if node is None or not node.host:
             return ""
+        if node.ip:
+            return node.ip
         if node.backend == "login":
             return self.login_ip()
         return self.addresses.ip(node.host)
@@ -228,30 +267,31 @@ class SlurmNodeProvider(NodeProvider):
     ) -> None:
         spec = self.settings.spec(tags[TAG_RAY_USER_NODE_TYPE])
         self.backoff.check(spec.name)
+        if spec.name in self._held and spec.backend == "kubernetes":
+            raise LaunchRefused(f"node type {spec.name}: Kubernetes types are used only while "
+                                "the SLURM types cannot deliver")  # fmt: skip
         self.cluster.ensure_token()
-        extra_args: list[str] = []
         if tags.get(TAG_RAY_NODE_KIND) == NODE_KIND_HEAD:
             self.cluster.clear_head()
             node_ip = self.login_ip() if spec.backend == "login" else ""
-            script = render(self.settings, self.cluster, spec, node_ip=node_ip)
+            request = LaunchRequest(spec, node_ip=node_ip)
         else:
             head = self.cluster.read_head()
             if head is None:
                 raise RuntimeError(f"cluster {self.cluster_name} has no running head "
                                    f"({self.cluster.head_file} is missing)")  # fmt: skip
-            address = f"{head['ip']}:{head['gcs_port']}"
-            script = render(self.settings, self.cluster, spec, head_address=address)
             # Workers start Ray from their own job script (disable_node_updaters): no updater
             # will ever mark them, so they are up to date from the start.
             tags = {**tags, TAG_RAY_NODE_STATUS: STATUS_UP_TO_DATE}
             minutes = worker_time_limit_minutes(spec.time_s, self._head_time_left())
-            if minutes is not None:
-                extra_args.append(f"--time={minutes}")  # never outlive the head's job
+            request = LaunchRequest(
+                spec, head_address=f"{head['ip']}:{head['gcs_port']}", time_limit_minutes=minutes
+            )  # never outlive the head's job
         backend = self.backends[spec.backend]
         for _ in range(count):
             try:
-                node_id = backend.launch(script, extra_args)
-            except SlurmError as exc:
+                node_id = backend.launch(request)
+            except BackendError as exc:
                 delay = self.backoff.fail(spec.name, str(exc))
                 logger.error("node type %s: %s (no new job of this type for %.0f s)",
                              spec.name, exc, delay)  # fmt: skip
@@ -297,8 +337,11 @@ class SlurmNodeProvider(NodeProvider):
             self._listed_at = float("-inf")
 
     def cleanup_cluster_resources(self) -> None:
-        """After `ray down`: forget the head's address and config (token and logs stay)."""
+        """After `ray down`: forget the head's address and config (token and logs stay), and
+        let each backend remove what it made besides nodes (the pods' token Secret)."""
         self.cluster.clear_head()
+        for backend in self.backends.values():
+            backend.cleanup()
 
     # ----------------------------------------------------------------- commands
 
@@ -330,6 +373,9 @@ class SlurmNodeProvider(NodeProvider):
         node = self._node(node_id)
         if node is not None and node.backend == "login":
             return LocalCommandRunner(**common)
+        if node is not None and node.backend == "kubernetes":
+            raise RuntimeError(f"pod {node_id} runs no commands: burst workers start Ray "
+                               "themselves and are reached only through Ray")  # fmt: skip
         return SrunCommandRunner(
             job_id=node_id,
             srun=self.slurm.command("srun"),

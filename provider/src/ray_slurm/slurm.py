@@ -14,6 +14,8 @@ import subprocess
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 
+from ray_slurm.errors import BackendError
+
 logger = logging.getLogger(__name__)
 
 DEFAULT_TIMEOUT_S = 30.0
@@ -32,7 +34,7 @@ _DROP_RAY_VARS = {
 }
 
 
-class SlurmError(RuntimeError):
+class SlurmError(BackendError):
     """A SLURM command failed; the message carries SLURM's own words."""
 
 

@@ -10,7 +10,8 @@ Layout of ``<state_dir>/<cluster>/`` (mode 0700)::
 
     state.json   nodes and their tags         state.lock   the lock file
     token        Ray auth token (0600)        head.json    head address and ports, from the head
-    ray_bootstrap_config.yaml                 the autoscaling config (Ray's ``~/`` is this dir)
+    ray_bootstrap_config.yaml                 the cluster config `ray up` uploads (Ray's ``~/``)
+    autoscaling.yaml                          what the autoscaler reads: the above + burst limits
     jobs/        rendered node scripts        logs/        job output
 """
 
@@ -56,6 +57,7 @@ class ClusterDir:
         self.token_file = self.root / "token"
         self.head_file = self.root / "head.json"
         self.bootstrap_config = self.root / "ray_bootstrap_config.yaml"
+        self.autoscaling_config = self.root / "autoscaling.yaml"
         self.jobs_dir = self.root / "jobs"
         self.logs_dir = self.root / "logs"
 
@@ -125,6 +127,6 @@ class ClusterDir:
 
     def clear_head(self) -> None:
         """Forget the old head's address and config: a new head must not start from stale ones."""
-        for path in (self.head_file, self.bootstrap_config):
+        for path in (self.head_file, self.bootstrap_config, self.autoscaling_config):
             with contextlib.suppress(FileNotFoundError):
                 path.unlink()

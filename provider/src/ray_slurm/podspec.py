@@ -1,0 +1,169 @@
+"""The one pod manifest of a burst worker, and the names and labels that find it again.
+
+A burst pod is what a SLURM worker job is, as a pod: it checks that its image runs the head's
+Ray and Python, then ``exec ray start --address=<head> --block`` with the type's resources and
+``RAY_CLOUD_INSTANCE_ID`` = its own name. The token comes from the cluster's Secret; the command
+is a fixed script and every value reaches it as an argument or environment variable, never as
+shell text.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+import secrets
+from typing import Any
+
+from ray_slurm.nodetypes import NodeTypeSpec
+
+MANAGED_BY = "rayhpc-slurm"
+LABEL_CLUSTER = "rayhpc.io/cluster"
+LABEL_USER = "rayhpc.io/user"
+LABEL_NODE_TYPE = "rayhpc.io/node-type"
+LABEL_KIND = "rayhpc.io/node-kind"
+TOKEN_KEY = "token"  # noqa: S105 - the key in the Secret, not a password
+GRACE_PERIOD_S = 45  # Ray drains for up to 30 s after SIGTERM
+HEADLESS_EXIT_S = 15  # as a SLURM worker: leave soon after the head is gone
+IMAGE_CHECK_FAILED = 90  # exit codes of the image check: the provider reports them as such
+IMAGE_MISMATCH = 91
+
+# Runs as `sh -c SCRIPT ray-burst <ray start arguments>`: no value is ever part of the text.
+START_SCRIPT = """\
+v=$(python -c 'import sys, ray; print(ray.__version__, "%d.%d" % sys.version_info[:2])' 2>&1) || {
+    echo "ray-slurm: image $RAY_SLURM_IMAGE cannot run Ray: $(printf '%s' "$v" | tail -n 1)" >&2
+    exit 90
+}
+if [ "$v" != "$RAY_SLURM_EXPECT" ]; then
+    echo "ray-slurm: image $RAY_SLURM_IMAGE has Ray/Python $v, the head runs $RAY_SLURM_EXPECT" >&2
+    exit 91
+fi
+echo "ray-slurm: starting burst worker $RAY_CLOUD_INSTANCE_ID ($POD_IP)"
+exec ray start "$@" --temp-dir="${TMPDIR:-/tmp}/ray"
+"""
+
+
+def _dns(text: str) -> str:
+    """Lowercase letters, digits and dashes only (RFC 1123), no dash at either end."""
+    return re.sub(r"-+", "-", re.sub(r"[^a-z0-9-]", "-", text.lower())).strip("-")
+
+
+def pod_name(cluster_name: str, node_type: str) -> str:
+    """``ray-<cluster>-<type>-<random>``, at most 63 characters (it is also the hostname)."""
+    suffix = secrets.token_hex(3)
+    prefix = _dns(f"ray-{cluster_name}-{node_type}")[: 63 - len(suffix) - 1].rstrip("-")
+    return f"{prefix}-{suffix}"
+
+
+def secret_name(user: str, cluster_name: str) -> str:
+    """One token Secret per user and cluster: users sharing a namespace never collide."""
+    digest = hashlib.sha256(f"{user}/{cluster_name}".encode()).hexdigest()[:10]
+    return f"{_dns(f'ray-{cluster_name}')[:40].rstrip('-')}-token-{digest}"
+
+
+def label_value(text: str) -> str:
+    """A valid label value for ``text`` (user names may hold characters labels cannot)."""
+    value = re.sub(r"[^A-Za-z0-9_.-]", "_", text)[:63]
+    return re.sub(r"^[^A-Za-z0-9]+|[^A-Za-z0-9]+$", "", value) or "unknown"
+
+
+def cluster_labels(user: str, cluster_name: str) -> dict[str, str]:
+    return {
+        "app.kubernetes.io/managed-by": MANAGED_BY,
+        LABEL_CLUSTER: cluster_name,
+        LABEL_USER: label_value(user),
+    }
+
+
+def selector(labels: dict[str, str]) -> str:
+    return ",".join(f"{k}={v}" for k, v in sorted(labels.items()))
+
+
+def ray_start_args(spec: NodeTypeSpec, head_address: str) -> list[str]:
+    """``ray start`` arguments: Ray is told exactly the resources the pod requests."""
+    args = [
+        f"--address={head_address}",
+        "--node-ip-address=$(POD_IP)",  # expanded by Kubernetes from the pod's own IP
+        f"--num-cpus={int(spec.resources.get('CPU', 0))}",
+        f"--num-gpus={int(spec.resources.get('GPU', 0))}",
+        "--disable-usage-stats",
+        "--block",
+    ]
+    if "memory" in spec.resources:
+        args.append(f"--memory={int(spec.resources['memory'])}")
+    if spec.object_store_bytes:
+        args.append(f"--object-store-memory={spec.object_store_bytes}")
+    if spec.custom_resources:
+        args.append(f"--resources={json.dumps(spec.custom_resources, sort_keys=True)}")
+    return args
+
+
+def pod_manifest(
+    spec: NodeTypeSpec,
+    *,
+    name: str,
+    user: str,
+    cluster_name: str,
+    head_address: str,
+    token_secret: str,
+    expect_versions: str,
+) -> dict[str, Any]:
+    """The pod for one node of ``spec`` (a Kubernetes worker type)."""
+    assert spec.pod is not None, f"node type {spec.name} is not a Kubernetes type"
+    labels = {**cluster_labels(user, cluster_name), LABEL_NODE_TYPE: spec.name,
+              LABEL_KIND: spec.kind}  # fmt: skip
+    memory = f"{spec.memory_mb}Mi"
+    limits: dict[str, str] = {"cpu": str(spec.cpus), "memory": memory}
+    if spec.gpus:
+        limits["nvidia.com/gpu"] = str(spec.gpus)
+    env: list[dict[str, Any]] = [
+        {"name": "POD_IP", "valueFrom": {"fieldRef": {"fieldPath": "status.podIP"}}},
+        {"name": "RAY_CLOUD_INSTANCE_ID",
+         "valueFrom": {"fieldRef": {"fieldPath": "metadata.name"}}},
+        {"name": "RAY_NODE_TYPE_NAME", "value": spec.name},
+        {"name": "RAY_AUTH_MODE", "value": "token"},
+        {"name": "RAY_AUTH_TOKEN",
+         "valueFrom": {"secretKeyRef": {"name": token_secret, "key": TOKEN_KEY}}},
+        {"name": "RAY_USAGE_STATS_ENABLED", "value": "0"},
+        {"name": "RAY_gcs_rpc_server_reconnect_timeout_s", "value": str(HEADLESS_EXIT_S)},
+        {"name": "RAY_SLURM_IMAGE", "value": spec.pod.image},
+        {"name": "RAY_SLURM_EXPECT", "value": expect_versions},
+    ]  # fmt: skip
+    pod_spec: dict[str, Any] = {
+        "restartPolicy": "Never",  # a Ray node that ended is gone: Ray starts a new one
+        "terminationGracePeriodSeconds": GRACE_PERIOD_S,
+        "automountServiceAccountToken": bool(spec.pod.service_account),
+        "containers": [
+            {
+                "name": "ray-worker",
+                "image": spec.pod.image,
+                "command": ["sh", "-c", START_SCRIPT, "ray-burst"],
+                "args": ray_start_args(spec, head_address),
+                "env": env,
+                "resources": {"requests": dict(limits), "limits": limits},
+                "terminationMessagePolicy": "FallbackToLogsOnError",
+            }
+        ],
+    }
+    if spec.pod.node_selector:
+        pod_spec["nodeSelector"] = dict(spec.pod.node_selector)
+    if spec.pod.tolerations:
+        pod_spec["tolerations"] = [dict(t) for t in spec.pod.tolerations]
+    if spec.pod.service_account:
+        pod_spec["serviceAccountName"] = spec.pod.service_account
+    return {
+        "apiVersion": "v1",
+        "kind": "Pod",
+        "metadata": {"name": name, "namespace": spec.pod.namespace, "labels": labels},
+        "spec": pod_spec,
+    }
+
+
+def secret_manifest(name: str, namespace: str, labels: dict[str, str], token: str) -> dict:
+    return {
+        "apiVersion": "v1",
+        "kind": "Secret",
+        "type": "Opaque",
+        "metadata": {"name": name, "namespace": namespace, "labels": labels},
+        "stringData": {TOKEN_KEY: token},
+    }
