@@ -129,16 +129,15 @@ class SlurmNodeProvider(NodeProvider):
                 continue
             if self._reasons.get(node.node_id) != node.reason:
                 self._reasons[node.node_id] = node.reason
-                logger.info("%s node %s (node type %s) is pending: %s", node.backend,
-                            node.node_id, node.node_type, node.reason)  # fmt: skip
+                logger.info("%s %s (node type %s) is pending: %s", _what(node), node.node_id,
+                            node.node_type, node.reason)  # fmt: skip
             spec = self.settings.node_types.get(node.node_type)
             waited = time.time() - self._created.get(node.node_id, time.time())
             if node.kind == "worker" and spec and waited > self.settings.pending_timeout(spec):
                 overdue.append((node, waited))
         by_backend: dict[str, list[str]] = {}
         for node, waited in overdue:
-            what = "job" if node.backend == "slurm" else "pod"
-            self._type_failed(node.node_type, f"{what} {node.node_id} waited {waited:.0f} s "
+            self._type_failed(node.node_type, f"{_what(node)} {node.node_id} waited {waited:.0f} s "
                               f"without starting ({node.reason}); it was removed")  # fmt: skip
             by_backend.setdefault(node.backend, []).append(node.node_id)
         for name, ids in by_backend.items():
@@ -414,3 +413,8 @@ class SlurmNodeProvider(NodeProvider):
     @staticmethod
     def fillout_available_node_types_resources(cluster_config: dict[str, Any]) -> dict[str, Any]:
         return config.fillout_resources(cluster_config)
+
+
+def _what(node: Node) -> str:
+    """What a node is to its backend, for messages: a job, a pod, a process."""
+    return {"slurm": "job", "kubernetes": "pod"}.get(node.backend, "process")
