@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
+import yaml
 from conftest import parse_result, scontrol, start_driver, wait_for
 from kubernetes import client, config
 
@@ -115,6 +116,9 @@ def test_demand_bursts_to_pods_when_slurm_cannot_deliver(make_cluster, standin,
         assert driver.returncode == 0, out + err
     finally:
         driver.kill()
+    # `ray-slurm status` lists the pods with their IPs (before they go idle)
+    status = cluster.status()
+    assert "ray-b-burst-burst-" in status and f"10.77.0.{IP_BASE + 1}" in status, status
     where = parse_result(out)
     hosts = {host for host, _ in where}
     assert all(h.startswith("ray-b-burst-burst-") for h in hosts), where  # pod names
@@ -163,9 +167,9 @@ def provider(standin, tmp_path):
         p.cleanup_cluster_resources()
 
 
-def launch(provider: SlurmNodeProvider) -> None:
+def launch(provider: SlurmNodeProvider, count: int = 1) -> None:
     tags = {"ray-node-kind": "worker", "ray-user-node-type": "burst"}
-    provider.create_node_with_resources_and_labels({}, tags, 1, {}, {})
+    provider.create_node_with_resources_and_labels({}, tags, count, {}, {})
 
 
 def wait_reason(provider: SlurmNodeProvider, text: str, timeout: float = 30) -> str:
@@ -187,7 +191,8 @@ def assert_removed_and_backed_off(provider, standin, name: str, why: str) -> Non
 
 def test_a_pod_whose_image_cannot_be_pulled_is_removed_with_the_reason(provider, standin):
     p = provider("b-pull", image=MISSING_IMAGE)
-    launch(p)
+    launch(p, count=2)
+    assert len(p.non_terminated_nodes({"ray-user-node-type": "burst"})) == 2
     assert "ImagePullBackOff" in wait_reason(p, "ImagePullBackOff")
     assert_removed_and_backed_off(p, standin, "b-pull", "ImagePullBackOff")
 
@@ -220,3 +225,42 @@ def test_a_quota_refusal_names_the_quota_and_backs_off(provider, standin):
         launch(p)
     p.cleanup_cluster_resources()
     assert leftovers(standin.v1, "b-quota") == []
+
+
+def check_config(tmp_path: Path, standin: Standin, kubeconfig: Path | None = None,
+                 **node_config) -> Path:  # fmt: skip
+    cfg = yaml.safe_load((REPO / "examples" / "ray-slurm.yaml").read_text())
+    cfg["cluster_name"] = "b-check"
+    cfg["provider"]["state_dir"] = str(tmp_path / "state")
+    cfg["provider"]["kubernetes"] = {"kubeconfig": str(kubeconfig or standin.kubeconfig)}
+    cfg["available_node_types"]["burst"] = burst_type(**node_config)
+    path = tmp_path / "check.yaml"
+    path.write_text(yaml.safe_dump(cfg))
+    return path
+
+
+def ray_slurm_check(path: Path, *args: str) -> subprocess.CompletedProcess[str]:
+    argv = [str(Path(sys.executable).parent / "ray-slurm"), "check", str(path), *args]
+    return subprocess.run(argv, capture_output=True, text=True, timeout=180, check=False)
+
+
+def test_check_probes_the_pod_network_both_ways(standin, tmp_path):
+    proc = ray_slurm_check(check_config(tmp_path, standin), "--probe-pods")
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert "Kubernetes API v" in proc.stdout
+    assert "namespace default (list pods, secrets)" in proc.stdout
+    assert "pod network in default: pod -> 10.77.0.1 and back" in proc.stdout
+    assert leftovers(standin.v1, "b-check") == []  # the probe pod is gone
+
+
+def test_check_names_an_unreachable_api_and_a_missing_namespace(standin, tmp_path):
+    bad = tmp_path / "kubeconfig"
+    bad.write_text(standin.kubeconfig.read_text().replace(f":{PORT}", ":1"))
+    proc = ray_slurm_check(check_config(tmp_path, standin, kubeconfig=bad))
+    assert proc.returncode == 1
+    assert "problem: Kubernetes: asking the API server its version:" in proc.stdout
+    assert "Connection refused" in proc.stdout
+
+    proc = ray_slurm_check(check_config(tmp_path, standin, namespace="nosuch"), "--probe-pods")
+    assert proc.returncode == 1
+    assert 'problem: listing pods in namespace nosuch: namespaces "nosuch" not found' in proc.stdout

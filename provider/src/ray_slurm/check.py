@@ -5,7 +5,9 @@ provider's own validation (``cli.load_config``: every problem at once). Then the
 partitions the node types use exist, are up and have a node that fits the request; the node map
 covers SLURM's nodes; the Ray environment the jobs run has ``ray`` and ``ray-slurm`` of this
 version; the login node owns ``head_ip``; the state directory and token are private; the head's
-temp root and ports are usable. Every problem is printed on one line with its fix.
+temp root and ports are usable; Kubernetes node types can reach their API, namespaces and (with
+``--probe-pods``) the pod network (``kubecheck``). Every problem is printed on one line with its
+fix.
 
 Exit codes: 0 ready, 1 problems found, 2 the config file cannot be read (usage).
 """
@@ -30,8 +32,9 @@ from ray_slurm.sitecheck import (
     check_ray_env,
     check_slurm,
     check_state,
+    route_ip,
 )
-from ray_slurm.slurm import Slurm
+from ray_slurm.slurm import Slurm, SlurmError
 
 EXIT_OK, EXIT_PROBLEMS, EXIT_USAGE = 0, 1, 2
 
@@ -109,7 +112,7 @@ def check_config(path: str, raw: dict[str, Any], report: Report) -> Settings | N
     return settings
 
 
-def check(path: str, slurm: Slurm | None = None) -> Report:
+def check(path: str, slurm: Slurm | None = None, probe_pods: bool = False) -> Report:
     """Every problem of a config file on this site (raises OSError if it cannot be read)."""
     report = Report()
     text = Path(path).read_text()
@@ -134,6 +137,14 @@ def check(path: str, slurm: Slurm | None = None) -> Report:
     check_ray_env(site, report)
     check_login_head(site, slurm, report)
     check_state(site, report)
+    if settings is not None and settings.kube_types:
+        from ray_slurm.kubecheck import check_kubernetes
+
+        try:
+            ip = settings.head_ip or route_ip(slurm)
+        except (SlurmError, StopIteration, OSError):
+            ip = "0.0.0.0"  # noqa: S104 - the head address problem is reported above
+        check_kubernetes(settings, report, ip, probe_pods)
     return report
 
 
@@ -147,9 +158,9 @@ def lines(report: Report, path: str) -> Iterator[str]:
         yield f"{path}: ready for `ray up` (checked: {'; '.join(report.passed)})"
 
 
-def main(path: str, slurm: Slurm | None = None) -> int:
+def main(path: str, slurm: Slurm | None = None, probe_pods: bool = False) -> int:
     try:
-        report = check(path, slurm)
+        report = check(path, slurm, probe_pods)
     except OSError as exc:
         print(f"ray-slurm check: cannot read {path}: {exc.strerror or exc}", file=sys.stderr)
         return EXIT_USAGE

@@ -21,7 +21,7 @@ from pathlib import Path
 import yaml
 
 from ray_slurm import config, jobscript
-from ray_slurm.backends import LoginBackend, SlurmBackend
+from ray_slurm.backends import Backend, LoginBackend, SlurmBackend
 from ray_slurm.config import ConfigError, Settings
 from ray_slurm.nodemap import NodeAddresses, NodeMapError
 from ray_slurm.slurm import Slurm, SlurmError
@@ -102,22 +102,30 @@ def cmd_check(args: argparse.Namespace) -> int:
     """Check a config against Ray's schema, the provider's rules and this site (check.py)."""
     from ray_slurm import check
 
-    return check.main(args.config)
+    return check.main(args.config, probe_pods=args.probe_pods)
 
 
 def cmd_status(args: argparse.Namespace) -> int:
-    """The cluster's nodes as SLURM sees them: state, node, address, pending reason, time left."""
+    """The cluster's nodes as their backends see them: state, node, address, reason, time left."""
     settings, cluster = load_config(args.config)
     slurm = Slurm(settings.slurm_bin, settings.slurm_timeout_s)
     addresses = NodeAddresses(slurm, settings.node_map)
     head = cluster.read_head()
     rows = [("TYPE", "KIND", "ID", "STATE", "NODE", "IP", "TIME LEFT", "REASON")]
-    for backend in (LoginBackend(cluster), SlurmBackend(settings, slurm)):
+    backends: list[Backend] = [
+        LoginBackend(settings, cluster),
+        SlurmBackend(settings, slurm, cluster),
+    ]
+    if settings.kube_types:
+        from ray_slurm.kube import KubernetesBackend
+
+        backends.append(KubernetesBackend(settings, cluster, on_failure=None))  # read-only
+    for backend in backends:
         for n in sorted(backend.list_nodes(), key=lambda n: (n.kind != "head", n.node_id)):
             if n.backend == "login":
                 ip = head["ip"] if head else ""
             else:
-                ip = addresses.ip(n.host) if n.host else ""
+                ip = n.ip or (addresses.ip(n.host) if n.host else "")
             rows.append((n.node_type, n.kind, n.node_id, n.state.value, n.host or "-", ip or "-",
                          n.time_left or "-", n.reason or "-"))  # fmt: skip
     widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
@@ -228,10 +236,14 @@ def build_parser() -> argparse.ArgumentParser:
         description="Validate CONFIG as `ray up` does, then against the site: partitions exist, "
         "are up and fit each node type; the node map covers SLURM's nodes; ray_env has ray and "
         "ray-slurm of this version; head_ip is this host's; state dir and token are private; "
-        "temp_root and head ports are usable. Prints each problem on one line with its fix. "
+        "temp_root and head ports are usable; Kubernetes node types reach their API and may "
+        "list pods and secrets in their namespaces. Prints each problem on one line with its fix. "
         "Exit status: 0 ready, 1 problems found, 2 usage error (e.g. CONFIG unreadable).",
     )
     p.add_argument("config", help="the cluster's ray-slurm.yaml")
+    p.add_argument("--probe-pods", action="store_true",
+                   help="Kubernetes types: start one short-lived pod per namespace to test that "
+                   "pods reach this host and this host reaches pods")  # fmt: skip
     p.set_defaults(func=cmd_check)
 
     p = sub.add_parser("status", help="the cluster's nodes, their jobs and pending reasons")

@@ -80,12 +80,14 @@ class KubernetesBackend:
         self,
         settings: Settings,
         cluster: ClusterDir,
-        on_failure: Callable[[str, str], None],
+        on_failure: Callable[[str, str], None] | None,
         user: str | None = None,
     ) -> None:
         self.settings = settings
         self.cluster = cluster
-        self.on_failure = on_failure  # (node type, why): a type whose pods cannot run
+        # (node type, why): a type whose pods cannot run. None: only look (ray-slurm status),
+        # leave ended pods to the autoscaler, which deletes and reports them.
+        self.on_failure = on_failure
         self.user = user or getpass.getuser()
         self.labels = podspec.cluster_labels(self.user, settings.cluster_name)
         self.namespaces = sorted({s.pod.namespace for s in settings.kube_types if s.pod})
@@ -148,7 +150,8 @@ class KubernetesBackend:
                 state, reason = pod_state(pod)
                 node_type = labels.get(podspec.LABEL_NODE_TYPE, "")
                 if state is JobState.GONE:
-                    self._ended(pod, node_type, reason)
+                    if self.on_failure is not None:
+                        self._ended(pod, node_type, reason)
                     continue
                 ip = (pod.status.pod_ip or "") if pod.status else ""
                 kind = labels.get(podspec.LABEL_KIND, "worker")
@@ -171,7 +174,7 @@ class KubernetesBackend:
         )  # fmt: skip
         logger.warning("pod %s (node type %s) ended: %s", name, node_type, how)
         self.terminate([name], grace_s=0)
-        if quick and not how.startswith("exit code 0"):
+        if quick and not how.startswith("exit code 0") and self.on_failure is not None:
             self.on_failure(node_type, f"pod {name} ended: {how}")
 
     def _last_words(self, pod: Any, how: str) -> str:

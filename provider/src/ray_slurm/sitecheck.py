@@ -296,6 +296,14 @@ def is_local_address(ip: str) -> bool:
     return True
 
 
+def route_ip(slurm: Slurm) -> str:
+    """This host's address on the way to a compute node, as the provider detects it."""
+    node = next(iter(slurm.nodes().values()))
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+        s.connect((node.addr, 9))  # UDP connect sends nothing; it only picks the route
+        return str(s.getsockname()[0])
+
+
 def check_login_head(site: Site, slurm: Slurm, report: Report) -> None:
     """Login mode: the head runs on this host, so its address, temp dir and ports are here."""
     if site.head_mode != "login":
@@ -312,10 +320,7 @@ def check_login_head(site: Site, slurm: Slurm, report: Report) -> None:
             return
     else:
         try:
-            node = next(iter(slurm.nodes().values()))
-            with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
-                s.connect((node.addr, 9))  # as the provider does: the route to a compute node
-                ip = str(s.getsockname()[0])
+            ip = route_ip(slurm)
         except (SlurmError, StopIteration, OSError) as exc:
             report.add(
                 f"provider.head_ip: not set and cannot be detected ({exc})",
