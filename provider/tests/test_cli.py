@@ -9,6 +9,7 @@ import subprocess
 import sys
 
 import pytest
+import yaml
 from conftest import mode
 
 from ray_slurm.cli import PORT_RANGE, free_ports, main
@@ -201,6 +202,28 @@ def test_render_output_writes_only_when_changed(config_file, tmp_path, capsys):
     assert main(["render", str(config_file), "--output", str(out_dir)]) == 0
     assert "changed" not in capsys.readouterr().out
     subprocess.run(["bash", "-n", str(out_dir / "worker-cpu.sh")], check=True)
+
+
+def test_render_shows_the_pod_of_a_kubernetes_type_and_writes_no_script(
+    raw_config, tmp_path, capsys
+):
+    from ray_slurm.kubetypes import head_versions
+
+    image = f"rayproject/ray:{head_versions().split()[0]}"
+    raw_config["available_node_types"]["burst"] = {
+        "node_config": {"backend": "kubernetes", "image": image, "cpus": 2, "memory": "2G"}
+    }
+    path = tmp_path / "burst.yaml"
+    path.write_text(yaml.safe_dump(raw_config))
+    assert main(["render", str(path), "--node-type", "burst", "--head-address", "1.2.3.4:5"]) == 0
+    out = capsys.readouterr().out
+    assert out.startswith("# node type burst (worker): a Kubernetes pod\n")
+    pod = yaml.safe_load(out.split("\n", 1)[1])
+    assert pod["kind"] == "Pod" and pod["spec"]["containers"][0]["image"] == image
+    assert "--address=1.2.3.4:5" in pod["spec"]["containers"][0]["args"]
+    out_dir = tmp_path / "jobs"
+    assert main(["render", str(path), "--output", str(out_dir)]) == 0
+    assert sorted(p.name for p in out_dir.iterdir()) == ["head-head.sh", "worker-cpu.sh"]
 
 
 def test_render_rejects_a_bad_config_naming_the_field(config_file, caplog):

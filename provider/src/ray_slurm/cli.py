@@ -8,6 +8,7 @@ head's address record) is Python, tested once, instead of shell written twice.
 from __future__ import annotations
 
 import argparse
+import getpass
 import hashlib
 import logging
 import os
@@ -22,7 +23,7 @@ import yaml
 
 from ray_slurm import config, jobscript
 from ray_slurm.backends import Backend, LoginBackend, SlurmBackend
-from ray_slurm.config import ConfigError, Settings
+from ray_slurm.config import ConfigError, NodeTypeSpec, Settings
 from ray_slurm.nodemap import NodeAddresses, NodeMapError
 from ray_slurm.slurm import Slurm, SlurmError
 from ray_slurm.state import ClusterDir, write_private
@@ -83,6 +84,11 @@ def cmd_render(args: argparse.Namespace) -> int:
     address = args.head_address or (f"{head['ip']}:{head['gcs_port']}" if head else "HEAD_IP:PORT")
     for name in names:
         spec = settings.spec(name)
+        if spec.backend == "kubernetes":
+            if not args.output:  # a pod has no job script: show the pod each node will be
+                pod = _pod_yaml(settings, spec, address)
+                print(f"# node type {name} ({spec.kind}): a Kubernetes pod\n{pod}")
+            continue
         login = spec.backend == "login"
         node_ip = (settings.head_ip or "LOGIN_NODE_IP") if login else ""
         script = jobscript.render(settings, cluster, spec, head_address=address, node_ip=node_ip)
@@ -96,6 +102,20 @@ def cmd_render(args: argparse.Namespace) -> int:
         else:
             print(f"# node type {name} ({spec.kind}): {how}\n{script.text}")
     return 0
+
+
+def _pod_yaml(settings: Settings, spec: NodeTypeSpec, address: str) -> str:
+    from ray_slurm import podspec
+    from ray_slurm.kubetypes import head_versions
+
+    user = getpass.getuser()
+    pod = podspec.pod_manifest(
+        spec, name=podspec.pod_name(settings.cluster_name, spec.name), user=user,
+        cluster_name=settings.cluster_name, head_address=address,
+        token_secret=podspec.secret_name(user, settings.cluster_name),
+        expect_versions=head_versions(),
+    )  # fmt: skip
+    return yaml.safe_dump(pod, sort_keys=False)
 
 
 def cmd_check(args: argparse.Namespace) -> int:
