@@ -26,7 +26,6 @@ from ray.autoscaler.tags import (
     NODE_KIND_HEAD,
     STATUS_UP_TO_DATE,
     TAG_RAY_NODE_KIND,
-    TAG_RAY_NODE_NAME,
     TAG_RAY_NODE_STATUS,
     TAG_RAY_USER_NODE_TYPE,
 )
@@ -38,6 +37,7 @@ from ray_slurm.errors import BackendError
 from ray_slurm.kube import KubernetesBackend
 from ray_slurm.nodemap import NodeAddresses
 from ray_slurm.policy import LaunchRefused, TypeBackoff, worker_time_limit_minutes
+from ray_slurm.reconcile import nodes_in_state, reconcile
 from ray_slurm.slurm import JobState, Slurm
 from ray_slurm.state import ClusterDir
 
@@ -99,7 +99,8 @@ class SlurmNodeProvider(NodeProvider):
                     listed = self._last_known(backend.name)
                     complete = False
                 nodes.update({n.node_id: n for n in listed})
-            self._tags = self._reconcile(nodes, listed_after, prune=complete)
+            self._tags, self._created = reconcile(self.cluster, self.cluster_name, nodes,
+                                                  listed_after, prune=complete)  # fmt: skip
             self._nodes = nodes
             self._listed_at = time.monotonic()
             if complete:
@@ -111,14 +112,7 @@ class SlurmNodeProvider(NodeProvider):
         """The last listing of a backend, or (in a fresh process) what the state says exists."""
         if self._listed_at > float("-inf"):
             return [n for n in self._nodes.values() if n.backend == backend]
-        nodes = []
-        for node_id, entry in self.cluster.read_state()["nodes"].items():
-            if entry["backend"] == backend:
-                tags = entry["tags"]
-                nodes.append(Node(node_id, backend, tags.get(TAG_RAY_NODE_KIND, "worker"),
-                                  tags.get(TAG_RAY_USER_NODE_TYPE, ""), JobState.PENDING,
-                                  reason=f"{backend} unreachable"))  # fmt: skip
-        return nodes
+        return nodes_in_state(self.cluster, backend)
 
     def _watch_pending(self, nodes: dict[str, Node]) -> None:
         """Log why nodes wait; end workers that waited past their type's pending timeout."""
@@ -160,45 +154,6 @@ class SlurmNodeProvider(NodeProvider):
             self.autoscaling.update(self._held)
         except (OSError, yaml.YAMLError) as exc:
             logger.error("cannot update %s: %s", self.autoscaling.path, exc)
-
-    def _reconcile(
-        self, nodes: dict[str, Node], listed_after: float, prune: bool = True
-    ) -> dict[str, dict[str, str]]:
-        """Drop state entries of nodes that are gone; adopt live nodes the state does not know."""
-        state = self.cluster.read_state()
-        known = state["nodes"]
-        self._created = {i: e["created"] for i, e in known.items()}
-        gone = [
-            i for i, e in known.items() if prune and i not in nodes and e["created"] < listed_after
-        ]
-        adopt = [n for i, n in nodes.items() if i not in known]
-        if gone or adopt:
-            with self.cluster.update() as state:
-                for node_id in gone:
-                    state["nodes"].pop(node_id, None)
-                for node in adopt:
-                    if node.node_id not in state["nodes"]:
-                        logger.warning(
-                            "adopting %s node %s (%s) found in %s without state",
-                            node.kind,
-                            node.node_id,
-                            node.node_type,
-                            node.backend,
-                        )
-                        state["nodes"][node.node_id] = {
-                            "backend": node.backend, "created": time.time(),
-                            "tags": self._recovered_tags(node),
-                        }  # fmt: skip
-                known = state["nodes"]
-        return {i: dict(e["tags"]) for i, e in known.items() if i in nodes}
-
-    def _recovered_tags(self, node: Node) -> dict[str, str]:
-        return {
-            TAG_RAY_NODE_KIND: node.kind,
-            TAG_RAY_USER_NODE_TYPE: node.node_type,
-            TAG_RAY_NODE_NAME: f"ray-{self.cluster_name}-{node.kind}",
-            TAG_RAY_NODE_STATUS: STATUS_UP_TO_DATE,
-        }
 
     def non_terminated_nodes(self, tag_filters: dict[str, str]) -> list[str]:
         nodes = self._refresh()
