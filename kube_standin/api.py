@@ -29,8 +29,13 @@ VERSION = {
     "major": "1",
     "minor": "31",
     "gitVersion": "v1.31.0-standin",
+    "gitCommit": "0000000000000000000000000000000000000000",
+    "gitTreeState": "clean",
+    "buildDate": "2026-01-01T00:00:00Z",
+    "goVersion": "go1.22.5",
+    "compiler": "gc",
     "platform": "linux/amd64",
-}
+}  # every field of a real server's /version: the client's VersionInfo requires them
 _PATH = re.compile(
     r"^/api/v1(?:/namespaces/(?P<ns>[^/]+))?/(?P<resource>[a-z]+)"
     r"(?:/(?P<name>[^/]+)(?:/(?P<sub>log|status))?)?$"
@@ -115,7 +120,7 @@ class Handler(BaseHTTPRequestHandler):
     # -- routing -----------------------------------------------------------------------------
     def _route(self, method: str, path: str, query: dict[str, str]) -> None:
         store = self.server.store
-        if method == "GET" and path == "/version":
+        if method == "GET" and path in ("/version", "/version/"):  # the client asks /version/
             return self._send(200, VERSION)
         if method == "GET" and path == "/api":
             return self._send(200, {"kind": "APIVersions", "versions": ["v1"]})

@@ -99,6 +99,7 @@ def test_namespace_from_the_provider_section_and_per_type(make_settings):
         ({"tolerations": [{"key": "x", "effect": "Never"}]}, "effect: 'Never' is not one of"),
         ({"tolerations": [{"key": "x", "colour": "red"}]}, "unknown key 'colour'"),
         ({"service_account": "Bad Account"}, "is not a service account name"),
+        ({"host_network": "yes"}, "host_network: expected true or false, got 'yes'"),
         ({"partition": "debug"}, "node_config: unknown key 'partition'"),
         ({"memory": None}, "memory: expected a size"),
         ({"backend": "cloud"}, "backend: 'cloud' is not one of slurm, kubernetes"),
@@ -214,6 +215,14 @@ def test_pod_manifest_gpus_tolerations_account(make_settings):
     assert pod["spec"]["tolerations"] == [tol]
     assert pod["spec"]["serviceAccountName"] == "ray-burst"
     assert pod["spec"]["automountServiceAccountToken"] is True
+    assert "hostNetwork" not in pod["spec"]
+
+
+def test_pod_manifest_host_network(make_settings):
+    settings = make_settings(lambda cfg: add_burst(cfg, host_network=True))
+    pod = manifest(settings.spec("burst"))
+    assert pod["spec"]["hostNetwork"] is True
+    assert pod["spec"]["dnsPolicy"] == "ClusterFirstWithHostNet"
 
 
 def test_pod_and_secret_names():

@@ -17,7 +17,7 @@ from typing import Any
 
 KUBE_NODE_CONFIG_KEYS = {
     "backend", "image", "cpus", "memory", "gpus", "object_store_memory", "namespace",
-    "node_selector", "tolerations", "service_account", "pending_timeout_s",
+    "node_selector", "tolerations", "service_account", "pending_timeout_s", "host_network",
 }  # fmt: skip
 PROVIDER_KUBE_KEYS = {"kubeconfig", "context", "namespace", "request_timeout_s"}
 DEFAULT_NAMESPACE = "default"
@@ -57,6 +57,7 @@ class PodOptions:
     node_selector: dict[str, str] = field(default_factory=dict)
     tolerations: tuple[dict[str, Any], ...] = ()
     service_account: str = ""
+    host_network: bool = False  # the pod uses its node's network (when pod IPs are not routed)
 
 
 def head_versions() -> str:
@@ -151,6 +152,9 @@ def check_pod_options(
     account = node_config.get("service_account", "")
     if account and (not isinstance(account, str) or not DNS_LABEL_RE.match(account)):
         problems.append(f"{where}.service_account: {account!r} is not a service account name")
+    host_network = node_config.get("host_network", False)
+    if not isinstance(host_network, bool):
+        problems.append(f"{where}.host_network: expected true or false, got {host_network!r}")
     if len(problems) > before:
         return None
     return PodOptions(
@@ -159,6 +163,7 @@ def check_pod_options(
         node_selector={str(k): str(v) for k, v in selector.items()},
         tolerations=tuple(dict(t) for t in tolerations),
         service_account=str(account or ""),
+        host_network=bool(host_network),
     )
 
 

@@ -151,6 +151,9 @@ def pod_manifest(
         pod_spec["tolerations"] = [dict(t) for t in spec.pod.tolerations]
     if spec.pod.service_account:
         pod_spec["serviceAccountName"] = spec.pod.service_account
+    if spec.pod.host_network:  # Ray's ports are then the node's: one burst pod per node
+        pod_spec["hostNetwork"] = True
+        pod_spec["dnsPolicy"] = "ClusterFirstWithHostNet"
     return {
         "apiVersion": "v1",
         "kind": "Pod",
