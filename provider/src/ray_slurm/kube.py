@@ -93,6 +93,7 @@ class KubernetesBackend:
         self.namespaces = sorted({s.pod.namespace for s in settings.kube_types if s.pod})
         self.secret = podspec.secret_name(self.user, settings.cluster_name)
         self._namespace_of: dict[str, str] = {}
+        self._secret_in: set[str] = set()  # namespaces where this process made the Secret
         self._api: Any = None
 
     # ----------------------------------------------------------------- the client
@@ -214,6 +215,8 @@ class KubernetesBackend:
 
     def _ensure_secret(self, namespace: str) -> None:
         """The cluster's token as a Secret in ``namespace``: created, or brought up to date."""
+        if namespace in self._secret_in:
+            return
         token = self.cluster.ensure_token()
         body = podspec.secret_manifest(self.secret, namespace, self.labels, token)
         try:
@@ -225,6 +228,7 @@ class KubernetesBackend:
             self._call(f"updating secret {self.secret} in namespace {namespace}",
                        self.api.patch_namespaced_secret, self.secret, namespace,
                        {"stringData": {podspec.TOKEN_KEY: token}})  # fmt: skip
+        self._secret_in.add(namespace)
 
     def terminate(self, node_ids: Sequence[str], grace_s: int | None = None) -> None:
         """Delete the pods (Ray drains on SIGTERM); a pod already gone is not an error."""
@@ -244,6 +248,7 @@ class KubernetesBackend:
 
     def cleanup(self) -> None:
         """Every pod, secret and service with this cluster's labels, in every namespace."""
+        self._secret_in.clear()
         sel = podspec.selector(self.labels)
         for namespace in self.namespaces:
             for kind, fn in (
