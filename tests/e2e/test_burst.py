@@ -144,25 +144,29 @@ def test_demand_bursts_to_pods_when_slurm_cannot_deliver(make_cluster, standin,
 def provider(standin, tmp_path):
     """A provider as the head's autoscaler has it, with a head address but no head."""
 
-    def make(name: str, **node_config) -> SlurmNodeProvider:
+    made: list[SlurmNodeProvider] = []
+
+    def make(name: str, kubeconfig: Path | None = None, pending_timeout_s: int = 8,
+             **node_config) -> SlurmNodeProvider:  # fmt: skip
         cfg = {
             "cluster_name": name,
             "provider": {"type": "external", "module": "ray_slurm.SlurmNodeProvider",
                          "disable_node_updaters": True, "state_dir": str(tmp_path / "state"),
-                         "kubernetes": {"kubeconfig": str(standin.kubeconfig)}},
+                         "kubernetes": {"kubeconfig": str(kubeconfig or standin.kubeconfig)}},
             "head_node_type": "head",
             "available_node_types": {
                 "head": {"resources": {"CPU": 0}, "node_config": {}, "max_workers": 0},
-                "burst": burst_type(pending_timeout_s=8, **node_config),
+                "burst": burst_type(pending_timeout_s=pending_timeout_s, **node_config),
             },
         }  # fmt: skip
         bootstrap(cfg)
-        made = SlurmNodeProvider(cfg["provider"], name)
-        made.cluster.publish_head({"ip": "10.77.0.1", "gcs_port": 1})
-        return made
+        provider = SlurmNodeProvider(cfg["provider"], name)
+        provider.cluster.publish_head({"ip": "10.77.0.1", "gcs_port": 1})
+        if kubeconfig is None:
+            made.append(provider)  # removes what it made at the end
+        return provider
 
-    made: list[SlurmNodeProvider] = []
-    yield lambda name, **kw: made.append(make(name, **kw)) or made[-1]
+    yield make
     for p in made:
         p.cleanup_cluster_resources()
 
@@ -225,6 +229,20 @@ def test_a_quota_refusal_names_the_quota_and_backs_off(provider, standin):
         launch(p)
     p.cleanup_cluster_resources()
     assert leftovers(standin.v1, "b-quota") == []
+
+
+def test_an_unreachable_api_loses_no_pod(provider, standin, tmp_path):
+    """A provider that cannot reach the API keeps the pods it knows (as for slurmctld)."""
+    p = provider("b-lost", image=MISSING_IMAGE, pending_timeout_s=600)  # stays Pending
+    launch(p)
+    (pod,) = p.non_terminated_nodes({})
+    dead = tmp_path / "kubeconfig"
+    dead.write_text(standin.kubeconfig.read_text().replace(f":{PORT}", ":1"))
+    blind = provider("b-lost", kubeconfig=dead, pending_timeout_s=600)  # a fresh process's view
+    assert blind.non_terminated_nodes({}) == [pod]
+    assert blind.node_info(pod).reason == "kubernetes unreachable"
+    assert pod in blind.cluster.read_state()["nodes"]  # not dropped from the state
+    assert f"pod/{pod}" in leftovers(standin.v1, "b-lost")
 
 
 def check_config(tmp_path: Path, standin: Standin, kubeconfig: Path | None = None,

@@ -25,7 +25,7 @@ def job_ids(cluster, kind="worker") -> set[str]:
 def test_cancelled_worker_is_replaced_and_a_dead_raylet_ends_its_job(make_cluster, site_nodes):
     cluster = make_cluster("f-cancel", max_workers=1)
     cluster.up()
-    driver = start_driver(cluster, tasks=2, seconds=30)  # demand that outlives two workers
+    driver = start_driver(cluster, tasks=2, seconds=15)  # demand that outlives two workers
 
     first = wait_for(lambda: job_ids(cluster), 60, "a worker job").pop()
     wait_for(lambda: raylet_pid(first), 60, f"Ray on job {first}")

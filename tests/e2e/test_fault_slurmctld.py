@@ -16,7 +16,7 @@ def slurmctld_pid() -> int | None:
 def test_slurmctld_outage_neither_loses_nor_duplicates_nodes(make_cluster, site_nodes):
     cluster = make_cluster("f-ctld", max_workers=1)
     cluster.up()
-    driver = start_driver(cluster, tasks=1, seconds=50)
+    driver = start_driver(cluster, tasks=1, seconds=40)
     worker = wait_for(lambda: {j.job_id for j in cluster.jobs("worker")}, 60, "a worker").pop()
     monitor = int(run(["pgrep", "-f", f"monitor.py.*{cluster.head()['temp_dir']}/"],
                       timeout=10).stdout.split()[0])  # fmt: skip
@@ -24,7 +24,7 @@ def test_slurmctld_outage_neither_loses_nor_duplicates_nodes(make_cluster, site_
     os.kill(slurmctld_pid(), signal.SIGTERM)
     wait_for(lambda: slurmctld_pid() is None, 30, "slurmctld to stop")
     try:
-        time.sleep(30)  # several autoscaler ticks without SLURM
+        time.sleep(20)  # four autoscaler ticks without SLURM
         os.kill(monitor, 0)  # the autoscaler is still alive
         # `ray exec` still finds the head: from the state, since SLURM cannot answer.
         assert "Autoscaler status" in cluster.exec("ray status").stdout

@@ -1,10 +1,14 @@
-"""Issue #2, test 1: the head on the login node, workers as SLURM jobs, scale up and down."""
+"""Issue #2, tests 1 and 4: the head on the login node, workers as SLURM jobs, scale up and down;
+token authentication is on and a driver without the cluster's token is refused."""
 
 import os
 import socket
+import stat
 import sys
 
 from conftest import BIN, parse_result, run, start_driver, wait_for
+
+PROBE = "import ray; ray.init(); print('CPUS', ray.cluster_resources().get('CPU', 0))"
 
 
 def gcs_open(ip: str, port: int) -> bool:
@@ -13,13 +17,31 @@ def gcs_open(ip: str, port: int) -> bool:
         return s.connect_ex((ip, port)) == 0
 
 
-def test_login_head_scales_slurm_workers_up_and_down(make_cluster, site_nodes):
+def check_token_is_required(cluster, env, tmp_path) -> None:
+    token_file = env["RAY_AUTH_TOKEN_PATH"]
+    assert stat.S_IMODE(os.stat(token_file).st_mode) == 0o600
+    assert stat.S_IMODE(os.stat(os.path.dirname(token_file)).st_mode) == 0o700
+    assert "CPUS" in cluster.driver(PROBE, env=env, timeout=120).stdout
+
+    wrong = tmp_path / "wrong-token"
+    wrong.write_text("not-the-token\n")
+    no_token = {k: v for k, v in env.items() if not k.startswith("RAY_AUTH")}
+    for bad_env in ({**env, "RAY_AUTH_TOKEN_PATH": str(wrong)}, no_token):
+        proc = cluster.driver(PROBE, env=bad_env, timeout=180, check=False)
+        assert proc.returncode != 0 and "CPUS" not in proc.stdout, proc.stdout
+    status = run([str(BIN / "ray"), "status", f"--address={env['RAY_ADDRESS']}"], timeout=120,
+                 check=False, env=no_token)  # fmt: skip
+    assert status.returncode != 0
+
+
+def test_login_head_scales_slurm_workers_up_and_down(make_cluster, site_nodes, tmp_path):
     cluster = make_cluster("e2e-login")
     cluster.up()
     assert cluster.jobs() == [], "a login-node head must not be a SLURM job"
     env = cluster.env()
     head_ip, gcs_port = env["RAY_ADDRESS"].split(":")
     assert gcs_open(head_ip, int(gcs_port))
+    check_token_is_required(cluster, env, tmp_path)
 
     # 4 tasks x 2 CPUs on a cluster with 0 CPUs: the autoscaler must submit worker jobs.
     driver = start_driver(cluster, tasks=4, seconds=8)
