@@ -29,6 +29,11 @@ EXAMPLE = REPO / "examples" / "ray-slurm.yaml"
 BIN = Path(sys.executable).parent
 log = logging.getLogger("e2e")
 
+# Test setting, like the short idle timeout below: the autoscaler loops every 2 s instead of
+# Ray's 5 s. Every head (login process or SLURM job) inherits it from `ray up`'s environment.
+# The molecule scenarios and `make bench` run with Ray's default.
+os.environ["AUTOSCALER_UPDATE_INTERVAL_S"] = "2"
+
 
 def run(
     args: list[str], timeout: float, check: bool = True, **kwargs: Any
