@@ -8,7 +8,6 @@ head's address record) is Python, tested once, instead of shell written twice.
 from __future__ import annotations
 
 import argparse
-import getpass
 import hashlib
 import logging
 import os
@@ -23,7 +22,7 @@ import yaml
 
 from ray_slurm import config, jobscript
 from ray_slurm.backends import Backend, LoginBackend, SlurmBackend
-from ray_slurm.config import ConfigError, NodeTypeSpec, Settings
+from ray_slurm.config import ConfigError, Settings
 from ray_slurm.nodemap import NodeAddresses, NodeMapError
 from ray_slurm.slurm import Slurm, SlurmError
 from ray_slurm.state import ClusterDir, write_private
@@ -86,8 +85,11 @@ def cmd_render(args: argparse.Namespace) -> int:
         spec = settings.spec(name)
         if spec.backend == "kubernetes":
             if not args.output:  # a pod has no job script: show the pod each node will be
-                pod = _pod_yaml(settings, spec, address)
-                print(f"# node type {name} ({spec.kind}): a Kubernetes pod\n{pod}")
+                from ray_slurm.kube import KubernetesBackend
+
+                pod = KubernetesBackend(settings, cluster, on_failure=None).pod(spec, address)
+                text = yaml.safe_dump(pod, sort_keys=False)
+                print(f"# node type {name} ({spec.kind}): a Kubernetes pod\n{text}")
             continue
         login = spec.backend == "login"
         node_ip = (settings.head_ip or "LOGIN_NODE_IP") if login else ""
@@ -102,20 +104,6 @@ def cmd_render(args: argparse.Namespace) -> int:
         else:
             print(f"# node type {name} ({spec.kind}): {how}\n{script.text}")
     return 0
-
-
-def _pod_yaml(settings: Settings, spec: NodeTypeSpec, address: str) -> str:
-    from ray_slurm import podspec
-    from ray_slurm.kubetypes import head_versions
-
-    user = getpass.getuser()
-    pod = podspec.pod_manifest(
-        spec, name=podspec.pod_name(settings.cluster_name, spec.name), user=user,
-        cluster_name=settings.cluster_name, head_address=address,
-        token_secret=podspec.secret_name(user, settings.cluster_name),
-        expect_versions=head_versions(),
-    )  # fmt: skip
-    return yaml.safe_dump(pod, sort_keys=False)
 
 
 def cmd_check(args: argparse.Namespace) -> int:

@@ -16,7 +16,7 @@ from typing import Any
 
 from ray_slurm import podspec
 from ray_slurm.backends import LaunchRequest, Node
-from ray_slurm.config import Settings
+from ray_slurm.config import NodeTypeSpec, Settings
 from ray_slurm.errors import BackendError
 from ray_slurm.kubetypes import head_versions
 from ray_slurm.slurm import JobState
@@ -124,7 +124,7 @@ class KubernetesBackend:
             self._api = client.CoreV1Api(api_client)
         return self._api
 
-    def _call(self, what: str, fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
+    def call(self, what: str, fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
         """One API call with the configured timeout; every failure becomes a KubeError."""
         from kubernetes.client.exceptions import ApiException
 
@@ -141,7 +141,7 @@ class KubernetesBackend:
         """One list call per namespace; ended pods are deleted (and reported) on the way."""
         nodes = []
         for namespace in self.namespaces:
-            pods = self._call(f"listing pods in namespace {namespace}",
+            pods = self.call(f"listing pods in namespace {namespace}",
                               self.api.list_namespaced_pod, namespace,
                               label_selector=podspec.selector(self.labels)).items  # fmt: skip
             for pod in pods:
@@ -183,12 +183,20 @@ class KubernetesBackend:
         if ":" in how:
             return how
         try:
-            log = self._call("reading a pod log", self.api.read_namespaced_pod_log,
+            log = self.call("reading a pod log", self.api.read_namespaced_pod_log,
                              pod.metadata.name, pod.metadata.namespace, tail_lines=3)  # fmt: skip
         except KubeError:
             return how
         lines = [line for line in str(log).splitlines() if line.strip()]
         return f"{how}: {lines[-1]}" if lines else how
+
+    def pod(self, spec: NodeTypeSpec, head_address: str) -> dict[str, Any]:
+        """The pod one node of ``spec`` is, with a fresh name (also for render and check)."""
+        name = podspec.pod_name(self.settings.cluster_name, spec.name)
+        return podspec.pod_manifest(
+            spec, name=name, user=self.user, cluster_name=self.settings.cluster_name,
+            head_address=head_address, token_secret=self.secret, expect_versions=head_versions(),
+        )  # fmt: skip
 
     def launch(self, request: LaunchRequest) -> str:
         spec = request.spec
@@ -196,14 +204,10 @@ class KubernetesBackend:
         namespace = spec.pod.namespace
         self._ensure_secret(namespace)
         for _ in range(NAME_RETRIES):
-            name = podspec.pod_name(self.settings.cluster_name, spec.name)
-            body = podspec.pod_manifest(
-                spec, name=name, user=self.user, cluster_name=self.settings.cluster_name,
-                head_address=request.head_address, token_secret=self.secret,
-                expect_versions=head_versions(),
-            )  # fmt: skip
+            body = self.pod(spec, request.head_address)
+            name = body["metadata"]["name"]
             try:
-                self._call(f"creating pod {name} in namespace {namespace}",
+                self.call(f"creating pod {name} in namespace {namespace}",
                            self.api.create_namespaced_pod, namespace, body)  # fmt: skip
             except KubeError as exc:
                 if "already exists" in str(exc):
@@ -220,12 +224,12 @@ class KubernetesBackend:
         token = self.cluster.ensure_token()
         body = podspec.secret_manifest(self.secret, namespace, self.labels, token)
         try:
-            self._call(f"creating secret {self.secret} in namespace {namespace}",
+            self.call(f"creating secret {self.secret} in namespace {namespace}",
                        self.api.create_namespaced_secret, namespace, body)  # fmt: skip
         except KubeError as exc:
             if "already exists" not in str(exc):
                 raise
-            self._call(f"updating secret {self.secret} in namespace {namespace}",
+            self.call(f"updating secret {self.secret} in namespace {namespace}",
                        self.api.patch_namespaced_secret, self.secret, namespace,
                        {"stringData": {podspec.TOKEN_KEY: token}})  # fmt: skip
         self._secret_in.add(namespace)
@@ -235,7 +239,7 @@ class KubernetesBackend:
         for name in node_ids:
             for namespace in self._namespaces_for(name):
                 try:
-                    self._call(f"deleting pod {name}", self.api.delete_namespaced_pod, name,
+                    self.call(f"deleting pod {name}", self.api.delete_namespaced_pod, name,
                                namespace, grace_period_seconds=grace_s)  # fmt: skip
                     break
                 except KubeError as exc:
@@ -255,13 +259,13 @@ class KubernetesBackend:
                 ("pods", self.api.delete_collection_namespaced_pod),
                 ("secrets", self.api.delete_collection_namespaced_secret),
             ):
-                self._call(f"deleting {kind} in namespace {namespace}", fn, namespace,
+                self.call(f"deleting {kind} in namespace {namespace}", fn, namespace,
                            label_selector=sel)  # fmt: skip
-            services = self._call(f"listing services in namespace {namespace}",
+            services = self.call(f"listing services in namespace {namespace}",
                                   self.api.list_namespaced_service, namespace,
                                   label_selector=sel).items  # fmt: skip
             for svc in services:
-                self._call(f"deleting service {svc.metadata.name}",
+                self.call(f"deleting service {svc.metadata.name}",
                            self.api.delete_namespaced_service, svc.metadata.name,
                            namespace)  # fmt: skip
         logger.info("removed the cluster's pods, secrets and services from %s",

@@ -55,7 +55,7 @@ def check_kubernetes(settings: Settings, report: Report, head_ip: str, probe: bo
         api = backend.api
         from kubernetes import client
 
-        version = backend._call("asking the API server its version",
+        version = backend.call("asking the API server its version",
                                 client.VersionApi(api.api_client).get_code)  # fmt: skip
     except KubeError as exc:
         report.add(f"Kubernetes: {exc}", "check provider.kubernetes (kubeconfig, context) and "
@@ -70,7 +70,7 @@ def check_kubernetes(settings: Settings, report: Report, head_ip: str, probe: bo
             ("secrets", api.list_namespaced_secret),
         ):
             try:
-                backend._call(f"listing {what} in namespace {namespace}", fn, namespace,
+                backend.call(f"listing {what} in namespace {namespace}", fn, namespace,
                               label_selector=podspec.selector(backend.labels))  # fmt: skip
             except KubeError as exc:
                 report.add(str(exc), RBAC_FIX)
@@ -93,16 +93,15 @@ def _probe(backend: KubernetesBackend, spec: Any, head_ip: str, head_mode: str,
         listener.bind((head_ip, 0))
         listener.listen(1)
         listener.settimeout(PROBE_TIMEOUT_S)
-        pod = podspec.pod_manifest(spec, name=name, user=backend.user,
-                                   cluster_name=backend.settings.cluster_name, head_address="",
-                                   token_secret="", expect_versions="")  # fmt: skip
+        pod = backend.pod(spec, head_address="")
+        pod["metadata"]["name"] = name
         container = pod["spec"]["containers"][0]
         container.update(command=["sh", "-c", PROBE_SCRIPT, "probe"],
                          args=[head_ip, str(listener.getsockname()[1])], env=[])  # fmt: skip
         pod["metadata"]["labels"][podspec.LABEL_KIND] = "probe"
         where = f"probe pod {name} in namespace {namespace}"
         try:
-            backend._call(f"creating {where}", backend.api.create_namespaced_pod, namespace, pod)
+            backend.call(f"creating {where}", backend.api.create_namespaced_pod, namespace, pod)
         except KubeError as exc:
             report.add(str(exc), RBAC_FIX)
             return
@@ -110,7 +109,7 @@ def _probe(backend: KubernetesBackend, spec: Any, head_ip: str, head_mode: str,
             problem = _run_probe(backend, listener, name, namespace)
         finally:
             with contextlib.suppress(KubeError):
-                backend._call(f"deleting {where}", backend.api.delete_namespaced_pod, name,
+                backend.call(f"deleting {where}", backend.api.delete_namespaced_pod, name,
                               namespace, grace_period_seconds=0)  # fmt: skip
     if problem:
         report.add(f"{where}: {problem}", "pods must reach the head's host on any TCP port and "
@@ -126,7 +125,7 @@ def _run_probe(backend: KubernetesBackend, listener: socket.socket, name: str,
     """None if both directions worked, else what failed."""
     deadline = time.monotonic() + PROBE_TIMEOUT_S
     while True:  # first the pod must run
-        pod = backend._call("reading the probe pod", backend.api.read_namespaced_pod, name,
+        pod = backend.call("reading the probe pod", backend.api.read_namespaced_pod, name,
                             namespace)  # fmt: skip
         state, reason = pod_state(pod)
         if state is JobState.GONE:
