@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import socket
 import subprocess
 import sys
@@ -241,3 +242,20 @@ def test_the_helpers_do_not_import_ray():
     code = "import ray_slurm; print(ray_slurm.SlurmNodeProvider.__name__)"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "SlurmNodeProvider"
+
+
+def test_node_ip_waits_for_an_unreachable_slurmctld(fake_bin, tmp_path, monkeypatch, capsys):
+    """A job that starts while slurmctld is away must not fail: it waits for SLURM to answer."""
+    count = tmp_path / "count"
+    fake_bin("sinfo", f'echo x >> {count}\n'
+             f'if [ "$(wc -l < {count})" -lt 3 ]; then\n'
+             '  echo "slurm_load_node: Unable to contact slurm controller (connect failure)" >&2\n'
+             '  exit 1\nfi\necho "n1|10.0.0.5|n1"')  # fmt: skip
+    monkeypatch.setenv("PATH", f"{tmp_path / 'bin'}:{os.environ['PATH']}")
+    monkeypatch.setattr("ray_slurm.cli.time.sleep", lambda s: None)
+    assert main(["node-ip", "--node", "n1"]) == 0
+    assert capsys.readouterr().out.strip() == "10.0.0.5"
+    assert len(count.read_text().splitlines()) == 3
+
+    count.write_text("")
+    assert main(["node-ip", "--node", "n1", "--wait", "0"]) == 1  # no waiting: fails at once

@@ -146,9 +146,26 @@ def cmd_status(args: argparse.Namespace) -> int:
     return 0
 
 
+NODE_IP_WAIT_S = 180  # a job that starts while slurmctld is away waits this long for it
+
+
 def cmd_node_ip(args: argparse.Namespace) -> int:
+    """This node's address for Ray. A job can start while slurmctld is unreachable (it was
+    allocated just before): it waits for SLURM to answer instead of failing, as SLURM jobs
+    themselves ride out a controller restart."""
     node = args.node or os.environ.get("SLURMD_NODENAME") or socket.gethostname()
-    print(NodeAddresses(Slurm(), args.node_map).ip(node))
+    addresses = NodeAddresses(Slurm(), args.node_map)
+    deadline = time.monotonic() + args.wait
+    while True:
+        try:
+            ip = addresses.ip(node)
+            break
+        except SlurmError as exc:
+            if time.monotonic() >= deadline:
+                raise
+            logger.warning("%s; retrying for up to %.0f s", exc, deadline - time.monotonic())
+            time.sleep(5)
+    print(ip)
     return 0
 
 
@@ -259,6 +276,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_status)
 
     p = sub.add_parser("node-ip", help="(in a job) this node's address for Ray")
+    p.add_argument("--wait", type=float, default=NODE_IP_WAIT_S,
+                   help="seconds to wait for an unreachable slurmctld")  # fmt: skip
     p.add_argument("--node", help="SLURM node name (default: $SLURMD_NODENAME)")
     p.add_argument("--node-map", default="", help="map file instead of SLURM's NodeAddr")
     p.set_defaults(func=cmd_node_ip)
