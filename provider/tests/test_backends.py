@@ -6,6 +6,7 @@ import pytest
 
 from ray_slurm import backends
 from ray_slurm.backends import SlurmBackend
+from ray_slurm.private import user_name
 from ray_slurm.slurm import Slurm, SlurmError
 
 
@@ -22,11 +23,12 @@ def test_a_job_is_cancelled_once_while_it_drains(
     now[0] += 5  # ray down lists the draining jobs again 5 s later
     backend.terminate(["11", "12", "13"])
     backend.terminate(["11", "12", "13"])
-    assert calls.read_text().splitlines() == ["11 12", "13"]
+    me = f"--user={user_name()}"  # only ever the user's own jobs, whatever the ids
+    assert calls.read_text().splitlines() == [f"{me} 11 12", f"{me} 13"]
 
     now[0] += backends.RECANCEL_S  # still there a minute later: ask SLURM again
     backend.terminate(["11"])
-    assert calls.read_text().splitlines() == ["11 12", "13", "11"]
+    assert calls.read_text().splitlines() == [f"{me} 11 12", f"{me} 13", f"{me} 11"]
 
 
 def test_a_failed_scancel_is_retried(settings, cluster, fake_bin, tmp_path):

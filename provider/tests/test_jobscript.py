@@ -286,7 +286,9 @@ esac
 def _run(script_text: str, tmp_path: Path, job_id: str | None) -> subprocess.CompletedProcess:
     path = tmp_path / "node.sh"
     path.write_text(script_text)
-    env = {"PATH": "/usr/bin:/bin", "SETUP_MARK": str(tmp_path / "setup.mark")}
+    # A token and an address in the user's environment must not reach Ray.
+    env = {"PATH": "/usr/bin:/bin", "SETUP_MARK": str(tmp_path / "setup.mark"),
+           "RAY_AUTH_TOKEN": "from-the-environment", "RAY_ADDRESS": "10.9.9.9:1"}  # fmt: skip
     if job_id:
         env["SLURM_JOB_ID"] = job_id
     return subprocess.run(
@@ -308,13 +310,17 @@ def test_running_the_worker_script(make_settings, fake_ray_env, short_temp_root,
     spec = settings.spec("cpu")
     cluster = _cluster(settings)
     text = render(settings, cluster, spec, head_address=HEAD_ADDRESS).text
+    planted = Path(short_temp_root) / "rs-4242"  # a neighbour's guess at the job's temp dir
+    planted.mkdir(mode=0o777)
     proc = _run(text, tmp_path, job_id="4242")
 
     assert proc.returncode == 3, proc.stderr  # the job ends with Ray's own exit status
     args = (record / "ray.args").read_text().splitlines()
     assert args[0] == "start"
     assert args[-1] == "--block"
-    temp_dir = f"{short_temp_root}/rs-4242"
+    temp_dir = next(a for a in args if a.startswith("--temp-dir=")).removeprefix("--temp-dir=")
+    # a new directory of its own, named after the job but not guessable (mktemp)
+    assert re.fullmatch(rf"{re.escape(short_temp_root)}/rs-4242\.[A-Za-z0-9]{{6}}", temp_dir)
     assert args[1:-1] == [
         f"--address={HEAD_ADDRESS}",
         "--dashboard-agent-listen-port=25001",
@@ -334,11 +340,15 @@ def test_running_the_worker_script(make_settings, fake_ray_env, short_temp_root,
     assert ray_env["RAY_NODE_TYPE_NAME"] == "cpu"
     assert ray_env["RAY_AUTH_MODE"] == "token"
     assert ray_env["RAY_AUTH_TOKEN_PATH"] == str(cluster.token_file)
+    assert "RAY_AUTH_TOKEN" not in ray_env and "RAY_ADDRESS" not in ray_env
+    assert ray_env["RAY_TMPDIR"] == temp_dir
+    assert not temp_dir.startswith(str(planted) + "/")
     assert (tmp_path / "setup.mark").read_text() == "setup ran\n"
     calls = (record / "ray-slurm.calls").read_text().splitlines()
     assert calls == ["node-ip", "free-ports 1 --seed 4242"]
     assert (record / "temp-dir.existed").exists()  # Ray got its private temp dir
     assert not Path(temp_dir).exists()  # removed when the job ends
+    assert os.listdir(short_temp_root) == ["rs-4242"]  # the planted one: never used, left alone
 
 
 def test_running_the_login_head_script(make_settings, fake_ray_env, short_temp_root, tmp_path):
@@ -382,4 +392,6 @@ def test_running_the_login_head_script(make_settings, fake_ray_env, short_temp_r
     ]
     # the login head's temp dir: short, node-local, one per cluster
     temp_dir = calls[1].rsplit(" ", 1)[1]
-    assert re.fullmatch(rf"{re.escape(short_temp_root)}/rs-h[0-9a-f]{{10}}", temp_dir)
+    assert re.fullmatch(
+        rf"{re.escape(short_temp_root)}/rs-h[0-9a-f]{{10}}\.[A-Za-z0-9]{{6}}", temp_dir
+    )

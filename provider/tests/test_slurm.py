@@ -7,6 +7,7 @@ import time
 
 import pytest
 
+from ray_slurm.private import user_name
 from ray_slurm.slurm import (
     Job,
     JobState,
@@ -170,12 +171,22 @@ def test_clean_env_drops_job_and_ray_identity_keeps_site_vars():
         "SLURM_CONF": "/etc/slurm/slurm.conf",
         "PATH": "/usr/bin",
         "RAY_AUTH_MODE": "token",
+        # the user's shell must not rename or move the jobs, nor replace the cluster's token
+        "SBATCH_JOB_NAME": "x",
+        "SBATCH_PARTITION": "long",
+        "SBATCH_ACCOUNT": "someone-else",
+        "SALLOC_PARTITION": "long",
+        "SRUN_CPUS_PER_TASK": "9",
+        "SCONTROL_FEDERATION": "1",
+        "RAY_AUTH_TOKEN": "not-the-clusters",
+        "RAY_AUTH_TOKEN_PATH": "/tmp/planted",
+        "RAY_TMPDIR": "/tmp/private-root",
     }
     env = clean_env(base)
     assert env == {
         "SLURM_CONF": "/etc/slurm/slurm.conf",
         "PATH": "/usr/bin",
-        "RAY_AUTH_MODE": "token",
+        "RAY_TMPDIR": "/tmp/private-root",
     }
     assert "SLURM_JOB_ID" in base  # the caller's mapping is not changed
 
@@ -271,7 +282,7 @@ def test_scancel_already_gone_jobs_are_not_an_error(fake_bin, tmp_path):
     )
     slurm = Slurm(str(tmp_path / "bin"), timeout_s=10)
     slurm.scancel(["5", "6"], signal="TERM")
-    assert record.read_text().splitlines() == ["--signal=TERM", "5", "6"]
+    assert record.read_text().splitlines() == [f"--user={user_name()}", "--signal=TERM", "5", "6"]
 
 
 def test_scancel_other_errors_raise(fake_bin, tmp_path):

@@ -24,6 +24,7 @@ from ray_slurm import config, jobscript
 from ray_slurm.backends import Backend, LoginBackend, SlurmBackend
 from ray_slurm.config import ConfigError, Settings
 from ray_slurm.nodemap import NodeAddresses, NodeMapError
+from ray_slurm.private import UnsafePathError
 from ray_slurm.slurm import Slurm, SlurmError
 from ray_slurm.state import ClusterDir, write_private
 
@@ -227,6 +228,7 @@ def cmd_env(args: argparse.Namespace) -> int:
         logger.error("cluster at %s has no running head: run `ray up %s` first",
                      cluster.root, args.config)  # fmt: skip
         return 1
+    print("unset RAY_AUTH_TOKEN")  # Ray would prefer it to the cluster's token file
     for key, value in head_env(cluster, f"{head['ip']}:{head['gcs_port']}").items():
         print(f"export {key}={shlex.quote(value)}")
     dashboard = f"http://{head['ip']}:{head['dashboard_port']}"
@@ -312,7 +314,7 @@ def main(argv: list[str] | None = None) -> int:
         for problem in exc.problems:
             logger.error("%s", problem)
         return 1
-    except (SlurmError, NodeMapError, OSError, KeyError, yaml.YAMLError) as exc:
+    except (SlurmError, NodeMapError, UnsafePathError, OSError, KeyError, yaml.YAMLError) as exc:
         logger.error("%s", exc)
         return 1
 

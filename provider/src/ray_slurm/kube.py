@@ -8,7 +8,6 @@ the first launch and deleted by ``cleanup`` at ``ray down``.
 
 from __future__ import annotations
 
-import getpass
 import logging
 import os
 from collections.abc import Callable, Sequence
@@ -19,6 +18,7 @@ from ray_slurm.backends import LaunchRequest, Node
 from ray_slurm.config import NodeTypeSpec, Settings
 from ray_slurm.errors import BackendError
 from ray_slurm.kubetypes import head_versions
+from ray_slurm.private import user_name
 from ray_slurm.slurm import JobState
 from ray_slurm.state import ClusterDir
 
@@ -88,7 +88,7 @@ class KubernetesBackend:
         # (node type, why): a type whose pods cannot run. None: only look (ray-slurm status),
         # leave ended pods to the autoscaler, which deletes and reports them.
         self.on_failure = on_failure
-        self.user = user or getpass.getuser()
+        self.user = user or user_name()
         self.labels = podspec.cluster_labels(self.user, settings.cluster_name)
         self.namespaces = sorted({s.pod.namespace for s in settings.kube_types if s.pod})
         self.secret = podspec.secret_name(self.user, settings.cluster_name)

@@ -30,7 +30,7 @@ from ray.autoscaler.tags import (
     TAG_RAY_USER_NODE_TYPE,
 )
 
-from ray_slurm import burst, config
+from ray_slurm import burst, config, usertmp
 from ray_slurm.backends import Backend, LaunchRequest, LoginBackend, Node, SlurmBackend
 from ray_slurm.command_runner import LocalCommandRunner, NodeStartTimeout, SrunCommandRunner
 from ray_slurm.errors import BackendError
@@ -52,6 +52,7 @@ class SlurmNodeProvider(NodeProvider):
 
     def __init__(self, provider_config: dict[str, Any], cluster_name: str) -> None:
         super().__init__(provider_config, cluster_name)
+        usertmp.require()  # Ray's own files (and its children's) stay in a private directory
         self.settings = config.load_settings(provider_config, cluster_name)
         self.cluster = ClusterDir(self.settings.state_dir, cluster_name).create()
         self.slurm = Slurm(self.settings.slurm_bin, self.settings.slurm_timeout_s)
@@ -363,6 +364,7 @@ class SlurmNodeProvider(NodeProvider):
 
     @staticmethod
     def bootstrap_config(cluster_config: dict[str, Any]) -> dict[str, Any]:
+        usertmp.require()  # refuse before anything is launched, naming the path
         return config.bootstrap(cluster_config)
 
     @staticmethod

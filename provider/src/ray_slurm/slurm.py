@@ -15,15 +15,23 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 
 from ray_slurm.errors import BackendError
+from ray_slurm.private import user_name
 
 logger = logging.getLogger(__name__)
 
 DEFAULT_TIMEOUT_S = 30.0
 
 # Variables of a running job or of the user's shell that change what SLURM commands do or print.
+# sbatch/salloc/srun input variables (SBATCH_JOB_NAME, SBATCH_PARTITION, SBATCH_ACCOUNT, ...) take
+# precedence over a script's #SBATCH lines: left in, they would rename the jobs (so the provider
+# would not know them as its own) or send them elsewhere. SLURM_CONF is the user's choice of site.
 _KEEP_SLURM_VARS = {"SLURM_CONF"}
-_DROP_PREFIXES = ("SLURM_", "SQUEUE_", "SINFO_", "SCANCEL_")
-# Identity of the Ray node that runs the provider (the head): a job must never inherit it.
+_DROP_PREFIXES = ("SLURM_", "SBATCH_", "SALLOC_", "SRUN_", "SQUEUE_", "SINFO_", "SCANCEL_",
+                  "SCONTROL_", "SACCT_")  # fmt: skip
+# Identity of the Ray node that runs the provider (the head), and Ray's client settings: a job
+# must never inherit them, and a token in the user's environment must never replace the
+# cluster's (Ray prefers RAY_AUTH_TOKEN to RAY_AUTH_TOKEN_PATH); job scripts and command runners
+# set the auth variables themselves.
 _DROP_RAY_VARS = {
     "RAY_CLOUD_INSTANCE_ID",
     "RAY_NODE_TYPE_NAME",
@@ -31,6 +39,11 @@ _DROP_RAY_VARS = {
     "RAY_OVERRIDE_LABELS",
     "RAY_ADDRESS",
     "RAY_enable_autoscaler_v2",
+    "RAY_AUTH_TOKEN",
+    "RAY_AUTH_TOKEN_PATH",
+    "RAY_AUTH_MODE",
+    "RAY_NAMESPACE",
+    "RAY_JOB_CONFIG_JSON_ENV_VAR",
 }
 
 
@@ -316,9 +329,7 @@ class Slurm:
         return proc
 
     def user(self) -> str:
-        import getpass
-
-        return getpass.getuser()
+        return user_name()
 
     def squeue(self, user: str | None = None) -> list[Job]:
         """All jobs of the user, in every state, with one call."""
@@ -339,10 +350,14 @@ class Slurm:
         return parse_sbatch(proc.stdout)
 
     def scancel(self, job_ids: Sequence[str], signal: str | None = None) -> None:
-        """Cancel many jobs with one call; jobs that already ended are not an error."""
+        """Cancel many jobs with one call; jobs that already ended are not an error.
+
+        ``--user`` makes SLURM act only on the user's own jobs: a job id from a stale state file,
+        since recycled for someone else's job, is left alone even where the user is an operator.
+        """
         if not job_ids:
             return
-        args = ["scancel"]
+        args = ["scancel", f"--user={self.user()}"]
         if signal:
             args.append(f"--signal={signal}")
         proc = self.run([*args, *job_ids], check=False)

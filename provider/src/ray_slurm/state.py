@@ -28,6 +28,8 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+from ray_slurm.private import ensure_private_dir
+
 STATE_VERSION = 1
 
 
@@ -60,6 +62,7 @@ class ClusterDir:
         self.autoscaling_config = self.root / "autoscaling.yaml"
         self.jobs_dir = self.root / "jobs"
         self.logs_dir = self.root / "logs"
+        self._checked = False
 
     @classmethod
     def at(cls, root: str | os.PathLike[str]) -> ClusterDir:
@@ -68,9 +71,16 @@ class ClusterDir:
         return cls(path.parent, path.name)
 
     def create(self) -> ClusterDir:
-        for d in (self.root, self.jobs_dir, self.logs_dir):
-            d.mkdir(mode=0o700, parents=True, exist_ok=True)
-            os.chmod(d, 0o700)
+        """Make (or check) the cluster's directories: the user's own, 0700, whatever the umask.
+
+        A directory another account made or can write to is refused (``private``), naming it.
+        Checked once per process; files inside are written 0600 by ``write_private``.
+        """
+        if not self._checked:
+            ensure_private_dir(self.root, parents=True)
+            for d in (self.jobs_dir, self.logs_dir):
+                ensure_private_dir(d)
+            self._checked = True
         return self
 
     def ensure_token(self) -> str:
