@@ -3,7 +3,9 @@ variables and a clean environment, "rsync" is a local copy into the cluster's ho
 
 from __future__ import annotations
 
+import os
 import subprocess
+from pathlib import Path
 
 import pytest
 from ray.autoscaler._private.subprocess_output_util import ProcessRunnerError
@@ -131,14 +133,23 @@ def test_with_output_timeout_raises(runner):
         runner.run("exec sleep 5", with_output=True, timeout=0.3)
 
 
-def test_rsync_up_maps_home(runner, home, tmp_path):
+def test_rsync_up_keeps_rays_own_files_per_cluster(runner, home, tmp_path):
     source = tmp_path / "cfg.yaml"
     source.write_text("cluster_name: example\n")
-    runner.run_rsync_up(str(source), "~/x.yaml")
-    assert (home / "x.yaml").read_text() == "cluster_name: example\n"
+    runner.run_rsync_up(str(source), "~/ray_bootstrap_config.yaml")
+    assert (home / "ray_bootstrap_config.yaml").read_text() == "cluster_name: example\n"
 
+
+def test_rsync_up_to_home_is_the_home_the_commands_see(runner, home, tmp_path):
+    """`ray submit`/`ray rsync-up f ~/f` then `ray exec 'cat ~/f'`: one meaning of ~."""
+    source = tmp_path / "job.py"
+    source.write_text("print('hi')\n")
+    runner.run_rsync_up(str(source), "~/job.py")
+    real_home = Path(os.environ["HOME"])
+    assert (real_home / "job.py").read_text() == "print('hi')\n"
     runner.run_rsync_up(str(source), "~/sub/dir/")
-    assert (home / "sub" / "dir" / "cfg.yaml").exists()
+    assert (real_home / "sub" / "dir" / "job.py").exists()
+    assert not (home / "job.py").exists()
 
 
 def test_rsync_up_directory_and_absolute_target(runner, tmp_path):

@@ -261,7 +261,8 @@ printf '%s\\n' "$@" > {record}/ray.args
 env > {record}/ray.env
 for a in "$@"; do
   case "$a" in
-    --temp-dir=*) [ -d "${{a#--temp-dir=}}" ] && echo yes > {record}/temp-dir.existed ;;
+    --temp-dir=*) d="${{a#--temp-dir=}}"; mkdir "$d" && echo yes > {record}/temp-dir.existed
+                  stat -c %a "${{d%/r}}" > {record}/node-dir.mode ;;
   esac
 done
 exit 3
@@ -319,8 +320,9 @@ def test_running_the_worker_script(make_settings, fake_ray_env, short_temp_root,
     assert args[0] == "start"
     assert args[-1] == "--block"
     temp_dir = next(a for a in args if a.startswith("--temp-dir=")).removeprefix("--temp-dir=")
-    # a new directory of its own, named after the job but not guessable (mktemp)
-    assert re.fullmatch(rf"{re.escape(short_temp_root)}/rs-4242\.[A-Za-z0-9]{{6}}", temp_dir)
+    # below a new private directory, named after the job but not guessable (mktemp)
+    node_dir = os.path.dirname(temp_dir)
+    assert re.fullmatch(rf"{re.escape(short_temp_root)}/rs-4242\.[A-Za-z0-9]{{6}}/r", temp_dir)
     assert args[1:-1] == [
         f"--address={HEAD_ADDRESS}",
         "--dashboard-agent-listen-port=25001",
@@ -341,8 +343,9 @@ def test_running_the_worker_script(make_settings, fake_ray_env, short_temp_root,
     assert ray_env["RAY_AUTH_MODE"] == "token"
     assert ray_env["RAY_AUTH_TOKEN_PATH"] == str(cluster.token_file)
     assert "RAY_AUTH_TOKEN" not in ray_env and "RAY_ADDRESS" not in ray_env
-    assert ray_env["RAY_TMPDIR"] == temp_dir
+    assert ray_env["RAY_TMPDIR"] == node_dir
     assert not temp_dir.startswith(str(planted) + "/")
+    assert (record / "node-dir.mode").read_text().strip() == "700"
     assert (tmp_path / "setup.mark").read_text() == "setup ran\n"
     calls = (record / "ray-slurm.calls").read_text().splitlines()
     assert calls == ["node-ip", "free-ports 1 --seed 4242"]
@@ -393,5 +396,5 @@ def test_running_the_login_head_script(make_settings, fake_ray_env, short_temp_r
     # the login head's temp dir: short, node-local, one per cluster
     temp_dir = calls[1].rsplit(" ", 1)[1]
     assert re.fullmatch(
-        rf"{re.escape(short_temp_root)}/rs-h[0-9a-f]{{10}}\.[A-Za-z0-9]{{6}}", temp_dir
-    )
+        rf"{re.escape(short_temp_root)}/rs-h[0-9a-f]{{10}}\.[A-Za-z0-9]{{6}}/r", temp_dir
+    )  # below a private directory of its own

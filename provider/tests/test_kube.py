@@ -23,7 +23,7 @@ from kubernetes.client import (
     V1PodStatus,
 )
 
-from ray_slurm import config, podspec
+from ray_slurm import config, kubetypes, podspec
 from ray_slurm.kube import pod_state
 from ray_slurm.kubetypes import head_versions, image_mismatch
 from ray_slurm.slurm import JobState
@@ -84,6 +84,20 @@ def test_namespace_from_the_provider_section_and_per_type(make_settings):
     assert settings.spec("burst").pod.namespace == "ray-burst"
     assert settings.spec("other").pod.namespace == "team-a"
     assert settings.kube.kubeconfig == "~/k.yaml"
+
+
+def test_a_namespace_per_user(make_settings, monkeypatch):
+    """`ray-{user}`: one site config, a namespace of each user's own (login name as a label)."""
+    monkeypatch.setattr(kubetypes, "user_name", lambda: "J.Doe_2")
+
+    def change(cfg):
+        cfg["provider"]["kubernetes"] = {"namespace": "ray-{user}"}
+        add_burst(cfg)
+
+    settings = make_settings(change)
+    assert settings.kube.namespace == "ray-j-doe-2"
+    assert settings.spec("burst").pod.namespace == "ray-j-doe-2"
+    assert kubetypes.resolve_namespace("team-a") == "team-a"
 
 
 @pytest.mark.parametrize(

@@ -1,7 +1,11 @@
-"""End-to-end fixtures: real `ray up`/`ray down` on the real local SLURM site.
+"""End-to-end fixtures: real `ray up`/`ray down` on the real local SLURM site, as its users.
 
 These tests run on the site's login node (``scripts/localsite login pytest tests/e2e``, which
-`make test` does): SLURM_CONF points at the site and the project's venv is on PATH.
+`make test` does) after ``scripts/localsite deploy`` has deployed the site as its sysadmin would.
+pytest itself runs as root — the harness: it reads SLURM and the users' files, kills processes,
+breaks SLURM on purpose — but every `ray`/`ray-slurm` command and every driver runs as one of the
+site's unprivileged users (``rsl-alice``, ``rsl-bob``; ``rsl-eve`` is the hostile neighbour),
+with a plain user's environment and the site's Ray environment on PATH.
 Every cluster a test starts is torn down by the fixture, and the fixture fails the test if any
 SLURM job of that cluster is left over.
 """
@@ -11,10 +15,12 @@ from __future__ import annotations
 import json
 import logging
 import os
+import re
+import shutil
 import subprocess
-import sys
 import time
 from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -26,13 +32,14 @@ from ray_slurm.slurm import Job, JobState, Slurm
 
 REPO = Path(__file__).resolve().parents[2]
 EXAMPLE = REPO / "examples" / "ray-slurm.yaml"
-BIN = Path(sys.executable).parent
+SITE_STATE = Path("/var/tmp/rayhpc-localsite")
+SITE_CONFIG = SITE_STATE / "shared" / "ray-slurm.yaml"  # what the site's playbook rendered
 log = logging.getLogger("e2e")
 
 # Test setting, like the short idle timeout below: the autoscaler loops every 2 s instead of
 # Ray's 5 s. Every head (login process or SLURM job) inherits it from `ray up`'s environment.
 # The molecule scenarios and `make bench` run with Ray's default.
-os.environ["AUTOSCALER_UPDATE_INTERVAL_S"] = "2"
+TEST_ENV = {"AUTOSCALER_UPDATE_INTERVAL_S": "2"}
 
 
 def run(
@@ -65,6 +72,84 @@ def wait_for(predicate: Callable[[], Any], timeout: float, what: str, interval: 
     pytest.fail(f"timed out after {timeout:.0f} s waiting for {what}")
 
 
+def site_ray_env() -> Path:
+    """The Ray environment the site's sysadmin deployed (the one users' PATH has)."""
+    if not SITE_CONFIG.exists():
+        pytest.exit(f"{SITE_CONFIG} is missing: run `scripts/localsite deploy` first", 2)
+    return Path(yaml.safe_load(SITE_CONFIG.read_text())["provider"]["ray_env"])
+
+
+@dataclass(frozen=True)
+class User:
+    """One of the site's unprivileged accounts; commands run as it, in a plain environment."""
+
+    name: str
+
+    @property
+    def home(self) -> Path:
+        return Path("/home") / self.name
+
+    @property
+    def uid(self) -> int:
+        return int(subprocess.check_output(["id", "-u", self.name], text=True))
+
+    def bin(self, command: str) -> str:
+        return str(site_ray_env() / "bin" / command)
+
+    def environ(self, extra: dict[str, str] | None = None) -> dict[str, str]:
+        return {
+            "HOME": str(self.home), "USER": self.name, "LOGNAME": self.name, "SHELL": "/bin/bash",
+            "LANG": "C.UTF-8", "SLURM_CONF": os.environ["SLURM_CONF"],
+            "PATH": f"{site_ray_env() / 'bin'}:/usr/bin:/bin", **TEST_ENV, **(extra or {}),
+        }  # fmt: skip
+
+    def argv(self, args: list[str], env: dict[str, str] | None = None) -> list[str]:
+        """``runuser`` with exactly ``env`` (default: the user's plain environment)."""
+        env = self.environ() if env is None else env
+        return ["runuser", "-u", self.name, "--", "env", "-i",
+                *(f"{k}={v}" for k, v in env.items()), *args]  # fmt: skip
+
+    def run(
+        self, args: list[str], timeout: float = 300, check: bool = True,
+        env: dict[str, str] | None = None, **kw: Any,
+    ) -> subprocess.CompletedProcess[str]:  # fmt: skip
+        return run(self.argv(args, env), timeout=timeout, check=check, cwd=self.home, **kw)
+
+    def popen(self, args: list[str], env: dict[str, str] | None = None) -> subprocess.Popen[str]:
+        return subprocess.Popen(self.argv(args, env), cwd=self.home, stdout=subprocess.PIPE,
+                                stderr=subprocess.PIPE, text=True)  # fmt: skip
+
+    def write(self, path: Path, text: str, mode: int = 0o644) -> Path:
+        """A file of the user's (written by the harness, owned by the user)."""
+        path.write_text(text)
+        os.chown(path, self.uid, self.uid)
+        os.chmod(path, mode)
+        return path
+
+    def mkdir(self, path: Path) -> Path:
+        """A fresh directory of the user's, everything missing above it inside the home too."""
+        if path.exists():
+            shutil.rmtree(path)
+        made = [p for p in (path, *path.parents) if not p.exists()]
+        path.mkdir(parents=True, mode=0o755)
+        for p in made:
+            os.chown(p, self.uid, self.uid)
+        return path
+
+    def jobs(self) -> list[Job]:
+        return Slurm().squeue(user=self.name)
+
+
+ALICE, BOB, EVE = User("rsl-alice"), User("rsl-bob"), User("rsl-eve")
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _fresh_users() -> None:
+    """Each session starts like a fresh login node: no Ray temp files of the test users."""
+    for user in (ALICE, BOB, EVE):
+        shutil.rmtree(f"/tmp/ray-slurm-{user.uid}", ignore_errors=True)
+
+
 @pytest.fixture(scope="session")
 def site_nodes() -> dict[str, str]:
     """SLURM node name -> NodeAddr of the running local site."""
@@ -73,8 +158,15 @@ def site_nodes() -> dict[str, str]:
     return nodes
 
 
+@pytest.fixture
+def workdir(request: pytest.FixtureRequest) -> Path:
+    """A fresh directory in alice's home (homes are on the filesystem every node shares)."""
+    name = re.sub(r"[^A-Za-z0-9_.-]+", "-", request.node.name)[:80]
+    return ALICE.mkdir(ALICE.home / "e2e" / name)
+
+
 class Cluster:
-    """One Ray cluster launched from a copy of the example config, as a user would."""
+    """One Ray cluster a user launches from a copy of the example config."""
 
     def __init__(
         self,
@@ -84,8 +176,10 @@ class Cluster:
         max_workers: int,
         node_map: str = "",
         change: Callable[[dict[str, Any]], None] | None = None,
+        user: User = ALICE,
     ) -> None:
         self.name = name
+        self.user = user
         cfg = yaml.safe_load(EXAMPLE.read_text())
         cfg["cluster_name"] = name
         cfg["idle_timeout_minutes"] = 0.25  # test setting: idle workers go after 15 s
@@ -109,18 +203,17 @@ class Cluster:
         if change:
             change(cfg)
         self.state_dir = workdir / "state" / name
-        self.config_path = workdir / f"{name}.yaml"
-        self.config_path.write_text(yaml.safe_dump(cfg))
+        self.config_path = user.write(workdir / f"{name}.yaml", yaml.safe_dump(cfg))
         self.is_up = False
 
-    def ray(
-        self, *args: str, timeout: float = 300, check: bool = True
-    ) -> subprocess.CompletedProcess[str]:
-        return run([str(BIN / "ray"), *args], timeout=timeout, check=check)
+    def ray(self, *args: str, timeout: float = 300, check: bool = True,
+            **kw: Any) -> subprocess.CompletedProcess[str]:  # fmt: skip
+        return self.user.run([self.user.bin("ray"), *args], timeout=timeout, check=check, **kw)
 
     def up(self) -> None:
+        """`ray up` exactly as the README says (the launcher's config cache included)."""
         self.is_up = True
-        self.ray("up", "-y", "--no-config-cache", str(self.config_path), timeout=420)
+        self.ray("up", "-y", str(self.config_path), timeout=420)
 
     def down(self) -> None:
         self.ray("down", "-y", str(self.config_path), timeout=300)
@@ -128,11 +221,13 @@ class Cluster:
 
     def env(self) -> dict[str, str]:
         """The driver environment `ray-slurm env` prints (what the README tells users)."""
-        out = run([str(BIN / "ray-slurm"), "env", str(self.config_path)], timeout=30).stdout
-        env = dict(os.environ)
+        out = self.user.run([self.user.bin("ray-slurm"), "env", str(self.config_path)],
+                            timeout=30).stdout  # fmt: skip
+        env = self.user.environ()
         for line in out.splitlines():
-            key, _, value = line.removeprefix("export ").partition("=")
-            env[key] = value.strip("'")
+            if line.startswith("export "):
+                key, _, value = line.removeprefix("export ").partition("=")
+                env[key] = value.strip("'")
         return env
 
     def head(self) -> dict[str, Any]:
@@ -144,12 +239,13 @@ class Cluster:
         return path.read_text() if path.exists() else ""
 
     def status(self) -> str:
-        return run([str(BIN / "ray-slurm"), "status", str(self.config_path)], timeout=60).stdout
+        return self.user.run([self.user.bin("ray-slurm"), "status", str(self.config_path)],
+                             timeout=60).stdout  # fmt: skip
 
     def jobs(self, kind: str | None = None) -> list[Job]:
         """This cluster's SLURM jobs that still exist, found from SLURM alone."""
         found = []
-        for job in Slurm().squeue():
+        for job in self.user.jobs():
             owner = parse_job_name(job.name, self.name)
             if owner and job.state is not JobState.GONE and kind in (None, owner[0]):
                 found.append(job)
@@ -157,23 +253,21 @@ class Cluster:
 
     def driver(self, code: str, timeout: float = 300, env: dict[str, str] | None = None,
                check: bool = True) -> subprocess.CompletedProcess[str]:  # fmt: skip
-        return run(
-            [sys.executable, "-c", code],
-            timeout=timeout,
-            check=check,
-            env=env or self.env(),
-        )
+        return self.user.run([self.user.bin("python"), "-c", code], timeout=timeout, check=check,
+                             env=env or self.env())  # fmt: skip
 
     def exec(self, command: str, timeout: float = 300) -> subprocess.CompletedProcess[str]:
         return self.ray("exec", str(self.config_path), command, timeout=timeout)
 
 
 @pytest.fixture
-def make_cluster(tmp_path: Path) -> Iterator[Callable[..., Cluster]]:
+def make_cluster(workdir: Path) -> Iterator[Callable[..., Cluster]]:
     clusters: list[Cluster] = []
 
     def factory(name: str, head_mode: str = "login", max_workers: int = 2, **kw: Any) -> Cluster:
-        cluster = Cluster(name, tmp_path, head_mode, max_workers, **kw)
+        user = kw.get("user", ALICE)
+        where = workdir if user is ALICE else user.mkdir(user.home / "e2e" / workdir.name)
+        cluster = Cluster(name, where, head_mode, max_workers, **kw)
         clusters.append(cluster)
         return cluster
 
@@ -209,21 +303,18 @@ def where_tasks(tasks: int, seconds: float) -> str:
 def start_driver(
     cluster: Cluster, tasks: int, seconds: float, on_head: bool = False
 ) -> subprocess.Popen[str]:
-    """A driver in the background whose tasks need workers (2 CPUs each).
+    """A driver of the cluster's user in the background whose tasks need workers (2 CPUs each).
 
     By default it runs here on the login node with `ray-slurm env`'s environment; `on_head`
     runs it on the head through `ray exec` (inside the head's job in head_mode slurm).
     """
     code = where_tasks(tasks=tasks, seconds=seconds)
+    user = cluster.user
     if on_head:
-        script = cluster.config_path.with_suffix(".driver.py")
-        script.write_text(code)
-        command = [str(BIN / "ray"), "exec", str(cluster.config_path), f"{sys.executable} {script}"]
-        env = None
-    else:
-        command, env = [sys.executable, "-c", code], cluster.env()
-    return subprocess.Popen(command, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                            text=True)  # fmt: skip
+        script = user.write(cluster.config_path.with_suffix(".driver.py"), code)
+        command = [user.bin("ray"), "exec", str(cluster.config_path), f"python {script}"]
+        return user.popen(command)
+    return user.popen([user.bin("python"), "-c", code], env=cluster.env())
 
 
 def scontrol(*args: str) -> None:

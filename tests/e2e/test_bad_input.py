@@ -2,25 +2,21 @@
 
 import pytest
 import yaml
-from conftest import EXAMPLE, run
-
-from ray_slurm.slurm import Slurm
+from conftest import ALICE, EXAMPLE
 
 
-def ray_up(tmp_path, change) -> str:
+def ray_up(workdir, change) -> str:
     cfg = yaml.safe_load(EXAMPLE.read_text())
     cfg["cluster_name"] = "f-bad"
-    cfg["provider"]["state_dir"] = str(tmp_path / "state")
+    cfg["provider"]["state_dir"] = str(workdir / "state")
     change(cfg)
-    path = tmp_path / "bad.yaml"
-    path.write_text(yaml.safe_dump(cfg))
-    before = {j.job_id for j in Slurm().squeue()}
-    proc = run([str(EXAMPLE.parents[1] / ".venv" / "bin" / "ray"), "up", "-y", "--no-config-cache",
-                str(path)], timeout=120, check=False)  # fmt: skip
+    path = ALICE.write(workdir / "bad.yaml", yaml.safe_dump(cfg))
+    before = {j.job_id for j in ALICE.jobs()}
+    proc = ALICE.run([ALICE.bin("ray"), "up", "-y", str(path)], timeout=120, check=False)
     assert proc.returncode != 0
-    assert {j.job_id for j in Slurm().squeue()} == before, "a job was submitted for a bad config"
-    assert not (tmp_path / "state" / "f-bad" / "jobs").exists() or not any(
-        (tmp_path / "state" / "f-bad" / "jobs").iterdir()
+    assert {j.job_id for j in ALICE.jobs()} == before, "a job was submitted for a bad config"
+    assert not (workdir / "state" / "f-bad" / "jobs").exists() or not any(
+        (workdir / "state" / "f-bad" / "jobs").iterdir()
     )
     return proc.stdout + proc.stderr
 
@@ -62,6 +58,6 @@ CASES = {
 
 
 @pytest.mark.parametrize("case", CASES)
-def test_bad_config_is_refused_before_anything_is_submitted(case, tmp_path):
+def test_bad_config_is_refused_before_anything_is_submitted(case, workdir):
     change, message = CASES[case]
-    assert message in ray_up(tmp_path, change)
+    assert message in ray_up(workdir, change)

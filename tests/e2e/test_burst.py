@@ -1,9 +1,10 @@
 """Issue #6: bursting onto Kubernetes when SLURM cannot deliver, against the in-repo API stand-in.
 
 What is real here: SLURM (a partition set DOWN), Ray 2.60 (`ray up`, the autoscaler v2, a
-driver), the official `kubernetes` client, and the burst pods' processes (`ray start` in their own
-network namespace, a "cloud host"). What is the stand-in: the API server and its scheduler
-(kube_standin/, docs/kubernetes-standin.md).
+driver, run by a user with the site's Ray environment), the official `kubernetes` client, and the
+burst pods' processes (`ray start` in their own network namespace, a "cloud host"). What is the
+stand-in: the API server and its scheduler (kube_standin/, docs/kubernetes-standin.md). The tests
+that drive a provider object directly run in the harness's own environment, as root.
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ from pathlib import Path
 
 import pytest
 import yaml
-from conftest import parse_result, scontrol, start_driver, wait_for
+from conftest import ALICE, parse_result, scontrol, site_ray_env, start_driver, wait_for
 from kubernetes import client, config
 
 from ray_slurm import SlurmNodeProvider
@@ -29,7 +30,12 @@ REPO = Path(__file__).resolve().parents[2]
 PORT = 16446  # not the default 16443: a stand-in started by hand is left alone
 PREFIX, IP_BASE = "rsl-kb", 150  # cloud hosts rsl-kb1.. at 10.77.0.151..
 RAY, PY = head_versions().split(" ")
-IMAGE = f"rayproject/ray:{RAY}-py{PY.replace('.', '')}"
+IMAGE = f"rayproject/ray:{RAY}-py{PY.replace('.', '')}"  # the harness's Ray and Python
+# The site's Ray environment, whose head a user's `ray up` starts: its own Python version.
+SITE_PY = subprocess.check_output([str(site_ray_env() / "bin" / "python"), "-c",
+                                   "import sys; print(*sys.version_info[:2], sep='')"],
+                                  text=True).strip()  # fmt: skip
+SITE_IMAGE = f"rayproject/ray:{RAY}-py{SITE_PY}"
 NO_RAY_IMAGE = "example.org/python-without-ray:1"  # runs, but has no Ray: the pod's check fails
 MISSING_IMAGE = "example.org/ray-worker:missing"  # cannot be pulled
 
@@ -53,10 +59,13 @@ def standin(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Standin]:
     subprocess.run([sys.executable, "-m", "venv", "--without-pip", str(no_ray_env)], check=True)
     up = launcher("up", "--hosts", "2", "--host-prefix", PREFIX, "--ip-base", str(IP_BASE),
                   "--start-delay", "0.5", "--namespace", "default", "--namespace", "tight",
+                  "--image", f"{SITE_IMAGE}*={site_ray_env()}",
                   "--image", f"rayproject/ray:{RAY}*={sys.prefix}",
                   "--image", f"{NO_RAY_IMAGE}={no_ray_env}", state=state)  # fmt: skip
     assert up.returncode == 0, up.stdout + up.stderr
-    kubeconfig = state / "kubeconfig"
+    # the user's own copy of the credentials (the stand-in's state is the harness's)
+    kubeconfig = ALICE.write(ALICE.mkdir(ALICE.home / "e2e-kube") / "kubeconfig",
+                             (state / "kubeconfig").read_text(), 0o600)  # fmt: skip
     v1 = client.CoreV1Api(config.new_client_from_config(config_file=str(kubeconfig)))
     v1.create_namespaced_resource_quota("tight", {
         "metadata": {"name": "no-pods"}, "spec": {"hard": {"pods": "0"}}})  # fmt: skip
@@ -78,8 +87,8 @@ def leftovers(v1: client.CoreV1Api, cluster_name: str) -> list[str]:
     return found
 
 
-def burst_type(**node_config):
-    return {"node_config": {"backend": "kubernetes", "image": IMAGE, "cpus": 2,
+def burst_type(image: str = IMAGE, **node_config):
+    return {"node_config": {"backend": "kubernetes", "image": image, "cpus": 2,
                             "memory": "1500M", **node_config},
             "max_workers": 2, "idle_timeout_s": 20}  # fmt: skip
 
@@ -98,7 +107,7 @@ def test_demand_bursts_to_pods_when_slurm_cannot_deliver(make_cluster, standin,
         cpu = cfg["available_node_types"]["cpu"]["node_config"]
         cpu["partition"] = "long"  # DOWN: jobs stay pending (PartitionDown)
         cpu["pending_timeout_s"] = 20
-        cfg["available_node_types"]["burst"] = burst_type()
+        cfg["available_node_types"]["burst"] = burst_type(SITE_IMAGE)
 
     # Room for both tasks in SLURM (2 workers): pods only once SLURM has failed to deliver.
     cluster = make_cluster("b-burst", max_workers=2, change=change)
@@ -245,25 +254,24 @@ def test_an_unreachable_api_loses_no_pod(provider, standin, tmp_path):
     assert f"pod/{pod}" in leftovers(standin.v1, "b-lost")
 
 
-def check_config(tmp_path: Path, standin: Standin, kubeconfig: Path | None = None,
+def check_config(workdir: Path, standin: Standin, kubeconfig: Path | None = None,
                  **node_config) -> Path:  # fmt: skip
     cfg = yaml.safe_load((REPO / "examples" / "ray-slurm.yaml").read_text())
     cfg["cluster_name"] = "b-check"
-    cfg["provider"]["state_dir"] = str(tmp_path / "state")
+    cfg["provider"]["state_dir"] = str(workdir / "state")
     cfg["provider"]["kubernetes"] = {"kubeconfig": str(kubeconfig or standin.kubeconfig)}
-    cfg["available_node_types"]["burst"] = burst_type(**node_config)
-    path = tmp_path / "check.yaml"
-    path.write_text(yaml.safe_dump(cfg))
-    return path
+    cfg["available_node_types"]["burst"] = burst_type(SITE_IMAGE, **node_config)
+    return ALICE.write(workdir / "check.yaml", yaml.safe_dump(cfg))
 
 
 def ray_slurm_check(path: Path, *args: str) -> subprocess.CompletedProcess[str]:
-    argv = [str(Path(sys.executable).parent / "ray-slurm"), "check", str(path), *args]
-    return subprocess.run(argv, capture_output=True, text=True, timeout=180, check=False)
+    """`ray-slurm check` as the user runs it."""
+    return ALICE.run([ALICE.bin("ray-slurm"), "check", str(path), *args], timeout=180,
+                     check=False)  # fmt: skip
 
 
-def test_check_probes_the_pod_network_both_ways(standin, tmp_path):
-    proc = ray_slurm_check(check_config(tmp_path, standin), "--probe-pods")
+def test_check_probes_the_pod_network_both_ways(standin, workdir):
+    proc = ray_slurm_check(check_config(workdir, standin), "--probe-pods")
     assert proc.returncode == 0, proc.stdout + proc.stderr
     assert "Kubernetes API v" in proc.stdout
     assert "namespace default (list pods, secrets)" in proc.stdout
@@ -271,14 +279,14 @@ def test_check_probes_the_pod_network_both_ways(standin, tmp_path):
     assert leftovers(standin.v1, "b-check") == []  # the probe pod is gone
 
 
-def test_check_names_an_unreachable_api_and_a_missing_namespace(standin, tmp_path):
-    bad = tmp_path / "kubeconfig"
-    bad.write_text(standin.kubeconfig.read_text().replace(f":{PORT}", ":1"))
-    proc = ray_slurm_check(check_config(tmp_path, standin, kubeconfig=bad))
+def test_check_names_an_unreachable_api_and_a_missing_namespace(standin, workdir):
+    bad = ALICE.write(workdir / "kubeconfig",
+                      standin.kubeconfig.read_text().replace(f":{PORT}", ":1"), 0o600)  # fmt: skip
+    proc = ray_slurm_check(check_config(workdir, standin, kubeconfig=bad))
     assert proc.returncode == 1
     assert "problem: Kubernetes: asking the API server its version:" in proc.stdout
     assert "Connection refused" in proc.stdout
 
-    proc = ray_slurm_check(check_config(tmp_path, standin, namespace="nosuch"), "--probe-pods")
+    proc = ray_slurm_check(check_config(workdir, standin, namespace="nosuch"), "--probe-pods")
     assert proc.returncode == 1
     assert 'problem: listing pods in namespace nosuch: namespaces "nosuch" not found' in proc.stdout

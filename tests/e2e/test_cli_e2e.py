@@ -1,11 +1,11 @@
 """`ray-slurm check` against the real local site: the example is ready, a bad partition is named."""
 
 import yaml
-from conftest import BIN, EXAMPLE, run
+from conftest import ALICE, EXAMPLE
 
 
 def check(path) -> tuple[int, list[str]]:
-    proc = run([str(BIN / "ray-slurm"), "check", str(path)], timeout=120, check=False)
+    proc = ALICE.run([ALICE.bin("ray-slurm"), "check", str(path)], timeout=120, check=False)
     assert not proc.stderr.strip(), proc.stderr
     return proc.returncode, proc.stdout.splitlines()
 
@@ -18,12 +18,11 @@ def test_the_example_config_passes_check():
     assert "partitions debug" in out[0]
 
 
-def test_a_partition_the_site_lacks_fails_check_naming_it(tmp_path):
+def test_a_partition_the_site_lacks_fails_check_naming_it(workdir):
     cfg = yaml.safe_load(EXAMPLE.read_text())
-    cfg["provider"]["state_dir"] = str(tmp_path / "state")
+    cfg["provider"]["state_dir"] = str(workdir / "state")
     cfg["available_node_types"]["cpu"]["node_config"]["partition"] = "nosuch"
-    path = tmp_path / "nosuch.yaml"
-    path.write_text(yaml.safe_dump(cfg))
+    path = ALICE.write(workdir / "nosuch.yaml", yaml.safe_dump(cfg))
     code, out = check(path)
     assert code == 1, out
     problems = [line for line in out if line.startswith("problem: ")]

@@ -8,12 +8,12 @@ import time
 
 from conftest import parse_result, run, start_driver, wait_for, where_tasks
 
-from ray_slurm.slurm import Slurm, parse_duration
+from ray_slurm.slurm import parse_duration
 
 
 def raylet_pid(job_id: str) -> int | None:
     """The raylet of a job: its command line names the job's own temp dir."""
-    out = subprocess.run(["pgrep", "-f", f"raylet.*rs-{job_id}/"], capture_output=True, text=True)
+    out = subprocess.run(["pgrep", "-f", f"raylet.*rs-{job_id}\\."], capture_output=True, text=True)
     pids = [int(p) for p in out.stdout.split()]
     return pids[0] if pids else None
 
@@ -62,7 +62,7 @@ def test_time_limit_warning_drains_the_worker_before_its_limit(make_cluster):
         started = time.monotonic()
         wait_for(lambda: first not in job_ids(cluster), 90, f"job {first} to leave")
         assert time.monotonic() - started < 60, "the worker did not leave before its time limit"
-        ended = next(j for j in Slurm().squeue() if j.job_id == first)
+        ended = next(j for j in cluster.user.jobs() if j.job_id == first)
         assert ended.slurm_state != "TIMEOUT", "killed at its limit instead of draining"
         wait_for(lambda: job_ids(cluster) - {first}, 90, "a new worker for the remaining tasks")
     finally:
@@ -70,7 +70,7 @@ def test_time_limit_warning_drains_the_worker_before_its_limit(make_cluster):
     cluster.down()
 
 
-def test_workers_never_outlive_the_head_job(make_cluster, tmp_path):
+def test_workers_never_outlive_the_head_job(make_cluster):
     def six_minute_head(cfg):
         cfg["available_node_types"]["head"]["node_config"]["time"] = "00:06:00"
 

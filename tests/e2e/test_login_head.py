@@ -1,12 +1,12 @@
 """Issue #2, tests 1 and 4: the head on the login node, workers as SLURM jobs, scale up and down;
 token authentication is on and a driver without the cluster's token is refused."""
 
+import glob
 import os
 import socket
 import stat
-import sys
 
-from conftest import BIN, parse_result, run, start_driver, wait_for
+from conftest import parse_result, start_driver, wait_for
 
 PROBE = "import ray; ray.init(); print('CPUS', ray.cluster_resources().get('CPU', 0))"
 
@@ -17,31 +17,30 @@ def gcs_open(ip: str, port: int) -> bool:
         return s.connect_ex((ip, port)) == 0
 
 
-def check_token_is_required(cluster, env, tmp_path) -> None:
+def check_token_is_required(cluster, env, workdir) -> None:
     token_file = env["RAY_AUTH_TOKEN_PATH"]
     assert stat.S_IMODE(os.stat(token_file).st_mode) == 0o600
     assert stat.S_IMODE(os.stat(os.path.dirname(token_file)).st_mode) == 0o700
     assert "CPUS" in cluster.driver(PROBE, env=env, timeout=120).stdout
 
-    wrong = tmp_path / "wrong-token"
-    wrong.write_text("not-the-token\n")
+    wrong = cluster.user.write(workdir / "wrong-token", "not-the-token\n", 0o600)
     no_token = {k: v for k, v in env.items() if not k.startswith("RAY_AUTH")}
     for bad_env in ({**env, "RAY_AUTH_TOKEN_PATH": str(wrong)}, no_token):
         proc = cluster.driver(PROBE, env=bad_env, timeout=180, check=False)
         assert proc.returncode != 0 and "CPUS" not in proc.stdout, proc.stdout
-    status = run([str(BIN / "ray"), "status", f"--address={env['RAY_ADDRESS']}"], timeout=120,
-                 check=False, env=no_token)  # fmt: skip
+    status = cluster.ray("status", f"--address={env['RAY_ADDRESS']}", timeout=120, check=False,
+                         env=no_token)  # fmt: skip
     assert status.returncode != 0
 
 
-def test_login_head_scales_slurm_workers_up_and_down(make_cluster, site_nodes, tmp_path):
+def test_login_head_scales_slurm_workers_up_and_down(make_cluster, site_nodes, workdir):
     cluster = make_cluster("e2e-login")
     cluster.up()
     assert cluster.jobs() == [], "a login-node head must not be a SLURM job"
     env = cluster.env()
     head_ip, gcs_port = env["RAY_ADDRESS"].split(":")
     assert gcs_open(head_ip, int(gcs_port))
-    check_token_is_required(cluster, env, tmp_path)
+    check_token_is_required(cluster, env, workdir)
 
     # 4 tasks x 2 CPUs on a cluster with 0 CPUs: the autoscaler must submit worker jobs.
     driver = start_driver(cluster, tasks=4, seconds=8)
@@ -59,17 +58,18 @@ def test_login_head_scales_slurm_workers_up_and_down(make_cluster, site_nodes, t
     status = cluster.exec("ray status").stdout
     assert "cpu" in status and "head" in status
     # `ray attach` opens a shell on the head: here the login node itself.
-    attach = run([str(BIN / "ray"), "attach", str(cluster.config_path)], timeout=120,
-                 input="echo ATTACHED-$(hostname)\nexit\n")  # fmt: skip
+    attach = cluster.ray("attach", str(cluster.config_path), timeout=120,
+                         input="echo ATTACHED-$(hostname)\nexit\n")  # fmt: skip
     assert f"ATTACHED-{socket.gethostname()}" in attach.stdout
 
     # Idle workers are cancelled after idle_timeout (15 s in the test config).
     wait_for(lambda: not cluster.jobs("worker"), 240, "idle worker jobs to be cancelled")
     for job in workers:  # each job's node-local Ray temp dir went with it
-        assert not os.path.exists(f"/tmp/rs-{job.job_id}"), f"temp dir of job {job.job_id} left"
+        assert not glob.glob(f"/tmp/rs-{job.job_id}.*"), f"temp dir of job {job.job_id} left"
 
     cluster.down()
     assert cluster.jobs() == []
     assert not gcs_open(head_ip, int(gcs_port)), "the login head still runs after ray down"
-    assert run([str(sys.executable), "-m", "ray_slurm.cli", "env", str(cluster.config_path)],
-               timeout=30, check=False).returncode == 1  # fmt: skip
+    env_after = cluster.user.run([cluster.user.bin("ray-slurm"), "env", str(cluster.config_path)],
+                                 timeout=30, check=False)  # fmt: skip
+    assert env_after.returncode == 1

@@ -1,9 +1,9 @@
 """Issue #2, test 2: the head in a SLURM job of its own; `ray up`/`ray exec` reach it with srun."""
 
-from conftest import BIN, parse_result, run, start_driver, wait_for
+from conftest import parse_result, start_driver, wait_for
 
 
-def test_slurm_head_scales_slurm_workers_up_and_down(make_cluster, site_nodes, tmp_path):
+def test_slurm_head_scales_slurm_workers_up_and_down(make_cluster, site_nodes):
     cluster = make_cluster("e2e-slurmhead", head_mode="slurm")
     cluster.up()
     heads = cluster.jobs("head")
@@ -31,11 +31,11 @@ def test_slurm_head_scales_slurm_workers_up_and_down(make_cluster, site_nodes, t
     assert len(cluster.jobs("head")) == 1
 
     # `ray attach` opens a shell inside the head's job (srun --overlap), on the head's node.
-    attach = run([str(BIN / "ray"), "attach", str(cluster.config_path)], timeout=120,
-                 input="echo ATTACHED-$(hostname)\nexit\n")  # fmt: skip
+    attach = cluster.ray("attach", str(cluster.config_path), timeout=120,
+                         input="echo ATTACHED-$(hostname)\nexit\n")  # fmt: skip
     assert f"ATTACHED-{heads[0].node}" in attach.stdout
 
     # Even with its state lost, `ray down` finds the cluster's jobs by name and cancels them.
-    (tmp_path / "state" / "e2e-slurmhead" / "state.json").unlink()
+    (cluster.state_dir / "state.json").unlink()
     cluster.down()
     assert cluster.jobs() == []

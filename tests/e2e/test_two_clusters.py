@@ -1,16 +1,12 @@
 """Issue #2, test 3: two clusters on the same nodes at once; `ray down` of one spares the other."""
 
-import subprocess
-import sys
-
 import yaml
-from conftest import parse_result, where_tasks
+from conftest import ALICE, parse_result, where_tasks
 
 
-def test_two_clusters_share_nodes_and_stop_independently(make_cluster, site_nodes, tmp_path):
+def test_two_clusters_share_nodes_and_stop_independently(make_cluster, site_nodes, workdir):
     # Cluster B takes its node addresses from a site map file instead of SLURM's NodeAddr.
-    node_map = tmp_path / "node-map.yaml"
-    node_map.write_text(yaml.safe_dump(site_nodes))
+    node_map = ALICE.write(workdir / "node-map.yaml", yaml.safe_dump(site_nodes))
     a = make_cluster("e2e-a", max_workers=1)
     b = make_cluster("e2e-b", max_workers=1, node_map=str(node_map))
     a.up()
@@ -19,10 +15,9 @@ def test_two_clusters_share_nodes_and_stop_independently(make_cluster, site_node
     assert env_a["RAY_ADDRESS"] != env_b["RAY_ADDRESS"], "two heads on one host need own ports"
 
     drivers = [
-        subprocess.Popen([sys.executable, "-c", where_tasks(tasks=1, seconds=5)], env=env,
-                         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        ALICE.popen([ALICE.bin("python"), "-c", where_tasks(tasks=1, seconds=5)], env=env)
         for env in (env_a, env_b)
-    ]  # fmt: skip
+    ]
     for driver in drivers:
         out, err = driver.communicate(timeout=300)
         assert driver.returncode == 0, err[-3000:]

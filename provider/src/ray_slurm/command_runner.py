@@ -2,8 +2,10 @@
 
 A node of this provider is either the login node itself (``LocalCommandRunner``) or a SLURM job,
 reached with ``srun --jobid=<id> --overlap`` (``SrunCommandRunner``). Nodes share the filesystem,
-so "rsync" is a local copy; Ray's per-node ``~/`` is mapped to the cluster's own directory so that
-two clusters of one user never overwrite each other's ``~/ray_bootstrap_config.yaml``.
+so "rsync" is a local copy. ``~`` is the user's home, the same for a copy and for the command that
+uses it (``ray submit``, ``ray rsync-up``), but for the files Ray uploads for itself
+(``~/ray_bootstrap_config.yaml``, ``~/ray_bootstrap_key.pem``): those go to the cluster's own
+directory, so that two clusters of one user never overwrite each other's.
 
 ``ray stop`` would stop every Ray process of the user on that host, other clusters' included;
 the runners hand it to the provider, which stops only this cluster's node.
@@ -30,6 +32,8 @@ logger = logging.getLogger(__name__)
 
 
 _RAY_STOP_RE = re.compile(r"(^|[\s;&|(/])ray\s+stop\b")
+# What `ray up` uploads to every node's ~ for Ray itself: kept per cluster.
+_CLUSTER_FILES = ("~/ray_bootstrap_config.yaml", "~/ray_bootstrap_key.pem")
 
 
 class NodeStartTimeout(RuntimeError):
@@ -121,7 +125,7 @@ class LocalCommandRunner(CommandRunnerInterface):
             ) from exc  # fmt: skip
 
     def _local_path(self, path: str) -> str:
-        if path == "~" or path.startswith("~/"):
+        if path in _CLUSTER_FILES:
             return os.path.join(self.home, path[2:])
         return os.path.expanduser(path)
 

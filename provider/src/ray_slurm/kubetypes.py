@@ -15,6 +15,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from ray_slurm.private import user_name
+
 KUBE_NODE_CONFIG_KEYS = {
     "backend", "image", "cpus", "memory", "gpus", "object_store_memory", "namespace",
     "node_selector", "tolerations", "service_account", "pending_timeout_s", "host_network",
@@ -36,6 +38,21 @@ VERSION_TAG_RE = re.compile(r"^(\d+\.\d+\.\d+)(?:-py(\d)(\d+))?(?:-|$)")
 TOLERATION_KEYS = {"key", "operator", "value", "effect", "tolerationSeconds"}
 TOLERATION_OPERATORS = {"Equal", "Exists"}
 TAINT_EFFECTS = {"NoSchedule", "PreferNoSchedule", "NoExecute"}
+
+
+USER_PLACEHOLDER = "{user}"
+
+
+def resolve_namespace(namespace: str) -> str:
+    """``{user}`` in a namespace is the user's login name as a DNS label (``J.Doe`` -> ``j-doe``).
+
+    With ``namespace: ray-{user}`` one site config gives every user a namespace of their own, where
+    the site's RBAC lets only them read their cluster's token Secret and act on their pods.
+    """
+    if USER_PLACEHOLDER not in namespace:
+        return namespace
+    label = re.sub(r"[^a-z0-9-]+", "-", user_name().lower()).strip("-")
+    return namespace.replace(USER_PLACEHOLDER, label)
 
 
 @dataclass(frozen=True)
@@ -96,9 +113,11 @@ def check_connection(section: Any, problems: list[str]) -> KubeConnection:
         return KubeConnection()
     for key in sorted(set(section) - PROVIDER_KUBE_KEYS):
         problems.append(f"{where}: unknown key {key!r}")
-    namespace = str(section.get("namespace", DEFAULT_NAMESPACE))
+    given = str(section.get("namespace", DEFAULT_NAMESPACE))
+    namespace = resolve_namespace(given)
     if not DNS_LABEL_RE.match(namespace):
-        problems.append(f"{where}.namespace: {namespace!r} is not a Kubernetes namespace name")
+        problems.append(f"{where}.namespace: {given!r} is not a Kubernetes namespace name"
+                        + (f" (for you: {namespace!r})" if given != namespace else ""))  # fmt: skip
     for key in ("kubeconfig", "context"):
         value = section.get(key, "")
         if not isinstance(value, str):
@@ -131,9 +150,11 @@ def check_pod_options(
                 f"{where}.image: {image!r} cannot join this cluster: {why} "
                 "(a burst pod must run the head's Ray and Python versions)"
             )
-    namespace = str(node_config.get("namespace", namespace))
+    given = str(node_config.get("namespace", namespace))
+    namespace = resolve_namespace(given)
     if not DNS_LABEL_RE.match(namespace):
-        problems.append(f"{where}.namespace: {namespace!r} is not a Kubernetes namespace name")
+        problems.append(f"{where}.namespace: {given!r} is not a Kubernetes namespace name"
+                        + (f" (for you: {namespace!r})" if given != namespace else ""))  # fmt: skip
     selector = node_config.get("node_selector") or {}
     if not isinstance(selector, Mapping):
         problems.append(f"{where}.node_selector: expected a mapping, got {selector!r}")

@@ -1,0 +1,281 @@
+"""Issue #10: a shared login node — users side by side, and a neighbour who attacks.
+
+Every user copies the site's rendered ray-slurm.yaml unchanged and types the README's commands
+(no --no-config-cache). rsl-eve is the neighbour: an ordinary account of the same site who plants
+files at every path of the victim's she can predict, before the victim's commands run.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+import stat
+from pathlib import Path
+
+import pytest
+import yaml
+from conftest import ALICE, BOB, EVE, SITE_CONFIG, User, parse_result, run, wait_for, where_tasks
+
+from ray_slurm.jobscript import parse_job_name
+
+CLUSTER = yaml.safe_load(SITE_CONFIG.read_text())["cluster_name"]  # the same for everyone
+
+
+class SiteCluster:
+    """A user's copy of the site's ray-slurm.yaml, unchanged, in their home; README commands."""
+
+    def __init__(self, user: User, env: dict[str, str] | None = None, umask: str = "") -> None:
+        self.user = user
+        self.extra_env = env or {}
+        self.umask = umask
+        self.config = user.home / "ray-slurm.yaml"
+        user.write(self.config, SITE_CONFIG.read_text())
+        self.state = user.home / ".ray-slurm" / CLUSTER
+        shutil.rmtree(self.state, ignore_errors=True)  # a user who never ran this cluster
+
+    def sh(self, command: str, timeout: float = 420, check: bool = True):
+        """A command in the user's login shell (with their umask and environment)."""
+        prefix = f"umask {self.umask}; " if self.umask else ""
+        return self.user.run(["bash", "-c", prefix + command], timeout=timeout, check=check,
+                             env=self.user.environ(self.extra_env))  # fmt: skip
+
+    def up(self, check: bool = True):
+        return self.sh("ray up -y ray-slurm.yaml", check=check)
+
+    def down(self):
+        return self.sh("ray down -y ray-slurm.yaml", timeout=300)
+
+    def driver(self, tasks: int = 1, seconds: float = 1, check: bool = True):
+        code = where_tasks(tasks=tasks, seconds=seconds)
+        script = self.user.write(self.user.home / "where.py", code)
+        return self.sh(f'eval "$(ray-slurm env ray-slurm.yaml)" && python {script}', check=check)
+
+    def jobs(self, kind: str | None = None):
+        found = []
+        for job in self.user.jobs():
+            owner = parse_job_name(job.name, CLUSTER)
+            if owner and kind in (None, owner[0]) and job.slurm_state not in GONE:
+                found.append(job)
+        return found
+
+    def head(self) -> dict:
+        return json.loads((self.state / "head.json").read_text())
+
+
+GONE = {"COMPLETED", "CANCELLED", "FAILED", "TIMEOUT", "NODE_FAIL", "OUT_OF_MEMORY"}
+
+
+@pytest.fixture
+def site_cluster():
+    made: list[SiteCluster] = []
+
+    def make(user: User, **kw) -> SiteCluster:
+        made.append(SiteCluster(user, **kw))
+        return made[-1]
+
+    yield make
+    for c in made:
+        c.sh("ray down -y ray-slurm.yaml", timeout=300, check=False)
+    left = {c.user.name: c.jobs() for c in made if c.jobs()}
+    for jobs in left.values():
+        run(["scancel", *(j.job_id for j in jobs)], timeout=30)
+    assert not left, f"orphan SLURM jobs after ray down: {left}"
+
+
+def mode(path: str | Path) -> int:
+    return stat.S_IMODE(os.lstat(path).st_mode)
+
+
+def test_two_users_with_the_sites_yaml_unchanged(site_cluster, site_nodes):
+    a, b = site_cluster(ALICE), site_cluster(BOB)
+    a.up()
+    b.up()
+    assert a.head()["gcs_port"] != b.head()["gcs_port"], "two heads on one login node"
+    for c in (a, b):
+        ((host, ip),) = parse_result(c.driver(seconds=3).stdout)
+        assert site_nodes[host] == ip, f"{c.user.name}'s task ran at {host} {ip}"
+
+    # Neither can read the other's token, state or Ray session.
+    for reader, owner in ((BOB, a), (ALICE, b)):
+        for path in (owner.state / "token", owner.state / "head.json", owner.head()["temp_dir"]):
+            proc = reader.run(["cat" if "token" in str(path) else "ls", str(path)], check=False)
+            assert proc.returncode != 0 and "Permission denied" in proc.stderr, (reader, path)
+    # Bob's token does not open Alice's cluster.
+    probe = "import ray; ray.init(); print('JOINED', ray.cluster_resources())"
+    env = {**BOB.environ(), "RAY_AUTH_MODE": "token",
+           "RAY_AUTH_TOKEN_PATH": str(b.state / "token"),
+           "RAY_ADDRESS": f"{a.head()['ip']}:{a.head()['gcs_port']}"}  # fmt: skip
+    proc = BOB.run([BOB.bin("python"), "-c", probe], env=env, timeout=180, check=False)
+    assert proc.returncode != 0 and "JOINED" not in proc.stdout
+
+    a.down()
+    assert a.jobs() == []
+    ((host, _),) = parse_result(b.driver().stdout)  # Bob's cluster lives on
+    assert host in site_nodes
+    b.down()
+    assert b.jobs() == []
+
+
+# What Eve runs (in the site's Ray environment, as herself): the config cache Ray's launcher
+# would load for the site's yaml (the key is computed as commands.py _bootstrap_config does),
+# with her command first in every list of commands Ray runs; Ray's default temp dir with a
+# ray_current_cluster of hers; the victim's next job temp dirs by their old names; with
+# "root", also the victim's private temp root itself, holding the same cache.
+PLANT = r"""
+import hashlib, json, os, sys, yaml
+from ray.autoscaler._private.commands import CONFIG_CACHE_VERSION
+from ray.autoscaler._private.util import prepare_config
+uid, first_job, site_yaml, root_too = sys.argv[1], int(sys.argv[2]), sys.argv[3], sys.argv[4]
+config = prepare_config(yaml.safe_load(open(site_yaml)))
+key = hashlib.sha256(json.dumps([config], sort_keys=True).encode()).hexdigest()
+evil = json.loads(json.dumps(config))
+for k in ("initialization_commands", "setup_commands", "head_setup_commands",
+          "head_start_ray_commands"):
+    evil[k] = ["touch /tmp/eve-ran-as-$(id -un)"] + evil[k]
+def plant_dir(path):
+    os.makedirs(path, exist_ok=True)
+    os.chmod(path, 0o777)
+dirs = ["/tmp"]
+if root_too == "root":
+    dirs.append("/tmp/ray-slurm-" + uid)
+    plant_dir(dirs[-1])
+for d in dirs:
+    path = os.path.join(d, "ray-config-" + key)
+    with open(path, "w") as f:
+        json.dump({"_version": CONFIG_CACHE_VERSION, "config": evil}, f)
+    os.chmod(path, 0o666)
+plant_dir("/tmp/ray")
+with open("/tmp/ray/ray_current_cluster", "w") as f:
+    f.write("10.77.0.1:1\n")
+for job in range(first_job, first_job + 15):
+    plant_dir(f"/tmp/rs-{job}")
+print(key)
+"""
+
+
+@pytest.fixture
+def eve_plants():
+    """Eve plants her files; everything she made is removed afterwards (by the harness)."""
+    planted: list[str] = []
+
+    def plant(victim: User, root_too: bool) -> str:
+        probe = EVE.run(["sbatch", "--parsable", "--wrap", "true", "-o", "/dev/null"])
+        next_job = int(probe.stdout.strip().split(";")[0]) + 1  # job ids are sequential
+        eve_copy = EVE.write(EVE.home / "ray-slurm.yaml", SITE_CONFIG.read_text())
+        key = EVE.run(
+            [
+                EVE.bin("python"),
+                "-c",
+                PLANT,
+                str(victim.uid),
+                str(next_job),
+                str(eve_copy),
+                "root" if root_too else "-",
+            ]
+        ).stdout.strip()
+        # the old, predictable login-head temp dir name (rs-h + digest of the cluster dir)
+        digest = hashlib.sha256(str(victim.home / ".ray-slurm" / CLUSTER).encode()).hexdigest()
+        EVE.run(["bash", "-c", f"mkdir -m 777 /tmp/rs-h{digest[:10]}"])
+        planted.extend([f"/tmp/ray-config-{key}", "/tmp/ray", f"/tmp/rs-h{digest[:10]}",
+                        *(f"/tmp/rs-{j}" for j in range(next_job, next_job + 15))])  # fmt: skip
+        if root_too:
+            planted.append(f"/tmp/ray-slurm-{victim.uid}")
+        return key
+
+    yield plant
+    for path in planted:
+        if os.path.isdir(path):
+            shutil.rmtree(path, ignore_errors=True)
+        else:
+            Path(path).unlink(missing_ok=True)
+    for marker in Path("/tmp").glob("eve-ran-as-*"):
+        marker.unlink()
+
+
+def eve_ran() -> list[str]:
+    return [str(p) for p in Path("/tmp").glob("eve-ran-as-*")]
+
+
+def test_nothing_the_neighbour_planted_is_used(site_cluster, eve_plants, site_nodes):
+    shutil.rmtree(f"/tmp/ray-slurm-{BOB.uid}", ignore_errors=True)  # Bob's first login here
+    key = eve_plants(BOB, root_too=False)
+    bob = site_cluster(BOB)
+    bob.up()
+    # Ray's launcher looked for its cache where Eve put hers, but in Bob's private temp root.
+    private = Path(f"/tmp/ray-slurm-{BOB.uid}")
+    assert (private / f"ray-config-{key}").exists(), "Ray's cache key is what Eve computed"
+    assert mode(private) == 0o700 and os.stat(private).st_uid == BOB.uid
+    # The head's Ray temp dir (which Ray makes world-writable) lies in a new private directory.
+    head_dir = Path(bob.head()["temp_dir"]).parent
+    assert mode(head_dir) == 0o700 and os.stat(head_dir).st_uid == BOB.uid
+    ((host, ip),) = parse_result(bob.driver().stdout)
+    assert site_nodes[host] == ip
+
+    # Every launcher command goes through the same cache: exec, attach, submit, down.
+    out = bob.sh(
+        "ray exec ray-slurm.yaml 'python -c \"import ray._common.utils as u; "
+        'print(\\"ADDRESS_FILE\\", u.get_ray_address_file(None))"\''
+    ).stdout
+    address_file = next(ln for ln in out.splitlines() if ln.startswith("ADDRESS_FILE"))
+    assert "/tmp/ray/" not in address_file and str(private) in address_file, address_file
+    attach = bob.sh("ray attach ray-slurm.yaml <<< 'echo ATTACHED; exit'")
+    assert "ATTACHED" in attach.stdout
+    BOB.write(BOB.home / "job.py", "import sys; print('SUBMITTED', *sys.argv[1:])\n")
+    submit = bob.sh("ray submit ray-slurm.yaml job.py one two")
+    assert "SUBMITTED one two" in submit.stdout
+    workers = {j.job_id for j in bob.jobs("worker")}
+    bob.down()
+    assert bob.jobs() == []
+    assert eve_ran() == [], "a command Eve planted ran as Bob"
+    # Eve's predicted temp dirs were never used (still empty, still hers).
+    for job in workers:
+        planted = Path(f"/tmp/rs-{job}")
+        if planted.exists():
+            assert os.stat(planted).st_uid == EVE.uid and not any(planted.iterdir())
+
+
+def test_a_planted_private_root_is_refused_naming_it(site_cluster, eve_plants):
+    shutil.rmtree(f"/tmp/ray-slurm-{BOB.uid}", ignore_errors=True)
+    eve_plants(BOB, root_too=True)  # Eve also made the directory Bob's Ray would use
+    bob = site_cluster(BOB)
+    proc = bob.up(check=False)
+    assert proc.returncode != 0
+    out = proc.stdout + proc.stderr
+    assert f"/tmp/ray-slurm-{BOB.uid} is owned by uid {EVE.uid}, not by you" in out, out[-3000:]
+    assert bob.jobs() == [] and not (bob.state / "head.json").exists()
+    assert eve_ran() == []
+
+
+def test_the_users_environment_does_not_retarget_jobs_or_tokens(site_cluster, site_nodes):
+    """SBATCH_*, SRUN_* and RAY_AUTH_TOKEN in the shell, and a group-writable umask."""
+    hostile_env = {"SBATCH_JOB_NAME": "x", "SBATCH_PARTITION": "long", "SBATCH_TIMELIMIT": "1",
+                   "SALLOC_PARTITION": "long", "SRUN_PARTITION": "long",
+                   "RAY_AUTH_TOKEN": "not-the-clusters-token"}  # fmt: skip
+    bob = site_cluster(BOB, env=hostile_env, umask="002")
+    bob.up()
+    result = bob.driver(seconds=20, check=False)  # the worker is listed while the task runs
+    assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-2000:]
+    ((host, ip),) = parse_result(result.stdout)
+    assert site_nodes[host] == ip
+    jobs = run(["squeue", "--states=all", f"--user={BOB.name}", "--noheader",
+                "--format=%j|%P|%l"], timeout=30).stdout.split()  # fmt: skip
+    ours = [j for j in jobs if j.startswith(f"ray.{CLUSTER}.worker.")]
+    assert ours, jobs
+    for line in ours:
+        name, partition, limit = line.split("|")
+        assert (name, partition) == (f"ray.{CLUSTER}.worker.cpu", "debug"), line
+        assert limit != "1:00", line  # not SBATCH_TIMELIMIT's minute
+    assert not [j for j in jobs if j.startswith("x|")], jobs
+
+    # Private whatever the umask: directories 0700, files 0600, scripts 0700.
+    assert mode(bob.state.parent) == mode(bob.state) == 0o700
+    for d in ("jobs", "logs"):
+        assert mode(bob.state / d) == 0o700
+    for f in ("token", "state.json", "head.json"):
+        assert mode(bob.state / f) == 0o600, f
+    assert all(mode(p) == 0o700 for p in (bob.state / "jobs").iterdir())
+    assert mode(Path(bob.head()["temp_dir"]).parent) == 0o700
+    bob.down()
+    wait_for(lambda: not bob.jobs(), 60, "no job of Bob's cluster")
