@@ -38,8 +38,14 @@ def expected_root() -> str:
 
 
 def activate() -> None:
-    """Point ``tempfile`` and Ray at the user's private temp root. Never raises (start-up hook)."""
+    """Point ``tempfile`` and Ray at the user's private temp root. Never raises (start-up hook).
+
+    Once per process: site.py may read the .pth twice (a venv's lib64 -> lib link), and a second
+    run would take the fallback directory for the user's choice and forget the problem.
+    """
     global _active
+    if _active:
+        return
     _active = True
     os.environ.pop(PROBLEM_ENV, None)
     root = os.environ.get(RAY_TMPDIR_ENV)
