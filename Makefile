@@ -40,16 +40,20 @@ lint: setup
 unit: setup
 	$(VENV)/bin/pytest -q provider/tests
 
+# The local site, deployed as its sysadmin would (playbooks/site.yml: the site's Ray
+# environment, the provider, the site's files), with its unprivileged users.
 site-up:
 	$(SITE) up
+	$(SITE) deploy
 
 site-down:
 	$(SITE) down
 
-# End-to-end tests run on the site's login node, as a user would; the site is stopped afterwards
-# whatever the result.
+# End-to-end tests run on the site's login node: the harness as root, every `ray` command and
+# driver as one of the site's users; the site is stopped afterwards whatever the result.
 e2e: setup
 	$(SITE) up
+	$(SITE) deploy
 	status=0; $(SITE) login $(abspath $(VENV))/bin/pytest -v -p no:cacheprovider --durations=12 --timeout=900 tests/e2e || status=$$?; \
 	$(SITE) down; exit $$status
 
@@ -65,6 +69,7 @@ ansible-lint: setup
 # converges. The site is stopped afterwards whatever the result.
 molecule: setup
 	$(SITE) up
+	$(SITE) deploy
 	status=0; PATH=$(abspath $(VENV))/bin:$$PATH scripts/molecule-test || status=$$?; \
 	$(SITE) down; exit $$status
 
@@ -72,7 +77,7 @@ molecule: setup
 # Kubernetes stand-in's tests, the molecule scenarios. The site is stopped whatever the result.
 site-tests: setup
 	$(SITE) up
-	status=0; \
+	status=0; $(SITE) deploy || status=1; \
 	$(SITE) login $(abspath $(VENV))/bin/pytest -v -p no:cacheprovider --durations=12 --timeout=900 tests/e2e || status=1; \
 	$(SITE) login $(abspath $(VENV))/bin/pytest -v -p no:cacheprovider --timeout=300 tests/kube_standin || status=1; \
 	PATH=$(abspath $(VENV))/bin:$$PATH scripts/molecule-test || status=1; \
@@ -85,12 +90,15 @@ test: lint unit sanity units ansible-lint site-tests
 # bench/results.json; the site is stopped afterwards whatever the result.
 bench: setup
 	$(SITE) up
+	$(SITE) deploy
 	status=0; $(SITE) login $(abspath $(PY)) bench/run.py || status=$$?; \
 	$(SITE) down; exit $$status
 
+# The sysadmin deploys the site (as root), then a user (rsl-alice) runs the demo.
 demo: setup
 	$(SITE) up
-	status=0; $(SITE) login bash scripts/demo.sh || status=$$?; $(SITE) down; exit $$status
+	status=0; $(SITE) deploy && $(SITE) user rsl-alice bash $(abspath scripts/demo.sh) || status=$$?; \
+	$(SITE) down; exit $$status
 
 # ansible-test runs only in a real .../ansible_collections/rayhpc/slurm directory (not a symlink):
 # `make collection` copies the repository's files there (those git does not ignore, so no .venv,

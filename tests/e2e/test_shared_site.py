@@ -276,6 +276,9 @@ def test_the_users_environment_does_not_retarget_jobs_or_tokens(site_cluster, si
     for f in ("token", "state.json", "head.json"):
         assert mode(bob.state / f) == 0o600, f
     assert all(mode(p) == 0o700 for p in (bob.state / "jobs").iterdir())
+    logs = list((bob.state / "logs").iterdir())  # the login head's, and SLURM's job output
+    assert any(p.name.startswith(f"ray.{CLUSTER}.worker.") for p in logs), logs
+    assert all(mode(p) == 0o600 for p in logs), [(p.name, oct(mode(p))) for p in logs]
     assert mode(Path(bob.head()["temp_dir"]).parent) == 0o700
     bob.down()
     wait_for(lambda: not bob.jobs(), 60, "no job of Bob's cluster")

@@ -163,8 +163,9 @@ class LoginBackend:
     def launch(self, request: LaunchRequest) -> str:
         script = render(self.settings, self.cluster, request.spec, node_ip=request.node_ip)
         write_private(Path(script.path), script.text, 0o700)
-        log = open(os.path.join(self.cluster.logs_dir, "head-login.log"), "ab")  # noqa: SIM115
-        with log:
+        flags = os.O_WRONLY | os.O_CREAT | os.O_APPEND
+        fd = os.open(self.cluster.logs_dir / "head-login.log", flags, 0o600)
+        with os.fdopen(fd, "ab") as log:
             proc = subprocess.Popen(
                 ["bash", script.path],
                 stdin=subprocess.DEVNULL,
@@ -173,6 +174,7 @@ class LoginBackend:
                 start_new_session=True,  # its own process group: stopped as one, outlives ray up
                 env=clean_env(),
                 cwd=self.cluster.root,
+                umask=0o077,
             )
         with self.cluster.update() as state:
             state["login_head"] = {

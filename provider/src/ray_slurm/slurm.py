@@ -318,6 +318,7 @@ class Slurm:
                 env=clean_env(),
                 stdin=subprocess.DEVNULL,
                 check=False,
+                umask=0o077,  # sbatch hands its umask to the job: its output file is 0600
             )
         except subprocess.TimeoutExpired as exc:
             raise SlurmError(f"{args[0]} did not answer within {self.timeout_s:g} s") from exc
