@@ -36,6 +36,7 @@ SITE_PY = subprocess.check_output([str(site_ray_env() / "bin" / "python"), "-c",
                                    "import sys; print(*sys.version_info[:2], sep='')"],
                                   text=True).strip()  # fmt: skip
 SITE_IMAGE = f"rayproject/ray:{RAY}-py{SITE_PY}"
+USER_NAMESPACE = f"ray-{ALICE.name}"  # what `ray-{user}` is for her
 NO_RAY_IMAGE = "example.org/python-without-ray:1"  # runs, but has no Ray: the pod's check fails
 MISSING_IMAGE = "example.org/ray-worker:missing"  # cannot be pulled
 
@@ -59,6 +60,7 @@ def standin(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Standin]:
     subprocess.run([sys.executable, "-m", "venv", "--without-pip", str(no_ray_env)], check=True)
     up = launcher("up", "--hosts", "2", "--host-prefix", PREFIX, "--ip-base", str(IP_BASE),
                   "--start-delay", "0.5", "--namespace", "default", "--namespace", "tight",
+                  "--namespace", USER_NAMESPACE,
                   "--image", f"{SITE_IMAGE}*={site_ray_env()}",
                   "--image", f"rayproject/ray:{RAY}*={sys.prefix}",
                   "--image", f"{NO_RAY_IMAGE}={no_ray_env}", state=state)  # fmt: skip
@@ -80,7 +82,7 @@ def leftovers(v1: client.CoreV1Api, cluster_name: str) -> list[str]:
     found = []
     for kind, fn in (("pod", v1.list_pod_for_all_namespaces),):
         found += [f"{kind}/{o.metadata.name}" for o in fn(label_selector=sel).items]
-    for namespace in ("default", "tight"):
+    for namespace in ("default", "tight", USER_NAMESPACE):
         for kind, fn in (("secret", v1.list_namespaced_secret),
                          ("service", v1.list_namespaced_service)):  # fmt: skip
             found += [f"{kind}/{o.metadata.name}" for o in fn(namespace, label_selector=sel).items]
@@ -103,7 +105,9 @@ def long_partition_down():
 def test_demand_bursts_to_pods_when_slurm_cannot_deliver(make_cluster, standin,
                                                          long_partition_down):  # fmt: skip
     def change(cfg):
-        cfg["provider"]["kubernetes"] = {"kubeconfig": str(standin.kubeconfig)}
+        # a namespace per user, as the site role renders it by default
+        cfg["provider"]["kubernetes"] = {"kubeconfig": str(standin.kubeconfig),
+                                         "namespace": "ray-{user}"}  # fmt: skip
         cpu = cfg["available_node_types"]["cpu"]["node_config"]
         cpu["partition"] = "long"  # DOWN: jobs stay pending (PartitionDown)
         cpu["pending_timeout_s"] = 20
@@ -125,6 +129,10 @@ def test_demand_bursts_to_pods_when_slurm_cannot_deliver(make_cluster, standin,
         assert driver.returncode == 0, out + err
     finally:
         driver.kill()
+    # The pods (and below, the Secret) are in her namespace only (before they go idle).
+    label = f"rayhpc.io/cluster={cluster.name}"
+    pods = standin.v1.list_pod_for_all_namespaces(label_selector=label).items
+    assert pods and {p.metadata.namespace for p in pods} == {USER_NAMESPACE}, pods
     # `ray-slurm status` lists the pods with their IPs (before they go idle)
     status = cluster.status()
     assert "ray-b-burst-burst-" in status and f"10.77.0.{IP_BASE + 1}" in status, status
@@ -140,6 +148,7 @@ def test_demand_bursts_to_pods_when_slurm_cannot_deliver(make_cluster, standin,
     # The token reached the pods as a Secret, never in the pod spec.
     secrets = [s for s in leftovers(standin.v1, cluster.name) if s.startswith("secret/")]
     assert len(secrets) == 1
+    assert standin.v1.list_namespaced_secret(USER_NAMESPACE, label_selector=label).items
 
     # Idle pods go (idle_timeout_s 20 s), before ray down.
     wait_for(lambda: not [p for p in leftovers(standin.v1, cluster.name) if p.startswith("pod/")],

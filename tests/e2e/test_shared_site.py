@@ -26,12 +26,23 @@ CLUSTER = yaml.safe_load(SITE_CONFIG.read_text())["cluster_name"]  # the same fo
 class SiteCluster:
     """A user's copy of the site's ray-slurm.yaml, unchanged, in their home; README commands."""
 
-    def __init__(self, user: User, env: dict[str, str] | None = None, umask: str = "") -> None:
+    def __init__(self, user: User, env: dict[str, str] | None = None, umask: str = "",
+                 head_mode: str = "login") -> None:  # fmt: skip
         self.user = user
         self.extra_env = env or {}
         self.umask = umask
         self.config = user.home / "ray-slurm.yaml"
-        user.write(self.config, SITE_CONFIG.read_text())
+        text = SITE_CONFIG.read_text()
+        if head_mode == "slurm":  # the one change a user makes for a head in a job of its own
+            cfg = yaml.safe_load(text)
+            cfg["provider"]["head_mode"] = "slurm"
+            cfg["available_node_types"]["head"] = {
+                "resources": {"CPU": 1}, "max_workers": 0,
+                "node_config": {"partition": "debug", "cpus": 1, "memory": "1500M",
+                                "time": "00:30:00"},
+            }  # fmt: skip
+            text = yaml.safe_dump(cfg)
+        user.write(self.config, text)
         self.state = user.home / ".ray-slurm" / CLUSTER
         shutil.rmtree(self.state, ignore_errors=True)  # a user who never ran this cluster
 
@@ -127,8 +138,8 @@ PLANT = r"""
 import hashlib, json, os, sys, yaml
 from ray.autoscaler._private.commands import CONFIG_CACHE_VERSION
 from ray.autoscaler._private.util import prepare_config
-uid, first_job, site_yaml, root_too = sys.argv[1], int(sys.argv[2]), sys.argv[3], sys.argv[4]
-config = prepare_config(yaml.safe_load(open(site_yaml)))
+uid, first_job, victim_yaml, root_too = sys.argv[1], int(sys.argv[2]), sys.argv[3], sys.argv[4]
+config = prepare_config(yaml.safe_load(open(victim_yaml)))
 key = hashlib.sha256(json.dumps([config], sort_keys=True).encode()).hexdigest()
 evil = json.loads(json.dumps(config))
 for k in ("initialization_commands", "setup_commands", "head_setup_commands",
@@ -198,10 +209,11 @@ def eve_ran() -> list[str]:
     return [str(p) for p in Path("/tmp").glob("eve-ran-as-*")]
 
 
-def test_nothing_the_neighbour_planted_is_used(site_cluster, eve_plants, site_nodes):
+@pytest.mark.parametrize("head_mode", ["login", "slurm"])
+def test_nothing_the_neighbour_planted_is_used(site_cluster, eve_plants, site_nodes, head_mode):
     shutil.rmtree(f"/tmp/ray-slurm-{BOB.uid}", ignore_errors=True)  # Bob's first login here
-    key = eve_plants(BOB, root_too=False)
-    bob = site_cluster(BOB)
+    bob = site_cluster(BOB, head_mode=head_mode)
+    key = eve_plants(BOB, bob.config, root_too=False)
     bob.up()
     # Ray's launcher looked for its cache where Eve put hers, but in Bob's private temp root.
     private = Path(f"/tmp/ray-slurm-{BOB.uid}")
@@ -220,8 +232,9 @@ def test_nothing_the_neighbour_planted_is_used(site_cluster, eve_plants, site_no
     ).stdout
     address_file = next(ln for ln in out.splitlines() if ln.startswith("ADDRESS_FILE"))
     assert "/tmp/ray/" not in address_file and str(private) in address_file, address_file
-    attach = bob.sh("ray attach ray-slurm.yaml <<< 'echo ATTACHED; exit'")
-    assert "ATTACHED" in attach.stdout
+    attach = bob.sh("ray attach ray-slurm.yaml <<< 'echo ATTACHED-$(hostname); exit'")
+    head_host = "login" if head_mode == "login" else bob.jobs("head")[0].node
+    assert f"ATTACHED-{head_host}" in attach.stdout
     BOB.write(BOB.home / "job.py", "import sys; print('SUBMITTED', *sys.argv[1:])\n")
     submit = bob.sh("ray submit ray-slurm.yaml job.py one two")
     assert "SUBMITTED one two" in submit.stdout
@@ -238,8 +251,8 @@ def test_nothing_the_neighbour_planted_is_used(site_cluster, eve_plants, site_no
 
 def test_a_planted_private_root_is_refused_naming_it(site_cluster, eve_plants):
     shutil.rmtree(f"/tmp/ray-slurm-{BOB.uid}", ignore_errors=True)
-    eve_plants(BOB, root_too=True)  # Eve also made the directory Bob's Ray would use
     bob = site_cluster(BOB)
+    eve_plants(BOB, bob.config, root_too=True)  # Eve also made the directory Bob's Ray would use
     proc = bob.up(check=False)
     assert proc.returncode != 0
     out = proc.stdout + proc.stderr
