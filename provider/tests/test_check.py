@@ -8,12 +8,14 @@ from __future__ import annotations
 
 import importlib.metadata
 import json
+import os
+import tempfile
 from pathlib import Path
 
 import pytest
 import yaml
 
-from ray_slurm import check
+from ray_slurm import check, usertmp
 from ray_slurm.cli import build_parser, main
 from ray_slurm.slurm import Slurm
 
@@ -255,8 +257,8 @@ def test_state_dir_and_token_must_be_private(write_config, slurm, capsys, state_
     code, out = run(write_config(), slurm, capsys)
     assert code == 1
     assert (
-        f"the cluster's directory {root} has mode 0755 (others can read it) -- fix: chmod 700"
-        in (problems(out)[0])
+        f"provider.state_dir: {root} has mode 0755: others may use it (0700 is required) -- fix: "
+        f"remove {root} if it is not yours, else chmod 700 it" in (problems(out)[0])
     )
     root.chmod(0o700)
     (root / "token").write_text("secret\n")
@@ -266,6 +268,37 @@ def test_state_dir_and_token_must_be_private(write_config, slurm, capsys, state_
     [line] = problems(out)
     assert f"token file {root / 'token'} has mode 0644" in line
     assert f"fix: chmod 600 {root / 'token'}" in line
+
+
+def test_a_state_dir_another_account_made_or_below_theirs_is_named(write_config, slurm, capsys,
+                                                                   state_dir):  # fmt: skip
+    state_dir.mkdir(parents=True)
+    os.chown(state_dir, 65534, 65534)  # nobody's: they could swap the cluster's directory
+    code, out = run(write_config(), slurm, capsys)
+    assert code == 1
+    assert (
+        f"provider.state_dir: {state_dir} is owned by uid 65534, neither root nor you"
+        in (problems(out)[0])
+    )
+
+
+def test_a_planted_temp_root_is_named(write_config, slurm, capsys, tmp_path, monkeypatch):
+    base = tmp_path / "tmp"
+    planted = base / f"ray-slurm-{os.geteuid()}"
+    planted.mkdir(parents=True)
+    os.chmod(base, 0o1777)
+    os.chown(planted, 65534, 65534)
+    monkeypatch.setenv("TMPDIR", str(base))
+    for name in ("RAY_TMPDIR", usertmp.PROBLEM_ENV):  # set by activate(): undone after the test
+        monkeypatch.setenv(name, "")
+        monkeypatch.delenv(name)
+    monkeypatch.setattr(usertmp, "_active", False)
+    monkeypatch.setattr(tempfile, "tempdir", None)
+    code, out = run(write_config(), slurm, capsys)
+    assert code == 1
+    [line] = problems(out)
+    assert f"private temp root {planted} is owned by uid 65534" in line
+    assert "set TMPDIR to a directory of your own" in line
 
 
 def test_state_dir_that_cannot_be_created(write_config, slurm, capsys, tmp_path):

@@ -111,8 +111,9 @@ def fresh_tmp(tmp_path, monkeypatch):
     base.mkdir()
     os.chmod(base, 0o1777)
     monkeypatch.setenv("TMPDIR", str(base))
-    monkeypatch.delenv("RAY_TMPDIR", raising=False)
-    monkeypatch.delenv(usertmp.PROBLEM_ENV, raising=False)
+    for name in ("RAY_TMPDIR", usertmp.PROBLEM_ENV):  # set by activate(): undone after the test
+        monkeypatch.setenv(name, "")
+        monkeypatch.delenv(name)
     monkeypatch.setattr(tempfile, "tempdir", None)
     monkeypatch.setattr(usertmp, "_active", False)
     return base

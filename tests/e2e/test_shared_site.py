@@ -171,21 +171,13 @@ def eve_plants():
     """Eve plants her files; everything she made is removed afterwards (by the harness)."""
     planted: list[str] = []
 
-    def plant(victim: User, root_too: bool) -> str:
+    def plant(victim: User, config: Path, root_too: bool) -> str:
+        """Eve reads the victim's copy of the config (homes are world-readable, as usual)."""
         probe = EVE.run(["sbatch", "--parsable", "--wrap", "true", "-o", "/dev/null"])
         next_job = int(probe.stdout.strip().split(";")[0]) + 1  # job ids are sequential
-        eve_copy = EVE.write(EVE.home / "ray-slurm.yaml", SITE_CONFIG.read_text())
-        key = EVE.run(
-            [
-                EVE.bin("python"),
-                "-c",
-                PLANT,
-                str(victim.uid),
-                str(next_job),
-                str(eve_copy),
-                "root" if root_too else "-",
-            ]
-        ).stdout.strip()
+        argv = [EVE.bin("python"), "-c", PLANT, str(victim.uid), str(next_job), str(config),
+                "root" if root_too else "-"]  # fmt: skip
+        key = EVE.run(argv).stdout.strip()
         # the old, predictable login-head temp dir name (rs-h + digest of the cluster dir)
         digest = hashlib.sha256(str(victim.home / ".ray-slurm" / CLUSTER).encode()).hexdigest()
         EVE.run(["bash", "-c", f"mkdir -m 777 /tmp/rs-h{digest[:10]}"])

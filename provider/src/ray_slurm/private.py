@@ -59,7 +59,11 @@ def check_ancestors(path: str | os.PathLike[str]) -> None:
     uid = os.geteuid()
     for parent in Path(os.path.abspath(path)).parents:
         # stat, not lstat: /var/run -> /run style links are the admin's; their targets count.
-        why = _problem(os.stat(parent), uid, private=False)
+        try:
+            st = os.stat(parent)
+        except (FileNotFoundError, NotADirectoryError):
+            continue  # not made yet: it will be made private (or cannot be: mkdir says so)
+        why = _problem(st, uid, private=False)
         if why:
             raise UnsafePathError(parent, why)
 

@@ -17,9 +17,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from ray_slurm import usertmp
 from ray_slurm.config import Settings
 from ray_slurm.nodemap import NodeMapError, load_node_map
 from ray_slurm.nodetypes import resolve_node_type
+from ray_slurm.private import UnsafePathError, check_ancestors, check_private_dir
 from ray_slurm.slurm import Partition, Slurm, SlurmError
 from ray_slurm.state import ClusterDir
 
@@ -345,51 +347,43 @@ def check_login_head(site: Site, slurm: Slurm, report: Report) -> None:
         )
 
 
-def _private_problem(path: Path, want: int) -> str | None:
-    info = path.stat()
-    if info.st_uid != os.getuid():
-        return f"is owned by uid {info.st_uid}, not by you"
-    if stat.S_IMODE(info.st_mode) & ~want:
-        return f"has mode {stat.S_IMODE(info.st_mode):04o} (others can read it)"
-    return None
-
-
 def check_state(site: Site, report: Report) -> None:
+    """The cluster's directory, its token and the private temp root: the provider's own checks
+    (``private``), so `ray-slurm check` refuses exactly what `ray up` would."""
     cluster = ClusterDir(site.state_dir, site.cluster_name)
     where = "provider.state_dir"
-    if cluster.root.exists():
-        why = _private_problem(cluster.root, 0o700)
-        if why:
-            report.add(
-                f"{where}: the cluster's directory {cluster.root} {why}",
-                f"chmod 700 {cluster.root} (and own it), or use another state_dir",
-            )
-            return
-    else:
-        parent = next((p for p in cluster.root.parents if p.exists()), Path("/"))
-        if not parent.is_dir() or not os.access(parent, os.W_OK | os.X_OK):
-            report.add(
-                f"{where}: {cluster.root} does not exist and cannot be created "
-                f"({parent} is not a writable directory)",
-                "use a state_dir in your home or project directory",
-            )
-            return
-    base = Path(site.state_dir)
-    if base.exists():
-        mode = stat.S_IMODE(base.stat().st_mode)
-        if mode & 0o022 and not mode & stat.S_ISVTX:
-            report.add(
-                f"{where}: {base} is writable by others (mode {mode:04o}): they could "
-                "replace the cluster's directory",
-                f"chmod go-w {base}",
-            )
-            return
+    try:
+        if cluster.root.exists():
+            check_private_dir(cluster.root)
+        else:
+            parent = next((p for p in cluster.root.parents if p.exists()), Path("/"))
+            if not parent.is_dir() or not os.access(parent, os.W_OK | os.X_OK):
+                report.add(
+                    f"{where}: {cluster.root} does not exist and cannot be created "
+                    f"({parent} is not a writable directory)",
+                    "use a state_dir in your home or project directory",
+                )
+                return
+            check_ancestors(cluster.root)
+    except UnsafePathError as exc:
+        report.add(f"{where}: {exc.path} {exc.why}",
+                   f"remove {exc.path} if it is not yours, else chmod 700 it; or use another "
+                   "state_dir")  # fmt: skip
+        return
     if cluster.token_file.exists():
-        why = _private_problem(cluster.token_file, 0o600)
-        if why:
+        info = cluster.token_file.stat()
+        mode = stat.S_IMODE(info.st_mode)
+        if info.st_uid != os.geteuid() or mode & 0o077:
             report.add(
-                f"token file {cluster.token_file} {why}",
+                f"token file {cluster.token_file} has mode {mode:04o}, owner uid {info.st_uid}",
                 f"chmod 600 {cluster.token_file} (the token admits to the cluster)",
             )
             return
+    try:
+        usertmp.require()
+    except UnsafePathError as exc:
+        report.add(f"private temp root {exc.path} {exc.why}",
+                   "ask the admins to remove it (another account made it), or set TMPDIR to "
+                   "a directory of your own")  # fmt: skip
+        return
     report.passed.append(f"state dir {cluster.root}")
