@@ -120,7 +120,9 @@ def fresh_tmp(tmp_path, monkeypatch):
 
 
 def test_activate_points_tempfile_and_ray_at_the_private_root(fresh_tmp):
+    assert not usertmp.hooked()
     usertmp.activate()
+    assert usertmp.hooked()
     root = fresh_tmp / f"ray-slurm-{os.geteuid()}"
     assert tempfile.gettempdir() == str(root)  # Ray's config cache goes here
     assert os.environ["RAY_TMPDIR"] == str(root)  # Ray's temp dir, ray_current_cluster

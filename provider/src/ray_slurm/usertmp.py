@@ -67,6 +67,12 @@ def activate() -> None:
     os.environ[RAY_TMPDIR_ENV] = root
 
 
+def hooked() -> bool:
+    """Whether the start-up hook has run in this process (the wheel installs it; an editable
+    install does not): the provider role checks this after installing."""
+    return _active
+
+
 def require() -> str:
     """The private temp root of this process; raises UnsafePathError naming the bad path."""
     if not _active:
