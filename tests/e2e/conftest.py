@@ -145,9 +145,13 @@ ALICE, BOB, EVE = User("rsl-alice"), User("rsl-bob"), User("rsl-eve")
 
 @pytest.fixture(scope="session", autouse=True)
 def _fresh_users() -> None:
-    """Each session starts like a fresh login node: no Ray temp files of the test users."""
+    """Each session starts like a fresh login node: no Ray temp files of the test users, and
+    none at the shared names Ray would use without the provider's private temp root."""
     for user in (ALICE, BOB, EVE):
         shutil.rmtree(f"/tmp/ray-slurm-{user.uid}", ignore_errors=True)
+    shutil.rmtree("/tmp/ray", ignore_errors=True)
+    for stale in Path("/tmp").glob("ray-config-*"):
+        stale.unlink()
 
 
 @pytest.fixture(scope="session")

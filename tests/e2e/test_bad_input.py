@@ -14,6 +14,7 @@ def ray_up(workdir, change) -> str:
     before = {j.job_id for j in ALICE.jobs()}
     proc = ALICE.run([ALICE.bin("ray"), "up", "-y", str(path)], timeout=120, check=False)
     assert proc.returncode != 0
+    assert "Traceback" not in proc.stdout + proc.stderr, "a user's mistake is not a crash"
     assert {j.job_id for j in ALICE.jobs()} == before, "a job was submitted for a bad config"
     assert not (workdir / "state" / "f-bad" / "jobs").exists() or not any(
         (workdir / "state" / "f-bad" / "jobs").iterdir()

@@ -49,6 +49,11 @@ def test_login_head_scales_slurm_workers_up_and_down(make_cluster, site_nodes, w
     out, err = driver.communicate(timeout=300)
     assert driver.returncode == 0, err[-3000:]
 
+    # Ray's own address commands, from the yaml as the user wrote it
+    worker_ips = cluster.ray("get-worker-ips", str(cluster.config_path)).stdout.split()
+    assert worker_ips and set(worker_ips) <= set(site_nodes.values()), worker_ips
+    assert cluster.ray("get-head-ip", str(cluster.config_path)).stdout.split()[-1] == head_ip
+
     results = parse_result(out)
     assert len(results) == 4
     for host, ip in results:

@@ -175,16 +175,17 @@ def eve_plants():
         """Eve reads the victim's copy of the config (homes are world-readable, as usual)."""
         probe = EVE.run(["sbatch", "--parsable", "--wrap", "true", "-o", "/dev/null"])
         next_job = int(probe.stdout.strip().split(";")[0]) + 1  # job ids are sequential
-        argv = [EVE.bin("python"), "-c", PLANT, str(victim.uid), str(next_job), str(config),
-                "root" if root_too else "-"]  # fmt: skip
-        key = EVE.run(argv).stdout.strip()
         # the old, predictable login-head temp dir name (rs-h + digest of the cluster dir)
         digest = hashlib.sha256(str(victim.home / ".ray-slurm" / CLUSTER).encode()).hexdigest()
-        EVE.run(["bash", "-c", f"mkdir -m 777 /tmp/rs-h{digest[:10]}"])
-        planted.extend([f"/tmp/ray-config-{key}", "/tmp/ray", f"/tmp/rs-h{digest[:10]}",
+        planted.extend(["/tmp/ray", f"/tmp/rs-h{digest[:10]}",
                         *(f"/tmp/rs-{j}" for j in range(next_job, next_job + 15))])  # fmt: skip
         if root_too:
             planted.append(f"/tmp/ray-slurm-{victim.uid}")
+        argv = [EVE.bin("python"), "-c", PLANT, str(victim.uid), str(next_job), str(config),
+                "root" if root_too else "-"]  # fmt: skip
+        key = EVE.run(argv).stdout.strip()
+        planted.append(f"/tmp/ray-config-{key}")
+        EVE.run(["bash", "-c", f"mkdir -m 777 /tmp/rs-h{digest[:10]}"])
         return key
 
     yield plant
@@ -249,6 +250,7 @@ def test_a_planted_private_root_is_refused_naming_it(site_cluster, eve_plants):
     assert proc.returncode != 0
     out = proc.stdout + proc.stderr
     assert f"/tmp/ray-slurm-{BOB.uid} is owned by uid {EVE.uid}, not by you" in out, out[-3000:]
+    assert "Traceback" not in out, out[-3000:]
     assert bob.jobs() == [] and not (bob.state / "head.json").exists()
     assert eve_ran() == []
 

@@ -11,6 +11,7 @@ def test_slurm_head_scales_slurm_workers_up_and_down(make_cluster, site_nodes):
     assert heads[0].name == "ray.e2e-slurmhead.head.head"
     head_ip = cluster.env()["RAY_ADDRESS"].split(":")[0]
     assert head_ip == site_nodes[heads[0].node], "the head must use its node's NodeAddr"
+    assert cluster.ray("get-head-ip", str(cluster.config_path)).stdout.split()[-1] == head_ip
 
     # The driver runs inside the head's job (ray exec -> srun --overlap), as users do it.
     driver = start_driver(cluster, tasks=2, seconds=8, on_head=True)

@@ -14,6 +14,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
+import yaml
+
 from ray_slurm.kubetypes import KubeConnection, check_connection, check_label_value
 from ray_slurm.nodemap import NodeMapError, load_node_map
 from ray_slurm.nodetypes import (
@@ -25,6 +27,7 @@ from ray_slurm.nodetypes import (
     parse_size,
     resolve_node_type,
 )
+from ray_slurm.state import ClusterDir
 
 __all__ = ["ConfigError", "NodeTypeSpec", "Settings", "bootstrap", "load_settings", "parse_size"]
 
@@ -207,6 +210,24 @@ def bootstrap(config: dict[str, Any]) -> dict[str, Any]:
     if problems:
         raise ConfigError(problems)
     return config
+
+
+def bootstrapped_provider(provider_config: dict[str, Any], cluster_name: str) -> dict[str, Any]:
+    """The provider section as bootstrap left it. `ray get-head-ip`/`get-worker-ips` (and
+    `ray dashboard`) make a provider from the raw yaml: the running cluster's own section, the
+    one `ray up` uploaded to its directory, has what the provider needs."""
+    if "_node_types" in provider_config:
+        return provider_config
+    uploaded = ClusterDir(provider_config.get("state_dir", "~/.ray-slurm"), cluster_name)
+    try:
+        section = yaml.safe_load(uploaded.bootstrap_config.read_text())["provider"]
+    except FileNotFoundError:
+        raise ConfigError([f"cluster {cluster_name} is not up ({uploaded.bootstrap_config} "
+                           "is missing): run `ray up` first"]) from None  # fmt: skip
+    except (OSError, yaml.YAMLError, KeyError, TypeError) as exc:
+        raise ConfigError([f"cannot read {uploaded.bootstrap_config}: {exc}"]) from None
+    return {**section, **provider_config, "_head_node_type": section.get("_head_node_type"),
+            "_node_types": section.get("_node_types")}  # fmt: skip
 
 
 def _default_idle_timeouts(config: dict[str, Any]) -> None:

@@ -20,6 +20,7 @@ import time
 from collections import Counter
 from typing import Any
 
+import click
 import yaml
 from ray.autoscaler.node_provider import NodeProvider
 from ray.autoscaler.tags import (
@@ -33,10 +34,12 @@ from ray.autoscaler.tags import (
 from ray_slurm import burst, config, usertmp
 from ray_slurm.backends import Backend, LaunchRequest, LoginBackend, Node, SlurmBackend
 from ray_slurm.command_runner import LocalCommandRunner, NodeStartTimeout, SrunCommandRunner
+from ray_slurm.config import ConfigError
 from ray_slurm.errors import BackendError
 from ray_slurm.kube import KubernetesBackend
 from ray_slurm.nodemap import NodeAddresses
 from ray_slurm.policy import LaunchRefused, TypeBackoff, worker_time_limit_minutes
+from ray_slurm.private import UnsafePathError
 from ray_slurm.reconcile import nodes_in_state, reconcile
 from ray_slurm.slurm import JobState, Slurm
 from ray_slurm.state import ClusterDir
@@ -51,10 +54,14 @@ class SlurmNodeProvider(NodeProvider):
     workers may run as Kubernetes pods (``burst`` says when)."""
 
     def __init__(self, provider_config: dict[str, Any], cluster_name: str) -> None:
+        try:
+            usertmp.require()  # Ray's own files (and its children's) stay in a private directory
+            provider_config = config.bootstrapped_provider(provider_config, cluster_name)
+            self.settings = config.load_settings(provider_config, cluster_name)
+            self.cluster = ClusterDir(self.settings.state_dir, cluster_name).create()
+        except (ConfigError, UnsafePathError) as exc:
+            raise ConfigRefused(str(exc)) from exc
         super().__init__(provider_config, cluster_name)
-        usertmp.require()  # Ray's own files (and its children's) stay in a private directory
-        self.settings = config.load_settings(provider_config, cluster_name)
-        self.cluster = ClusterDir(self.settings.state_dir, cluster_name).create()
         self.slurm = Slurm(self.settings.slurm_bin, self.settings.slurm_timeout_s)
         self.addresses = NodeAddresses(self.slurm, self.settings.node_map)
         self.backends: dict[str, Backend] = {
@@ -364,12 +371,20 @@ class SlurmNodeProvider(NodeProvider):
 
     @staticmethod
     def bootstrap_config(cluster_config: dict[str, Any]) -> dict[str, Any]:
-        usertmp.require()  # refuse before anything is launched, naming the path
-        return config.bootstrap(cluster_config)
+        try:
+            usertmp.require()  # refuse before anything is launched, naming the path
+            return config.bootstrap(cluster_config)
+        except (ConfigError, UnsafePathError) as exc:
+            raise ConfigRefused(str(exc)) from exc
 
     @staticmethod
     def fillout_available_node_types_resources(cluster_config: dict[str, Any]) -> dict[str, Any]:
         return config.fillout_resources(cluster_config)
+
+
+class ConfigRefused(click.ClickException):
+    """A config (or a path) the provider will not use. Ray's commands are click commands: they
+    print the message (every problem, by field and value) and exit 1, with no traceback."""
 
 
 def _what(node: Node) -> str:
