@@ -9,6 +9,7 @@ from __future__ import annotations
 import copy
 import os
 import stat
+import tempfile
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -16,7 +17,7 @@ from typing import Any
 import pytest
 import yaml
 
-from ray_slurm import config
+from ray_slurm import config, usertmp
 from ray_slurm.state import ClusterDir
 
 EXAMPLE_CONFIG = Path(__file__).resolve().parents[2] / "examples" / "ray-slurm.yaml"
@@ -105,3 +106,18 @@ def fake_bin(tmp_path: Path) -> Callable[[str, str], Path]:
 
 def mode(path: os.PathLike[str] | str) -> int:
     return stat.S_IMODE(os.stat(path).st_mode)
+
+
+@pytest.fixture
+def fresh_tmp(tmp_path, monkeypatch):
+    """A process as it starts: TMPDIR at a sticky shared dir, no RAY_TMPDIR, hook not run."""
+    base = tmp_path / "tmp"
+    base.mkdir()
+    os.chmod(base, 0o1777)
+    monkeypatch.setenv("TMPDIR", str(base))
+    for name in ("RAY_TMPDIR", usertmp.PROBLEM_ENV):  # set by activate(): undone after the test
+        monkeypatch.setenv(name, "")
+        monkeypatch.delenv(name)
+    monkeypatch.setattr(tempfile, "tempdir", None)
+    monkeypatch.setattr(usertmp, "_active", False)
+    return base

@@ -9,13 +9,12 @@ from __future__ import annotations
 import importlib.metadata
 import json
 import os
-import tempfile
 from pathlib import Path
 
 import pytest
 import yaml
 
-from ray_slurm import check, usertmp
+from ray_slurm import check
 from ray_slurm.cli import build_parser, main
 from ray_slurm.slurm import Slurm
 
@@ -282,18 +281,10 @@ def test_a_state_dir_another_account_made_or_below_theirs_is_named(write_config,
     )
 
 
-def test_a_planted_temp_root_is_named(write_config, slurm, capsys, tmp_path, monkeypatch):
-    base = tmp_path / "tmp"
-    planted = base / f"ray-slurm-{os.geteuid()}"
-    planted.mkdir(parents=True)
-    os.chmod(base, 0o1777)
+def test_a_planted_temp_root_is_named(write_config, slurm, capsys, fresh_tmp):
+    planted = fresh_tmp / f"ray-slurm-{os.geteuid()}"
+    planted.mkdir()
     os.chown(planted, 65534, 65534)
-    monkeypatch.setenv("TMPDIR", str(base))
-    for name in ("RAY_TMPDIR", usertmp.PROBLEM_ENV):  # set by activate(): undone after the test
-        monkeypatch.setenv(name, "")
-        monkeypatch.delenv(name)
-    monkeypatch.setattr(usertmp, "_active", False)
-    monkeypatch.setattr(tempfile, "tempdir", None)
     code, out = run(write_config(), slurm, capsys)
     assert code == 1
     [line] = problems(out)

@@ -104,21 +104,6 @@ def test_cluster_files_are_private_under_a_loose_umask(tmp_path, loose_umask):
 # ------------------------------------------------------------- the temp root
 
 
-@pytest.fixture
-def fresh_tmp(tmp_path, monkeypatch):
-    """A process as it starts: TMPDIR at a sticky shared dir, no RAY_TMPDIR, hook not run."""
-    base = tmp_path / "tmp"
-    base.mkdir()
-    os.chmod(base, 0o1777)
-    monkeypatch.setenv("TMPDIR", str(base))
-    for name in ("RAY_TMPDIR", usertmp.PROBLEM_ENV):  # set by activate(): undone after the test
-        monkeypatch.setenv(name, "")
-        monkeypatch.delenv(name)
-    monkeypatch.setattr(tempfile, "tempdir", None)
-    monkeypatch.setattr(usertmp, "_active", False)
-    return base
-
-
 def test_activate_points_tempfile_and_ray_at_the_private_root(fresh_tmp):
     assert not usertmp.hooked()
     usertmp.activate()

@@ -19,6 +19,7 @@ import yaml
 from conftest import ALICE, BOB, EVE, SITE_CONFIG, User, parse_result, run, wait_for, where_tasks
 
 from ray_slurm.jobscript import parse_job_name
+from ray_slurm.slurm import JobState
 
 CLUSTER = yaml.safe_load(SITE_CONFIG.read_text())["cluster_name"]  # the same for everyone
 
@@ -67,15 +68,12 @@ class SiteCluster:
         found = []
         for job in self.user.jobs():
             owner = parse_job_name(job.name, CLUSTER)
-            if owner and kind in (None, owner[0]) and job.slurm_state not in GONE:
+            if owner and kind in (None, owner[0]) and job.state is not JobState.GONE:
                 found.append(job)
         return found
 
     def head(self) -> dict:
         return json.loads((self.state / "head.json").read_text())
-
-
-GONE = {"COMPLETED", "CANCELLED", "FAILED", "TIMEOUT", "NODE_FAIL", "OUT_OF_MEMORY"}
 
 
 @pytest.fixture

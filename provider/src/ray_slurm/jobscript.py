@@ -62,12 +62,14 @@ def render(
     sbatch = spec.backend == "slurm"
     if sbatch:
         instance_id = port_seed = '"$SLURM_JOB_ID"'
-        temp_dir = shlex.quote(os.path.join(settings.temp_root, "rs-")) + '"$SLURM_JOB_ID".XXXXXX'
+        temp_template = (
+            shlex.quote(os.path.join(settings.temp_root, "rs-")) + '"$SLURM_JOB_ID".XXXXXX'
+        )
     else:
         instance_id = shlex.quote(login_head_id())
         port_seed = shlex.quote(str(cluster.root))
         digest = hashlib.sha256(str(cluster.root).encode()).hexdigest()[:10]
-        temp_dir = shlex.quote(os.path.join(settings.temp_root, f"rs-h{digest}.XXXXXX"))
+        temp_template = shlex.quote(os.path.join(settings.temp_root, f"rs-h{digest}.XXXXXX"))
     if spec.kind == "worker" and not head_address:
         raise ValueError("a worker script needs the head's address")
     bin_dir = os.path.join(settings.ray_env, "bin")
@@ -78,7 +80,7 @@ def render(
         job_name=job_name(settings.cluster_name, spec.kind, spec.name),
         log_dir=str(cluster.logs_dir),
         instance_id=instance_id,
-        temp_template=temp_dir,
+        temp_template=temp_template,
         port_seed=port_seed,
         token_file=str(cluster.token_file),
         cluster_dir=str(cluster.root),

@@ -55,6 +55,16 @@ def resolve_namespace(namespace: str) -> str:
     return namespace.replace(USER_PLACEHOLDER, label)
 
 
+def _namespace(value: Any, where: str, problems: list[str]) -> str:
+    """A namespace setting, resolved; a problem if it is not a namespace name (for this user)."""
+    given = str(value)
+    namespace = resolve_namespace(given)
+    if not DNS_LABEL_RE.match(namespace):
+        problems.append(f"{where}.namespace: {given!r} is not a Kubernetes namespace name"
+                        + (f" (for you: {namespace!r})" if given != namespace else ""))  # fmt: skip
+    return namespace
+
+
 @dataclass(frozen=True)
 class KubeConnection:
     """The ``provider.kubernetes`` section: how to reach the API server."""
@@ -113,11 +123,7 @@ def check_connection(section: Any, problems: list[str]) -> KubeConnection:
         return KubeConnection()
     for key in sorted(set(section) - PROVIDER_KUBE_KEYS):
         problems.append(f"{where}: unknown key {key!r}")
-    given = str(section.get("namespace", DEFAULT_NAMESPACE))
-    namespace = resolve_namespace(given)
-    if not DNS_LABEL_RE.match(namespace):
-        problems.append(f"{where}.namespace: {given!r} is not a Kubernetes namespace name"
-                        + (f" (for you: {namespace!r})" if given != namespace else ""))  # fmt: skip
+    namespace = _namespace(section.get("namespace", DEFAULT_NAMESPACE), where, problems)
     for key in ("kubeconfig", "context"):
         value = section.get(key, "")
         if not isinstance(value, str):
@@ -150,11 +156,7 @@ def check_pod_options(
                 f"{where}.image: {image!r} cannot join this cluster: {why} "
                 "(a burst pod must run the head's Ray and Python versions)"
             )
-    given = str(node_config.get("namespace", namespace))
-    namespace = resolve_namespace(given)
-    if not DNS_LABEL_RE.match(namespace):
-        problems.append(f"{where}.namespace: {given!r} is not a Kubernetes namespace name"
-                        + (f" (for you: {namespace!r})" if given != namespace else ""))  # fmt: skip
+    namespace = _namespace(node_config.get("namespace", namespace), where, problems)
     selector = node_config.get("node_selector") or {}
     if not isinstance(selector, Mapping):
         problems.append(f"{where}.node_selector: expected a mapping, got {selector!r}")

@@ -14,7 +14,7 @@ environment calls ``activate()`` at start-up, which points Python's ``tempfile``
 (checked by ``private``: owned by the user, 0700, not a symlink). If another account made that
 directory first, the process gets a fresh ``mkdtemp`` directory instead (nothing planted is
 read) and the provider and the ``ray-slurm`` commands refuse to go on, naming the path.
-The hook costs one ``lstat`` and, the first time on a host, one ``mkdir``.
+The hook costs a ``mkdir`` attempt and a few ``stat`` calls (the root and the directories above it).
 """
 
 from __future__ import annotations
