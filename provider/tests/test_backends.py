@@ -38,3 +38,39 @@ def test_a_failed_scancel_is_retried(settings, cluster, fake_bin, tmp_path):
         with pytest.raises(SlurmError, match="Unable to contact"):
             backend.terminate(["21"])
     assert backend.slurm.calls == 2  # not remembered as cancelled
+
+
+def _squeue_lines(*jobs: tuple[str, str, str]) -> str:
+    """squeue lines (our format) for (job id, state, job name) of cluster jobs."""
+    return "".join(f"{i}|{state}|n1|UNLIMITED|{name}|None\n" for i, state, name in jobs)
+
+
+def test_a_watched_job_that_fails_reports_its_type_once(settings, cluster, fake_bin, tmp_path):
+    """The job dies of its setup line: the provider hears state, exit code and log tail once;
+    jobs it cancelled, jobs of another head and nodes that failed are not the type's fault."""
+    queue = tmp_path / "squeue.out"
+    fake_bin("squeue", f"cat {queue}")
+    fake_bin("scontrol", '[ "$4" = 33 ] && s=NODE_FAIL || s=FAILED\n'
+                         'echo "JobId=$4 JobState=$s ExitCode=3:0 RunTime=00:00:01 '
+                         'NodeList=n1 StdOut=/nonexistent"')  # fmt: skip
+    fake_bin("scancel", "true")
+    failures: list[tuple[str, str]] = []
+    backend = SlurmBackend(settings, Slurm(bin_dir=str(tmp_path / "bin")), cluster,
+                           on_failure=lambda t, why: failures.append((t, why)))  # fmt: skip
+    worker = f"ray.{settings.cluster_name}.worker.cpu"
+    queue.write_text(_squeue_lines(("31", "RUNNING", worker), ("32", "RUNNING", worker),
+                                   ("33", "RUNNING", worker)))  # fmt: skip
+    assert [n.node_id for n in backend.list_nodes()] == ["31", "32", "33"]
+    backend.terminate(["32"])
+    queue.write_text(
+        _squeue_lines(
+            ("30", "FAILED", worker),
+            ("31", "FAILED", worker),
+            ("32", "CANCELLED", worker),
+            ("33", "NODE_FAIL", worker),
+        )
+    )
+    assert backend.list_nodes() == []
+    assert backend.list_nodes() == []  # listed again: reported once
+    assert failures == [("cpu", "job 31 ended FAILED (exit code 3:0) on n1 after 1 s; "
+                                "its log /nonexistent is empty or unreadable")]  # fmt: skip

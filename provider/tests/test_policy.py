@@ -35,15 +35,49 @@ def test_backoff_refuses_until_the_delay_passed_and_names_the_reason():
     backoff.check("cpu")
 
 
-def test_backoff_doubles_up_to_a_maximum_and_resets_on_success():
-    backoff = TypeBackoff(Clock())
-    delays = [backoff.fail("cpu", "x") for _ in range(8)]
+def test_backoff_doubles_per_round_up_to_a_maximum_and_resets_on_success():
+    clock = Clock()
+    backoff = TypeBackoff(clock)
+    delays = []
+    for _ in range(8):  # each round: the back-off ran out, the next try failed again
+        delays.append(backoff.fail("cpu", "x"))
+        clock.now += delays[-1]
     assert delays[:3] == [BACKOFF_START_S, 2 * BACKOFF_START_S, 4 * BACKOFF_START_S]
     assert delays[-1] == BACKOFF_MAX_S
+    clock.now -= 1
     assert backoff.backed_off() == {"cpu": "x"}
     backoff.succeed("cpu")
     backoff.check("cpu")
     assert backoff.fail("cpu", "y") == BACKOFF_START_S
+
+
+def test_failures_of_one_round_count_once():
+    """Five jobs of one launch that all die of the same setup line: one doubling, not five."""
+    clock = Clock()
+    backoff = TypeBackoff(clock)
+    assert backoff.fail("cpu", "job 1 ended FAILED") == BACKOFF_START_S
+    clock.now += 5
+    assert [backoff.fail("cpu", f"job {i} ended FAILED") for i in (2, 3)] == [25, 25]
+    assert backoff.backed_off() == {"cpu": "job 3 ended FAILED"}  # the latest reason
+    clock.now += 26
+    assert backoff.fail("cpu", "job 6 ended FAILED") == 2 * BACKOFF_START_S
+
+
+def test_a_failing_type_gets_one_node_at_a_time_until_one_starts():
+    clock = Clock()
+    backoff = TypeBackoff(clock)
+    assert backoff.allowed("cpu", 5, unproven=["7", "8"]) == 5  # a healthy type: all of them
+    backoff.fail("cpu", "job 7 ended FAILED (exit code 3:0)")
+    with pytest.raises(LaunchRefused, match="backed off"):
+        backoff.allowed("cpu", 5, unproven=[])
+    clock.now += BACKOFF_START_S
+    assert backoff.failing("cpu")
+    assert backoff.allowed("cpu", 5, unproven=[]) == 1  # the probe
+    with pytest.raises(LaunchRefused, match="one node at a time .* waiting for 9"):
+        backoff.allowed("cpu", 1, unproven=["9"])
+    backoff.succeed("cpu")  # job 9 has run for START_WINDOW_S
+    assert not backoff.failing("cpu")
+    assert backoff.allowed("cpu", 5, unproven=["9"]) == 5
 
 
 @pytest.mark.parametrize(

@@ -15,14 +15,15 @@ import signal
 import socket
 import subprocess
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
 
 from ray_slurm.config import NodeTypeSpec, Settings
-from ray_slurm.jobscript import login_head_id, parse_job_name, render
-from ray_slurm.slurm import JobState, Slurm, clean_env, parse_duration
+from ray_slurm.ended import FAILED_STATES, how_job_ended
+from ray_slurm.jobscript import job_log, login_head_id, parse_job_name, render
+from ray_slurm.slurm import Job, JobState, Slurm, clean_env, parse_duration
 from ray_slurm.state import ClusterDir, write_private
 
 logger = logging.getLogger(__name__)
@@ -65,6 +66,7 @@ class LaunchRequest:
 
 class Backend(Protocol):
     name: str
+    settings: Settings  # replaced when `ray up` uploads a new config to a running cluster
 
     def list_nodes(self) -> list[Node]:
         """Every node of this cluster the backend has (not the ones that are gone)."""
@@ -87,27 +89,57 @@ RECANCEL_S = 60.0
 
 
 class SlurmBackend:
-    """Each node is one SLURM batch job named ``ray.<cluster>.<kind>.<type>``."""
+    """Each node is one SLURM batch job named ``ray.<cluster>.<kind>.<type>``.
+
+    ``on_failure(node_type, why)`` hears of every worker job this process launched or saw alive
+    that then ended in failure through its own fault (``ended``): the provider backs the type
+    off. Jobs that ended before this process watched them (a previous head's) are not reported.
+    """
 
     name = "slurm"
 
-    def __init__(self, settings: Settings, slurm: Slurm, cluster: ClusterDir) -> None:
+    def __init__(
+        self,
+        settings: Settings,
+        slurm: Slurm,
+        cluster: ClusterDir,
+        on_failure: Callable[[str, str], None] | None = None,
+    ) -> None:
         self.settings = settings
         self.slurm = slurm
         self.cluster = cluster
+        self.on_failure = on_failure
         self._cancelled: dict[str, float] = {}  # job id -> when we cancelled it (monotonic)
+        self._watched: set[str] = set()  # jobs launched or seen alive by this process
 
     def list_nodes(self) -> list[Node]:
         """One squeue call for every job of this cluster (every state but terminal ones)."""
         nodes = []
         for job in self.slurm.squeue():
             owner = parse_job_name(job.name, self.settings.cluster_name)
-            if owner is None or job.state is JobState.GONE:
+            if owner is None:
                 continue
             kind, node_type = owner
+            if job.state is JobState.GONE:
+                if job.job_id in self._watched:
+                    self._watched.discard(job.job_id)
+                    self._ended(job, kind, node_type)
+                continue
+            self._watched.add(job.job_id)
             nodes.append(Node(job.job_id, self.name, kind, node_type, job.state, job.node,
                               job.reason, job.time_left))  # fmt: skip
         return nodes
+
+    def _ended(self, job: Job, kind: str, node_type: str) -> None:
+        """A watched job ended: say how if it failed, and report a broken type."""
+        state = job.slurm_state.split()[0]
+        if state not in FAILED_STATES or job.job_id in self._cancelled:
+            return
+        log = job_log(self.cluster, self.settings.cluster_name, kind, node_type, job.job_id)
+        end = how_job_ended(self.slurm, job.job_id, state, log)
+        logger.warning("%s node of type %s: %s", kind, node_type, end.describe())
+        if kind == "worker" and end.types_fault and self.on_failure is not None:
+            self.on_failure(node_type, end.describe())
 
     def launch(self, request: LaunchRequest) -> str:
         script = render(self.settings, self.cluster, request.spec, request.head_address,
@@ -116,7 +148,9 @@ class SlurmBackend:
         extra_args = []
         if request.time_limit_minutes is not None:
             extra_args.append(f"--time={request.time_limit_minutes}")
-        return self.slurm.sbatch(script.path, extra_args)
+        job_id = self.slurm.sbatch(script.path, extra_args)
+        self._watched.add(job_id)
+        return job_id
 
     def terminate(self, node_ids: Sequence[str]) -> None:
         """One scancel for all the jobs not already cancelled in the last RECANCEL_S."""

@@ -17,6 +17,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 import yaml
 
@@ -142,9 +143,21 @@ def cmd_status(args: argparse.Namespace) -> int:
         print("  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=True)).rstrip())
     if len(rows) == 1:
         print(f"(no node of cluster {settings.cluster_name})")
+    print_failures(cluster.read_state().get("failures", {}))
     if head:
         print(f"autoscaler log: {head['autoscaler_log']} (on {head['host']})")
     return 0
+
+
+def print_failures(failures: dict[str, dict[str, Any]]) -> None:
+    """Node types the head's autoscaler backs off: why, and until when (its state record)."""
+    for node_type, record in sorted(failures.items()):
+        until = float(record["until"])
+        if until > time.time():
+            when = "no new node before " + time.strftime("%H:%M:%S", time.localtime(until))
+        else:
+            when = "trying again, one node at a time until one starts"
+        print(f"node type {node_type} failed {record['count']} time(s), {when}: {record['why']}")
 
 
 NODE_IP_WAIT_S = 180  # a job that starts while slurmctld is away waits this long for it

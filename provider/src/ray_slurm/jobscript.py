@@ -26,6 +26,12 @@ def job_name(cluster_name: str, kind: str, node_type: str) -> str:
     return f"ray.{cluster_name}.{kind}.{node_type}"
 
 
+def job_log(cluster: ClusterDir, cluster_name: str, kind: str, node_type: str, job_id: str) -> str:
+    """Where a job's output goes: the template's ``--output=<logs>/%x-%j.log``."""
+    name = job_name(cluster_name, kind, node_type)
+    return os.path.join(cluster.logs_dir, f"{name}-{job_id}.log")
+
+
 def parse_job_name(name: str, cluster_name: str) -> tuple[str, str] | None:
     """``(kind, node_type)`` if the job belongs to this cluster, else None."""
     parts = name.split(".")

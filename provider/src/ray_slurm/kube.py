@@ -18,13 +18,13 @@ from ray_slurm.backends import LaunchRequest, Node
 from ray_slurm.config import NodeTypeSpec, Settings
 from ray_slurm.errors import BackendError
 from ray_slurm.kubetypes import head_versions
+from ray_slurm.policy import START_WINDOW_S
 from ray_slurm.private import user_name
 from ray_slurm.slurm import JobState
 from ray_slurm.state import ClusterDir
 
 logger = logging.getLogger(__name__)
 
-QUICK_FAILURE_S = 120  # a pod that ends this soon after it started means the type is broken
 NAME_RETRIES = 3  # pod names are random: a 409 AlreadyExists is retried with a new name
 
 
@@ -171,7 +171,7 @@ class KubernetesBackend:
         if container and container.state and container.state.terminated:
             finished = container.state.terminated.finished_at
         quick = started is None or finished is None or (
-            (finished - started).total_seconds() < QUICK_FAILURE_S
+            (finished - started).total_seconds() < START_WINDOW_S
         )  # fmt: skip
         logger.warning("pod %s (node type %s) ended: %s", name, node_type, how)
         self.terminate([name], grace_s=0)

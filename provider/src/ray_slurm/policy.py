@@ -7,10 +7,14 @@ from __future__ import annotations
 
 import math
 import time
+from collections.abc import Callable, Sequence
 
 BACKOFF_START_S = 30.0  # after SLURM refused or could not place a type, wait this long at first
 BACKOFF_MAX_S = 600.0
 HEAD_TIME_MARGIN_S = 60.0  # a worker's time limit ends this long before its head's
+# A node that ends sooner than this after it started died at start (its type is broken); one that
+# has run this long proves that its type works again.
+START_WINDOW_S = 120.0
 
 
 class LaunchRefused(RuntimeError):
@@ -18,14 +22,17 @@ class LaunchRefused(RuntimeError):
 
 
 class TypeBackoff:
-    """Per node type: after a failure, no new job of that type for a while (doubling).
+    """Per node type: after a failure, no new job of that type for a while (doubling per round),
+    then one job at a time until one of them has run for ``START_WINDOW_S``.
 
-    This is what keeps a rejected sbatch (bad partition, QOS limit) or a type that never leaves
-    the queue from turning into a retry storm: the autoscaler asks every few seconds, SLURM is
-    asked at most once per back-off period.
+    This is what keeps a rejected sbatch (bad partition, QOS limit), a type that never leaves the
+    queue or a job that dies at start (a failing setup line) from turning into a retry storm: the
+    autoscaler asks every few seconds, SLURM is asked at most once per back-off period. Jobs of
+    one round fail together (a launch of five, all with the same bad setup line): failures while
+    a back-off is in force do not double it again.
     """
 
-    def __init__(self, clock: callable = time.monotonic) -> None:  # type: ignore[valid-type]
+    def __init__(self, clock: Callable[[], float] = time.monotonic) -> None:
         self._clock = clock
         self._until: dict[str, float] = {}
         self._delay: dict[str, float] = {}
@@ -39,14 +46,37 @@ class TypeBackoff:
                 f"{until - self._clock():.0f} s: {self._why[node_type]}"
             )
 
+    def allowed(self, node_type: str, count: int, unproven: Sequence[str]) -> int:
+        """How many of ``count`` new nodes may be launched now; raises LaunchRefused for none.
+
+        ``unproven``: the type's nodes that exist but have not yet run for START_WINDOW_S.
+        """
+        self.check(node_type)
+        if node_type not in self._delay:
+            return count
+        if unproven:
+            raise LaunchRefused(
+                f"node type {node_type} failed recently ({self._why[node_type]}); "
+                f"one node at a time until one starts: waiting for {', '.join(unproven)}"
+            )
+        return min(count, 1)
+
     def fail(self, node_type: str, why: str) -> float:
         """Record a failure; returns the back-off delay now in force."""
+        now = self._clock()
+        until = self._until.get(node_type)
+        self._why[node_type] = why
+        if until is not None and now < until:  # the same round
+            return until - now
         previous = self._delay.get(node_type)
         delay = BACKOFF_START_S if previous is None else min(previous * 2, BACKOFF_MAX_S)
         self._delay[node_type] = delay
-        self._until[node_type] = self._clock() + delay
-        self._why[node_type] = why
+        self._until[node_type] = now + delay
         return delay
+
+    def failing(self, node_type: str) -> bool:
+        """Whether the type failed and has not proven itself since."""
+        return node_type in self._delay
 
     def succeed(self, node_type: str) -> None:
         for table in (self._until, self._delay, self._why):

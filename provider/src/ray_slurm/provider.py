@@ -43,6 +43,7 @@ from ray_slurm.private import UnsafePathError
 from ray_slurm.reconcile import nodes_in_state, reconcile
 from ray_slurm.slurm import JobState, Slurm
 from ray_slurm.state import ClusterDir
+from ray_slurm.watch import NodeWatch
 
 logger = logging.getLogger(__name__)
 
@@ -64,15 +65,17 @@ class SlurmNodeProvider(NodeProvider):
         super().__init__(provider_config, cluster_name)
         self.slurm = Slurm(self.settings.slurm_bin, self.settings.slurm_timeout_s)
         self.addresses = NodeAddresses(self.slurm, self.settings.node_map)
+        self.backoff = TypeBackoff()
+        self.watch = NodeWatch(self.settings, self.cluster, self.backoff)
+        failed = self.watch.type_failed
         self.backends: dict[str, Backend] = {
-            "slurm": SlurmBackend(self.settings, self.slurm, self.cluster),
+            "slurm": SlurmBackend(self.settings, self.slurm, self.cluster, on_failure=failed),
             "login": LoginBackend(self.settings, self.cluster),
         }
         if self.settings.kube_types:
             self.backends["kubernetes"] = KubernetesBackend(
-                self.settings, self.cluster, on_failure=self._type_failed
+                self.settings, self.cluster, on_failure=failed
             )
-        self.backoff = TypeBackoff()
         # Only the head's autoscaler keeps the autoscaling config (the head job names it).
         self.autoscaling: burst.AutoscalingConfig | None = None
         if os.environ.get(burst.AUTOSCALING_CONFIG_ENV) == str(self.cluster.autoscaling_config):
@@ -80,11 +83,11 @@ class SlurmNodeProvider(NodeProvider):
                 self.cluster.bootstrap_config, self.cluster.autoscaling_config
             )
         self._held: dict[str, int] = {}
+        self._followed: dict[str, Any] | None = None  # the uploaded config the settings are from
         self._lock = threading.RLock()
         self._nodes: dict[str, Node] = {}
         self._tags: dict[str, dict[str, str]] = {}
         self._created: dict[str, float] = {}
-        self._reasons: dict[str, str] = {}
         self._listed_at = float("-inf")
 
     # ----------------------------------------------------------------- listing
@@ -107,12 +110,15 @@ class SlurmNodeProvider(NodeProvider):
                     listed = self._last_known(backend.name)
                     complete = False
                 nodes.update({n.node_id: n for n in listed})
+            if complete:
+                nodes.update(self.watch.ended_unseen(nodes))
             self._tags, self._created = reconcile(self.cluster, self.cluster_name, nodes,
                                                   listed_after, prune=complete)  # fmt: skip
             self._nodes = nodes
             self._listed_at = time.monotonic()
             if complete:
-                self._watch_pending(nodes)
+                for name, ids in self.watch.observe(nodes, self._created).items():
+                    self.backends[name].terminate(ids)
                 self._hold_types(nodes)
             return self._nodes
 
@@ -122,40 +128,14 @@ class SlurmNodeProvider(NodeProvider):
             return [n for n in self._nodes.values() if n.backend == backend]
         return nodes_in_state(self.cluster, backend)
 
-    def _watch_pending(self, nodes: dict[str, Node]) -> None:
-        """Log why nodes wait; end workers that waited past their type's pending timeout."""
-        overdue = []
-        for node in nodes.values():
-            if node.state is not JobState.PENDING:
-                self._reasons.pop(node.node_id, None)
-                continue
-            if self._reasons.get(node.node_id) != node.reason:
-                self._reasons[node.node_id] = node.reason
-                logger.info("%s %s (node type %s) is pending: %s", _what(node), node.node_id,
-                            node.node_type, node.reason)  # fmt: skip
-            spec = self.settings.node_types.get(node.node_type)
-            waited = time.time() - self._created.get(node.node_id, time.time())
-            if node.kind == "worker" and spec and waited > self.settings.pending_timeout(spec):
-                overdue.append((node, waited))
-        by_backend: dict[str, list[str]] = {}
-        for node, waited in overdue:
-            self._type_failed(node.node_type, f"{_what(node)} {node.node_id} waited {waited:.0f} s "
-                              f"without starting ({node.reason}); it was removed")  # fmt: skip
-            by_backend.setdefault(node.backend, []).append(node.node_id)
-        for name, ids in by_backend.items():
-            self.backends[name].terminate(ids)
-
-    def _type_failed(self, node_type: str, why: str) -> None:
-        delay = self.backoff.fail(node_type, why)
-        logger.warning("node type %s unavailable: %s; no new node of this type for %.0f s",
-                       node_type, why, delay)  # fmt: skip
-
     def _hold_types(self, nodes: dict[str, Node]) -> None:
         """The burst policy: tell the autoscaler which types must not grow now (``burst``)."""
         if self.autoscaling is None:
             return
         try:
             bootstrap = self.autoscaling.bootstrap()
+            if bootstrap is not self._followed:
+                self._follow_config(bootstrap)
             counts = Counter(n.node_type for n in nodes.values() if n.kind == "worker")
             self._held = burst.limits(self.settings, burst.max_workers_of(bootstrap), counts,
                                       self.backoff.backed_off())  # fmt: skip
@@ -163,9 +143,32 @@ class SlurmNodeProvider(NodeProvider):
         except (OSError, yaml.YAMLError) as exc:
             logger.error("cannot update %s: %s", self.autoscaling.path, exc)
 
+    def _follow_config(self, bootstrap: dict[str, Any]) -> None:
+        """`ray up` on a running cluster uploaded a new config: the autoscaler reads it from its
+        next loop on, so new nodes are made from it too (a changed type starts afresh)."""
+        self._followed = bootstrap
+        try:
+            settings = config.load_settings(bootstrap["provider"], self.cluster_name)
+        except (ConfigError, KeyError, TypeError) as exc:
+            logger.error("keeping the previous node types: the uploaded config is not usable: %s",
+                         exc)  # fmt: skip
+            return
+        if settings == self.settings:
+            return
+        for name, spec in settings.node_types.items():
+            if self.settings.node_types.get(name) != spec and self.backoff.failing(name):
+                logger.info("node type %s changed: its back-off is lifted", name)
+                self.watch.forget(name)
+        logger.info("using the config `ray up` uploaded: node types %s",
+                    ", ".join(sorted(settings.node_types)))  # fmt: skip
+        self.settings = self.watch.settings = settings
+        for backend in self.backends.values():
+            backend.settings = settings
+
     def non_terminated_nodes(self, tag_filters: dict[str, str]) -> list[str]:
         nodes = self._refresh()
         with self._lock:
+            self.watch.reported(nodes)
             return [
                 node_id
                 for node_id in nodes
@@ -228,7 +231,10 @@ class SlurmNodeProvider(NodeProvider):
         labels: dict[str, str],
     ) -> None:
         spec = self.settings.spec(tags[TAG_RAY_USER_NODE_TYPE])
-        self.backoff.check(spec.name)
+        # While a type fails, one node at a time; the rest of the request fails at once (below).
+        allowed = self.backoff.allowed(
+            spec.name, count, self.watch.unproven(spec.name, self._refresh())
+        )
         if spec.name in self._held and spec.backend == "kubernetes":
             raise LaunchRefused(f"node type {spec.name}: Kubernetes types are used only while "
                                 "the SLURM types cannot deliver")  # fmt: skip
@@ -250,11 +256,11 @@ class SlurmNodeProvider(NodeProvider):
                 spec, head_address=f"{head['ip']}:{head['gcs_port']}", time_limit_minutes=minutes
             )  # never outlive the head's job
         backend = self.backends[spec.backend]
-        for _ in range(count):
+        for _ in range(allowed):
             try:
                 node_id = backend.launch(request)
             except BackendError as exc:
-                delay = self.backoff.fail(spec.name, str(exc))
+                delay = self.watch.type_failed(spec.name, str(exc), log=False)
                 logger.error("node type %s: %s (no new job of this type for %.0f s)",
                              spec.name, exc, delay)  # fmt: skip
                 raise LaunchRefused(f"node type {spec.name}: {exc}") from exc
@@ -263,8 +269,12 @@ class SlurmNodeProvider(NodeProvider):
                 state["nodes"][node_id] = {"backend": backend.name, "created": time.time(),
                                            "tags": dict(tags)}  # fmt: skip
                 self._listed_at = float("-inf")
+                self.watch.launched(Node(node_id, backend.name, spec.kind, spec.name,
+                                         JobState.PENDING))  # fmt: skip
             logger.info("launched %s node %s of type %s", spec.backend, node_id, spec.name)
-        self.backoff.succeed(spec.name)
+        if allowed < count:
+            raise LaunchRefused(f"node type {spec.name} failed recently: launched {allowed} of "
+                                f"{count} nodes, one at a time until one starts")  # fmt: skip
 
     def _head_time_left(self) -> float | None:
         """Seconds until the head's job hits its time limit (None: no limit, or not a job)."""
@@ -385,8 +395,3 @@ class SlurmNodeProvider(NodeProvider):
 class ConfigRefused(click.ClickException):
     """A config (or a path) the provider will not use. Ray's commands are click commands: they
     print the message (every problem, by field and value) and exit 1, with no traceback."""
-
-
-def _what(node: Node) -> str:
-    """What a node is to its backend, for messages: a job, a pod, a process."""
-    return {"slurm": "job", "kubernetes": "pod"}.get(node.backend, "process")

@@ -1,0 +1,134 @@
+"""What the provider learns from each listing: nodes that wait too long, nodes that ended before
+Ray saw them, node types that fail and types that proved they work again.
+
+The rules (how long to back off, one node at a time while a type fails) are ``policy``'s; this
+keeps the per-node memory they need and writes each type's latest failure to the state file, so
+that ``ray-slurm status`` (another process) shows why a type gets no new node.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Iterable
+from typing import Any
+
+from ray_slurm.backends import Node
+from ray_slurm.config import Settings
+from ray_slurm.policy import START_WINDOW_S, TypeBackoff
+from ray_slurm.slurm import JobState
+from ray_slurm.state import ClusterDir
+
+logger = logging.getLogger(__name__)
+
+
+class NodeWatch:
+    def __init__(self, settings: Settings, cluster: ClusterDir, backoff: TypeBackoff) -> None:
+        self.settings = settings
+        self.cluster = cluster
+        self.backoff = backoff
+        self._reasons: dict[str, str] = {}  # node id -> the pending reason last logged
+        self._running_since: dict[str, float] = {}  # node id -> first seen running (monotonic)
+        self._unseen: dict[str, Node] = {}  # launched here, not yet shown to Ray
+
+    # ------------------------------------------------------------ Ray's view
+
+    def launched(self, node: Node) -> None:
+        """A node this process launched: Ray must see it listed at least once (``ended``)."""
+        self._unseen[node.node_id] = node
+
+    def reported(self, node_ids: Iterable[str]) -> None:
+        """Ray has seen these nodes listed."""
+        for node_id in node_ids:
+            self._unseen.pop(node_id, None)
+
+    def ended_unseen(self, listed: dict[str, Node]) -> dict[str, Node]:
+        """Nodes launched here that ended before Ray saw them listed, as ending nodes.
+
+        Ray's autoscaler matches a launch to a node when it first sees the node; a job that dies
+        within seconds would never be seen, and its launch would wait as "launching" for Ray's
+        request timeout (600 s). Listed once as ending, the launch is matched, then ends at once.
+        """
+        return {
+            node_id: Node(
+                node_id,
+                node.backend,
+                node.kind,
+                node.node_type,
+                JobState.STOPPING,
+                reason="ended before it was seen running",
+            )  # fmt: skip
+            for node_id, node in self._unseen.items()
+            if node_id not in listed
+        }
+
+    # ------------------------------------------------------------ each listing
+
+    def observe(self, nodes: dict[str, Node], created: dict[str, float]) -> dict[str, list[str]]:
+        """Log why nodes wait, prove types whose nodes run; returns the workers (by backend) that
+        waited past their type's pending timeout, to be terminated."""
+        now = time.monotonic()
+        self._running_since = {i: t for i, t in self._running_since.items() if i in nodes}
+        overdue: dict[str, list[str]] = {}
+        for node in nodes.values():
+            if node.state is JobState.RUNNING:
+                since = self._running_since.setdefault(node.node_id, now)
+                if now - since >= START_WINDOW_S and self.backoff.failing(node.node_type):
+                    self._proven(node)
+            if node.state is not JobState.PENDING:
+                self._reasons.pop(node.node_id, None)
+                continue
+            if self._reasons.get(node.node_id) != node.reason:
+                self._reasons[node.node_id] = node.reason
+                logger.info("%s %s (node type %s) is pending: %s", what(node), node.node_id,
+                            node.node_type, node.reason)  # fmt: skip
+            spec = self.settings.node_types.get(node.node_type)
+            waited = time.time() - created.get(node.node_id, time.time())
+            if node.kind == "worker" and spec and waited > self.settings.pending_timeout(spec):
+                self.type_failed(node.node_type, f"{what(node)} {node.node_id} waited "
+                                 f"{waited:.0f} s without starting ({node.reason}); it was "
+                                 "removed")  # fmt: skip
+                overdue.setdefault(node.backend, []).append(node.node_id)
+        return overdue
+
+    def unproven(self, node_type: str, nodes: dict[str, Node]) -> list[str]:
+        """The type's nodes that have not yet run for START_WINDOW_S (pending ones included)."""
+        now = time.monotonic()
+        return [
+            n.node_id
+            for n in nodes.values()
+            if n.node_type == node_type and n.kind == "worker"
+            and now - self._running_since.get(n.node_id, now) < START_WINDOW_S
+        ]  # fmt: skip
+
+    # ------------------------------------------------------------ failures
+
+    def type_failed(self, node_type: str, why: str, log: bool = True) -> float:
+        """A node of the type could not be started: back off, and say so where users look.
+        Returns the back-off delay (``log=False``: the caller logs it in its own words)."""
+        delay = self.backoff.fail(node_type, why)
+        if log:
+            logger.warning("node type %s unavailable: %s; no new node of this type for %.0f s",
+                           node_type, why, delay)  # fmt: skip
+        with self.cluster.update() as state:
+            failures: dict[str, Any] = state.setdefault("failures", {})
+            previous = failures.get(node_type, {})
+            failures[node_type] = {"why": why, "at": time.time(), "until": time.time() + delay,
+                                   "count": previous.get("count", 0) + 1}  # fmt: skip
+        return delay
+
+    def _proven(self, node: Node) -> None:
+        logger.info("node type %s works again: %s %s has run for %.0f s", node.node_type,
+                    what(node), node.node_id, START_WINDOW_S)  # fmt: skip
+        self.forget(node.node_type)
+
+    def forget(self, node_type: str) -> None:
+        """The type works (or was changed): no back-off, no failure record."""
+        self.backoff.succeed(node_type)
+        with self.cluster.update() as state:
+            state.get("failures", {}).pop(node_type, None)
+
+
+def what(node: Node) -> str:
+    """What a node is to its backend, for messages: a job, a pod, a process."""
+    return {"slurm": "job", "kubernetes": "pod"}.get(node.backend, "process")
