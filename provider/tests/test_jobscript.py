@@ -315,7 +315,9 @@ def test_running_the_worker_script(make_settings, fake_ray_env, short_temp_root,
     planted.mkdir(mode=0o777)
     proc = _run(text, tmp_path, job_id="4242")
 
-    assert proc.returncode == 3, proc.stderr  # the job ends with Ray's own exit status
+    assert proc.returncode == 3, (
+        proc.stdout + proc.stderr
+    )  # the job ends with Ray's own exit status
     args = (record / "ray.args").read_text().splitlines()
     assert args[0] == "start"
     assert args[-1] == "--block"
@@ -398,3 +400,36 @@ def test_running_the_login_head_script(make_settings, fake_ray_env, short_temp_r
     assert re.fullmatch(
         rf"{re.escape(short_temp_root)}/rs-h[0-9a-f]{{10}}\.[A-Za-z0-9]{{6}}/r", temp_dir
     )  # below a private directory of its own
+
+
+def test_ray_processes_that_outlive_ray_start_do_not_keep_the_temp_dir(
+    make_settings, fake_ray_env, short_temp_root, tmp_path
+):
+    """Ray's raylet and workers die a moment after `ray start` and write below the temp dir
+    while they do: the job ends them and still removes the directory."""
+    env_dir, record = fake_ray_env
+    ray = env_dir / "bin" / "ray"
+    ray.write_text(f"""#!/bin/bash
+for a in "$@"; do case "$a" in --temp-dir=*) d="${{a#--temp-dir=}}" ;; esac; done
+mkdir -p "$d"
+# a "raylet" that ignores SIGTERM and keeps writing below the temp dir
+nohup bash -c 'trap "" TERM; while :; do mkdir -p "$0/logs"; touch "$0/logs/$RANDOM"; done' \
+    "$d" >/dev/null 2>&1 &
+echo $! > {record}/child.pid
+sleep 0.3
+exit 0
+""")
+
+    def change(cfg):
+        cfg["provider"]["ray_env"] = str(env_dir)
+        cfg["provider"]["temp_root"] = short_temp_root
+
+    settings = make_settings(change)
+    cluster = _cluster(settings)
+    text = render(settings, cluster, settings.spec("cpu"), head_address=HEAD_ADDRESS).text
+    proc = _run(text, tmp_path, job_id="4343")
+
+    assert proc.returncode == 0, proc.stderr
+    assert os.listdir(short_temp_root) == []
+    stat = Path(f"/proc/{(record / 'child.pid').read_text().strip()}/stat")
+    assert not stat.exists() or stat.read_text().split()[2] == "Z"  # ended (at most a zombie)
