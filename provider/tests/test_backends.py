@@ -1,11 +1,14 @@
-"""The SLURM backend cancels a job once: `ray down` and the autoscaler ask again while it drains."""
+"""The backends: the SLURM backend cancels a job once, the login head is found without a record."""
 
 from __future__ import annotations
+
+import subprocess
+import time
 
 import pytest
 
 from ray_slurm import backends
-from ray_slurm.backends import SlurmBackend
+from ray_slurm.backends import LoginBackend, SlurmBackend
 from ray_slurm.private import user_name
 from ray_slurm.slurm import Slurm, SlurmError
 
@@ -74,3 +77,32 @@ def test_a_watched_job_that_fails_reports_its_type_once(settings, cluster, fake_
     assert backend.list_nodes() == []  # listed again: reported once
     assert failures == [("cpu", "job 31 ended FAILED (exit code 3:0) on n1 after 1 s; "
                                 "its log /nonexistent is empty or unreadable")]  # fmt: skip
+
+
+def test_a_login_head_without_a_record_is_found_and_stopped(settings, cluster):
+    """`ray up` interrupted between starting the login head and recording it, or a state file
+    moved aside: the head is found from the process table, so `ray down` stops it."""
+    cluster.create()
+    script = cluster.jobs_dir / "head-head.sh"
+    script.write_text("sleep 300 &\nsleep 0.01 & wait\nwait\n")  # a subshell-making script
+    impostor = cluster.jobs_dir / "worker-cpu.sh"  # not a head: never taken for one
+    impostor.write_text("sleep 300\n")
+    head = subprocess.Popen(["bash", str(script)], start_new_session=True)
+    other = subprocess.Popen(["bash", str(impostor)], start_new_session=True)
+    try:
+        backend = LoginBackend(settings, cluster)
+        deadline = time.monotonic() + 10
+        while not backend.list_nodes() and time.monotonic() < deadline:
+            time.sleep(0.05)
+        [node] = backend.list_nodes()
+        assert (node.node_id, node.kind, node.node_type) == ("login-head", "head", "head")
+        assert "login_head" not in cluster.read_state()  # nothing was recorded
+
+        backend.terminate([node.node_id], grace_s=5)
+        assert head.wait(timeout=10) is not None
+        assert backend.list_nodes() == []
+        assert other.poll() is None  # only the head's process group was stopped
+    finally:
+        for proc in (head, other):
+            proc.kill()
+            proc.wait()

@@ -10,7 +10,14 @@ from pathlib import Path
 import pytest
 from ray.autoscaler._private.subprocess_output_util import ProcessRunnerError
 
-from ray_slurm.command_runner import LocalCommandRunner, SrunCommandRunner, is_ray_stop
+from ray_slurm.command_runner import (
+    EXEC_STOP_SUFFIX,
+    CommandRefused,
+    LocalCommandRunner,
+    SrunCommandRunner,
+    is_ray_stop,
+)
+from ray_slurm.private import user_name
 
 
 class NoProcesses:
@@ -41,6 +48,7 @@ def runner(home, stops):
         home=str(home),
         env={"RUNNER_VAR": "it's a value with spaces"},
         stop_ray=lambda: stops.append(1),
+        stop_cluster=lambda: stops.append("cluster"),
     )
 
 
@@ -75,7 +83,14 @@ def test_ray_stop_inside_a_longer_command_is_refused(runner, cmd, tmp_path):
 
 
 def test_ray_stop_calls_the_provider_and_runs_nothing(home, stops):
-    runner = LocalCommandRunner("", str(home), {}, lambda: stops.append(1), NoProcesses())
+    runner = LocalCommandRunner(
+        "",
+        str(home),
+        {},
+        lambda: stops.append(1),
+        NoProcesses(),
+        stop_cluster=lambda: stops.append("cluster"),
+    )
     assert runner.run("ray stop") == ""
     assert runner.run("ray stop --force", with_output=True) == ""
     assert stops == [1, 1]
@@ -184,6 +199,7 @@ def _srun_runner(home, srun, stops=None, process_runner=subprocess, not_ready=la
         home=str(home),
         env={},
         stop_ray=lambda: (stops if stops is not None else []).append(1),
+        stop_cluster=lambda: (stops if stops is not None else []).append("cluster"),
         process_runner=process_runner,
     )
 
@@ -242,3 +258,46 @@ def test_ray_stop_of_a_pending_job_still_reaches_the_provider(home):
 
 def test_local_runner_is_always_ready(runner):
     runner.check_ready()
+
+
+# ------------------------------------------------------------- Ray's other commands
+
+
+def test_exec_stop_runs_the_command_then_stops_the_cluster(runner, stops, tmp_path):
+    """`ray exec --stop`: Ray appends `ray stop; ray teardown ...; sudo shutdown -h now`."""
+    marker = tmp_path / "ran"
+    runner.run(f"touch {marker}" + EXEC_STOP_SUFFIX)
+    assert marker.exists() and stops == ["cluster"]
+    with pytest.raises(SystemExit):  # a failing command stops the cluster too
+        runner.run("exit 4" + EXEC_STOP_SUFFIX, exit_on_fail=True)
+    assert stops == ["cluster", "cluster"]
+
+
+def test_dashboard_prints_the_ssh_line_and_opens_no_shell(home, stops, capsys):
+    runner = LocalCommandRunner("", str(home), {}, lambda: stops.append(1), NoProcesses(),
+                                stop_cluster=lambda: None, dashboard="10.77.0.1:24123")  # fmt: skip
+    assert runner.run(None, port_forward=[(8265, 8265)]) == ""
+    out = capsys.readouterr().out
+    assert "http://10.77.0.1:24123" in out
+    assert f"ssh -N -L 8265:10.77.0.1:24123 {user_name()}@" in out
+    without_head = LocalCommandRunner("", str(home), {}, lambda: None, stop_cluster=lambda: None)
+    with pytest.raises(CommandRefused, match="no running head"):
+        without_head.run(None, port_forward=[(8265, 8265)])
+
+
+def test_ray_session_hint_means_the_heads_own_session(home, tmp_path):
+    session = tmp_path / "rs-h1.X" / "r" / "session_latest"
+    (session / "logs").mkdir(parents=True)
+    (session / "logs" / "monitor.log").write_text("autoscaler here\n")
+    runner = LocalCommandRunner("", str(home), {}, lambda: None, stop_cluster=lambda: None,
+                                session_dir=str(session))  # fmt: skip
+    out = runner.run("tail -n 1 /tmp/ray/session_latest/logs/monitor*", with_output=True)
+    assert out == "autoscaler here\n"
+
+
+def test_screen_and_tmux_need_the_tool_and_are_refused_in_a_job(runner, home, monkeypatch):
+    monkeypatch.setenv("PATH", "/nonexistent")
+    with pytest.raises(CommandRefused, match="screen is not installed"):
+        runner.run("screen -L -dm bash -c 'echo x; exec bash'")
+    with pytest.raises(CommandRefused, match="--tmux keeps a session .* job step"):
+        _srun_runner(home, "srun").run("tmux new -d bash -c 'echo x; exec bash'")

@@ -33,6 +33,7 @@ def head(cfg):
 def test_example_bootstraps(bootstrapped, settings, state_dir):
     assert bootstrapped["provider"]["_head_node_type"] == "head"
     assert set(bootstrapped["provider"]["_node_types"]) == {"head", "cpu"}
+    assert bootstrapped["provider"]["_min_workers"] == {"head": 0, "cpu": 0}  # --keep-min-workers
     assert settings.cluster_name == "example"
     assert settings.head_mode == "login"
     assert settings.head_node_type == "head"

@@ -10,7 +10,7 @@ import pytest
 import yaml
 
 from ray_slurm import SlurmNodeProvider, config
-from ray_slurm.provider import ConfigRefused
+from ray_slurm.launcher import ConfigRefused
 from ray_slurm.state import ClusterDir
 
 
@@ -38,3 +38,17 @@ def test_a_raw_provider_section_uses_the_running_clusters_upload(raw_config):
     provider = SlurmNodeProvider(raw["provider"], raw["cluster_name"])
     assert set(provider.settings.node_types) == {"head", "cpu"}
     assert provider.settings.head_node_type == "head"
+
+
+def test_a_state_dir_without_flock_is_a_click_error(bootstrapped, monkeypatch):
+    """No filesystem here refuses flock: ``fcntl.flock`` is replaced (docs/faults.md)."""
+    import errno
+
+    from ray_slurm import state
+
+    def refuse(fd, op):
+        raise OSError(errno.ENOSYS, "Function not implemented")
+
+    monkeypatch.setattr(state.fcntl, "flock", refuse)
+    with pytest.raises(ConfigRefused, match=r"cannot lock .*state\.lock: Function not implemented"):
+        SlurmNodeProvider(bootstrapped["provider"], bootstrapped["cluster_name"])

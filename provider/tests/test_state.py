@@ -122,22 +122,59 @@ def test_concurrent_updates_lose_nothing(cdir):
     assert leftovers(cdir.root) == []
 
 
-def test_corrupt_state_names_the_file(cdir):
+@pytest.mark.parametrize(
+    ("text", "problem"),
+    [
+        ('{"version": 1, "nodes": {', "not valid JSON"),  # truncated mid-write
+        ("", "not valid JSON"),  # empty (a full quota)
+        ("[1, 2]", "not a JSON object"),
+        (json.dumps({"version": 99, "nodes": {}}), "version 99, this provider reads 1"),
+        (json.dumps({"version": 1, "nodes": []}), "no 'nodes' object"),
+    ],
+)
+def test_unusable_state_is_moved_aside_never_an_error(cdir, caplog, text, problem):
     cdir.create()
-    cdir.state_file.write_text('{"version": 1, "nodes": {')
-    with pytest.raises(RuntimeError, match="corrupt state file") as excinfo:
-        cdir.read_state()
-    assert str(cdir.state_file) in str(excinfo.value)
-    with pytest.raises(RuntimeError, match="corrupt"), cdir.update():
-        pass
+    cdir.state_file.write_text(text)
+    assert cdir.read_state() == {"version": STATE_VERSION, "nodes": {}}
+    aside = [p for p in cdir.root.iterdir() if p.name.startswith("state.json.bad-")]
+    assert len(aside) == 1 and aside[0].read_text() == text  # kept for a post-mortem
+    assert not cdir.state_file.exists()
+    assert problem in caplog.text and str(cdir.state_file) in caplog.text
+    with cdir.update() as state:  # and the next update starts afresh
+        state["nodes"]["7"] = {"tags": {}}
+    assert cdir.read_state()["nodes"] == {"7": {"tags": {}}}
 
 
-def test_state_of_another_version_is_refused(cdir):
+def _open_fds() -> int:
+    return len(os.listdir("/proc/self/fd"))
+
+
+def test_a_filesystem_without_flock_is_a_clear_error_and_leaks_nothing(cdir, monkeypatch):
+    """Lustre mounted ``noflock`` answers flock with ENOSYS, some NFS setups with ENOLCK. No
+    such mount here: the refusal is produced by replacing ``fcntl.flock`` (docs/faults.md)."""
+    import errno
+
+    from ray_slurm import state as state_module
+
+    def refuse(fd, op):
+        raise OSError(errno.ENOLCK, os.strerror(errno.ENOLCK))
+
     cdir.create()
-    cdir.state_file.write_text(json.dumps({"version": 99, "nodes": {}}))
-    with pytest.raises(RuntimeError, match="version 99") as excinfo:
-        cdir.read_state()
-    assert str(cdir.state_file) in str(excinfo.value)
+    monkeypatch.setattr(state_module.fcntl, "flock", refuse)
+    before = _open_fds()
+    for _ in range(50):  # the autoscaler asks every few seconds
+        with pytest.raises(state_module.StateLockError) as excinfo, cdir.update():
+            pass
+    assert _open_fds() == before
+    message = str(excinfo.value)
+    assert str(cdir.lock_file) in message and "No locks available" in message
+    assert "provider.state_dir" in message
+
+
+def test_head_start_has_a_lock_of_its_own(cdir):
+    with cdir.locked("head"), cdir.update() as state:  # held together: no deadlock
+        state["x"] = 1
+    assert (cdir.root / "head.lock").exists()
 
 
 def test_write_private_failure_keeps_old_file(tmp_path):

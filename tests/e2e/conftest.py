@@ -17,6 +17,7 @@ import logging
 import os
 import re
 import shutil
+import socket
 import subprocess
 import time
 from collections.abc import Callable, Iterator
@@ -319,6 +320,13 @@ def start_driver(
         command = [user.bin("ray"), "exec", str(cluster.config_path), f"python {script}"]
         return user.popen(command)
     return user.popen([user.bin("python"), "-c", code], env=cluster.env())
+
+
+def gcs_open(ip: str, port: int) -> bool:
+    """Whether something listens at ip:port (a head's GCS, dashboard)."""
+    with socket.socket() as s:
+        s.settimeout(2)
+        return s.connect_ex((ip, port)) == 0
 
 
 def scontrol(*args: str) -> None:

@@ -6,15 +6,9 @@ import os
 import socket
 import stat
 
-from conftest import parse_result, start_driver, wait_for
+from conftest import gcs_open, parse_result, start_driver, wait_for
 
 PROBE = "import ray; ray.init(); print('CPUS', ray.cluster_resources().get('CPU', 0))"
-
-
-def gcs_open(ip: str, port: int) -> bool:
-    with socket.socket() as s:
-        s.settimeout(2)
-        return s.connect_ex((ip, port)) == 0
 
 
 def check_token_is_required(cluster, env, workdir) -> None:

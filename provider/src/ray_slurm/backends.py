@@ -182,14 +182,18 @@ class LoginBackend:
         self.cluster = cluster
 
     def _record(self) -> dict[str, Any] | None:
-        return self.cluster.read_state().get("login_head")
+        """The head's process: as recorded, or found in the process table if the record is
+        missing or stale (a `ray up` interrupted between starting it and recording it, a state
+        file moved aside). Only a record of another login node is taken on trust."""
+        record = self.cluster.read_state().get("login_head")
+        host = socket.gethostname()
+        if record and (record["host"] != host or _alive(record["pid"], record["start_time"])):
+            return record
+        return _find_login_head(Path(self.cluster.jobs_dir))
 
     def list_nodes(self) -> list[Node]:
         record = self._record()
         if not record:
-            return []
-        host = socket.gethostname()
-        if record["host"] == host and not _alive(record["pid"], record["start_time"]):
             return []
         return [Node(login_head_id(), self.name, "head", record["node_type"], JobState.RUNNING,
                      record["host"])]  # fmt: skip
@@ -239,6 +243,32 @@ class LoginBackend:
 
     def cleanup(self) -> None:
         """The head's process group is its only trace: nothing else to remove."""
+
+
+def _find_login_head(jobs_dir: Path) -> dict[str, Any] | None:
+    """A login head of this cluster in the process table: a process of this user whose command
+    line is exactly ``bash <jobs_dir>/head-<type>.sh`` and that leads its own process group (the
+    script's subshells have the same command line, not the same pid)."""
+    prefix = f"{jobs_dir}/head-".encode()
+    uid = os.getuid()
+    for entry in os.scandir("/proc"):
+        if not entry.name.isdigit():
+            continue
+        try:
+            if entry.stat().st_uid != uid:
+                continue
+            with open(f"/proc/{entry.name}/cmdline", "rb") as f:
+                argv = f.read().split(b"\0")[:-1]
+            pid = int(entry.name)
+            leader = os.getpgid(pid) == pid
+        except (OSError, ValueError):
+            continue  # gone meanwhile
+        if leader and len(argv) == 2 and argv[0] == b"bash" and argv[1].startswith(prefix):
+            node_type = argv[1][len(prefix) :].decode(errors="replace").removesuffix(".sh")
+            logger.info("found the login head (pid %d) from the process table", pid)
+            return {"pid": pid, "host": socket.gethostname(), "start_time": _start_time(pid),
+                    "node_type": node_type}  # fmt: skip
+    return None
 
 
 def _start_time(pid: int) -> str:

@@ -27,7 +27,7 @@ from ray_slurm.config import ConfigError, Settings
 from ray_slurm.nodemap import NodeAddresses, NodeMapError
 from ray_slurm.private import UnsafePathError
 from ray_slurm.slurm import Slurm, SlurmError
-from ray_slurm.state import ClusterDir, write_private
+from ray_slurm.state import ClusterDir, StateLockError, write_private
 
 logger = logging.getLogger("ray_slurm.cli")
 
@@ -327,7 +327,8 @@ def main(argv: list[str] | None = None) -> int:
         for problem in exc.problems:
             logger.error("%s", problem)
         return 1
-    except (SlurmError, NodeMapError, UnsafePathError, OSError, KeyError, yaml.YAMLError) as exc:
+    except (SlurmError, NodeMapError, UnsafePathError, StateLockError, OSError, KeyError,
+            yaml.YAMLError) as exc:  # fmt: skip
         logger.error("%s", exc)
         return 1
 

@@ -8,7 +8,17 @@ uses it (``ray submit``, ``ray rsync-up``), but for the files Ray uploads for it
 directory, so that two clusters of one user never overwrite each other's.
 
 ``ray stop`` would stop every Ray process of the user on that host, other clusters' included;
-the runners hand it to the provider, which stops only this cluster's node.
+the runners hand it to the provider, which stops only this cluster's node. What Ray's other
+commands ask of a node's shell is translated the same way:
+
+* ``ray exec --stop`` appends ``ray stop; ray teardown ...; sudo shutdown -h now``: the command
+  runs, then the provider stops the whole cluster, as ``ray down`` does.
+* ``ray dashboard`` asks for an SSH port forward: the runner prints the ``ssh -L`` line that
+  reaches the head's dashboard through the login node (the head's port is its own, not 8265).
+* ``ray exec --screen/--tmux`` run where the tool exists on the login node; in a head's SLURM
+  job they are refused, since the session would end with its job step.
+* ``/tmp/ray/session_latest`` (Ray's hint for ``ray monitor`` and the autoscaler log) is the
+  head's own session directory: each node's Ray runs in a private temp dir of its own.
 """
 
 from __future__ import annotations
@@ -18,15 +28,20 @@ import os
 import re
 import shlex
 import shutil
+import socket
 import subprocess
 import sys
 from collections.abc import Callable
 from typing import Any
 
+import click
 from ray.autoscaler._private.subprocess_output_util import ProcessRunnerError
 from ray.autoscaler.command_runner import CommandRunnerInterface
 
+from ray_slurm.backends import Node
+from ray_slurm.private import user_name
 from ray_slurm.slurm import clean_env
+from ray_slurm.state import ClusterDir
 
 logger = logging.getLogger(__name__)
 
@@ -34,6 +49,19 @@ logger = logging.getLogger(__name__)
 _RAY_STOP_RE = re.compile(r"(^|[\s;&|(/])ray\s+stop\b")
 # What `ray up` uploads to every node's ~ for Ray itself: kept per cluster.
 _CLUSTER_FILES = ("~/ray_bootstrap_config.yaml", "~/ray_bootstrap_key.pem")
+
+
+# What `ray exec --stop` appends to the command (Ray 2.60 commands.py, exec_cluster).
+EXEC_STOP_SUFFIX = ("; ray stop; ray teardown ~/ray_bootstrap_config.yaml --yes --workers-only; "
+                    "sudo shutdown -h now")  # fmt: skip
+# How `ray exec`/`ray attach` wrap a command in a terminal session (commands.py, _exec/attach).
+SESSION_PREFIXES = {"screen": ("screen -L -dm", "screen -L -xRR"),
+                    "tmux": ("tmux new -d", "tmux attach || tmux new")}  # fmt: skip
+RAY_SESSION_DIR = "/tmp/ray/session_latest"  # Ray's hard-coded hint
+
+
+class CommandRefused(click.ClickException):
+    """A `ray` command option this site cannot honour: Ray's CLI prints it and exits 1."""
 
 
 class NodeStartTimeout(RuntimeError):
@@ -74,12 +102,19 @@ class LocalCommandRunner(CommandRunnerInterface):
         env: dict[str, str],
         stop_ray: Callable[[], None],
         process_runner: Any = subprocess,
+        *,
+        stop_cluster: Callable[[], None],
+        session_dir: str = "",
+        dashboard: str = "",
     ) -> None:
         self.log_prefix = log_prefix
         self.home = home
         self.env = env
         self.stop_ray = stop_ray
+        self.stop_cluster = stop_cluster
         self.process_runner = process_runner
+        self.session_dir = session_dir  # the head's session_latest, if it runs
+        self.dashboard = dashboard  # the head's dashboard address, if it runs
 
     def wrap(self, argv: list[str]) -> list[str]:
         """The final argv; the srun runner puts it inside a job step."""
@@ -87,6 +122,25 @@ class LocalCommandRunner(CommandRunnerInterface):
 
     def check_ready(self) -> None:
         """The login node is always there to run commands."""
+
+    def check_session(self, tool: str) -> None:
+        """`--screen`/`--tmux`: the tool must exist on the login node."""
+        if shutil.which(tool) is None:
+            raise CommandRefused(
+                f"{tool} is not installed on this login node "
+                f"({socket.gethostname()}): run the command without --{tool}"
+            )
+
+    def show_dashboard(self, port_forward: Any) -> None:
+        """`ray dashboard`: how to reach the head's dashboard, on this node and from a laptop."""
+        if not self.dashboard:
+            raise CommandRefused("the cluster has no running head: run `ray up` first")
+        pairs = [port_forward] if isinstance(port_forward, tuple) else list(port_forward)
+        local = pairs[0][0] if pairs else 8265
+        host = socket.getfqdn()
+        click.echo(f"The dashboard runs at http://{self.dashboard} (reachable from {host}).")
+        click.echo(f"From your computer: ssh -N -L {local}:{self.dashboard} {user_name()}@{host}"
+                   f"  then open http://localhost:{local}")  # fmt: skip
 
     def run(
         self,
@@ -104,6 +158,18 @@ class LocalCommandRunner(CommandRunnerInterface):
             logger.info("%sray stop: stopping only this cluster's node", self.log_prefix)
             self.stop_ray()
             return ""
+        if cmd and cmd.endswith(EXEC_STOP_SUFFIX):
+            return self._run_then_stop(cmd.removesuffix(EXEC_STOP_SUFFIX), timeout, exit_on_fail,
+                                       with_output, environment_variables)  # fmt: skip
+        if port_forward:
+            self.show_dashboard(port_forward)
+            if cmd is None:
+                return ""
+        for tool, prefixes in SESSION_PREFIXES.items():
+            if cmd and cmd.startswith(prefixes):
+                self.check_session(tool)
+        if cmd and self.session_dir:
+            cmd = cmd.replace(RAY_SESSION_DIR, self.session_dir)
         check_no_unscoped_stop(cmd)
         self.check_ready()
         env = {**self.env, **{k: str(v) for k, v in (environment_variables or {}).items()}}
@@ -123,6 +189,18 @@ class LocalCommandRunner(CommandRunnerInterface):
                 "Command failed", "ssh_command_failed",
                 code=getattr(exc, "returncode", None), command=argv,
             ) from exc  # fmt: skip
+
+    def _run_then_stop(self, cmd: str, timeout: int, exit_on_fail: bool, with_output: bool,
+                       environment_variables: dict[str, object] | None) -> str:  # fmt: skip
+        """`ray exec --stop`: the command, then the whole cluster stops, whatever its result
+        (a failed command exits through here too: ``exit_on_fail`` raises SystemExit)."""
+        try:
+            return self.run(cmd, timeout=timeout, exit_on_fail=exit_on_fail,
+                            with_output=with_output,
+                            environment_variables=environment_variables)  # fmt: skip
+        finally:
+            click.echo(f"{self.log_prefix}ray exec --stop: stopping the cluster (as ray down)")
+            self.stop_cluster()
 
     def _local_path(self, path: str) -> str:
         if path in _CLUSTER_FILES:
@@ -163,6 +241,14 @@ class SrunCommandRunner(LocalCommandRunner):
         self.srun = srun
         self.not_ready = not_ready
 
+    def check_session(self, tool: str) -> None:
+        raise CommandRefused(
+            f"--{tool} keeps a session after the command returns, but in the head's SLURM job "
+            "a command is a job step, which ends with it: run the command without "
+            f"--{tool} (it runs in the head's job until it ends), or `ray attach` and start "
+            f"{tool} there"
+        )
+
     def check_ready(self) -> None:
         """A job that does not run yet cannot take a step: say why, and let Ray retry.
 
@@ -189,3 +275,45 @@ class SrunCommandRunner(LocalCommandRunner):
 
     def remote_shell_command_str(self) -> str:
         return f"{self.srun} --jobid={self.job_id} --overlap --pty bash\n"
+
+
+def runner_for(
+    node: Node | None,
+    node_id: str,
+    cluster: ClusterDir,
+    log_prefix: str,
+    process_runner: Any,
+    *,
+    srun: str,
+    stop_ray: Callable[[], None],
+    stop_cluster: Callable[[], None],
+    not_ready: Callable[[], str | None],
+) -> LocalCommandRunner:
+    """The runner for a node: local for the login head, ``srun`` into a job for the others.
+
+    Commands get the cluster's token and address; ``~`` of Ray's own files is the cluster dir.
+    """
+    env = {
+        "RAY_AUTH_MODE": "token",
+        "RAY_AUTH_TOKEN_PATH": str(cluster.token_file),
+        "RAY_SLURM_CLUSTER_DIR": str(cluster.root),
+    }
+    head = cluster.read_head()
+    if head:
+        env["RAY_ADDRESS"] = f"{head['ip']}:{head['gcs_port']}"
+    common: dict[str, Any] = {
+        "log_prefix": log_prefix,
+        "home": str(cluster.root),
+        "env": env,
+        "stop_ray": stop_ray,
+        "stop_cluster": stop_cluster,
+        "process_runner": process_runner,
+        "session_dir": os.path.join(head["temp_dir"], "session_latest") if head else "",
+        "dashboard": f"{head['ip']}:{head['dashboard_port']}" if head else "",
+    }
+    if node is not None and node.backend == "login":
+        return LocalCommandRunner(**common)
+    if node is not None and node.backend == "kubernetes":
+        raise RuntimeError(f"pod {node_id} runs no commands: burst workers start Ray "
+                           "themselves and are reached only through Ray")  # fmt: skip
+    return SrunCommandRunner(job_id=node_id, srun=srun, not_ready=not_ready, **common)

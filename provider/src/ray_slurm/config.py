@@ -42,7 +42,7 @@ PROVIDER_KEYS = {
     "disable_node_updaters",
     "disable_launch_config_check", "foreground_node_launch",
     # added by Ray and by bootstrap_config
-    "_config_cache_path", "_head_node_type", "_node_types",
+    "_config_cache_path", "_head_node_type", "_node_types", "_min_workers",
 }  # fmt: skip
 
 
@@ -209,6 +209,10 @@ def bootstrap(config: dict[str, Any]) -> dict[str, Any]:
         problems.extend(p for p in exc.problems if p not in problems)
     if problems:
         raise ConfigError(problems)
+    provider["_min_workers"] = {  # for `ray down --keep-min-workers` (see launcher.py)
+        name: int(t.get("min_workers") or 0)
+        for name, t in (config.get("available_node_types") or {}).items()
+    }
     return config
 
 

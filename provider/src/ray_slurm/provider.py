@@ -20,12 +20,12 @@ import time
 from collections import Counter
 from typing import Any
 
-import click
 import yaml
 from ray.autoscaler.node_provider import NodeProvider
 from ray.autoscaler.tags import (
     NODE_KIND_HEAD,
     STATUS_UP_TO_DATE,
+    TAG_RAY_LAUNCH_CONFIG,
     TAG_RAY_NODE_KIND,
     TAG_RAY_NODE_STATUS,
     TAG_RAY_USER_NODE_TYPE,
@@ -33,16 +33,23 @@ from ray.autoscaler.tags import (
 
 from ray_slurm import burst, config, usertmp
 from ray_slurm.backends import Backend, LaunchRequest, LoginBackend, Node, SlurmBackend
-from ray_slurm.command_runner import LocalCommandRunner, NodeStartTimeout, SrunCommandRunner
-from ray_slurm.config import ConfigError
+from ray_slurm.command_runner import LocalCommandRunner, NodeStartTimeout, runner_for
+from ray_slurm.config import ConfigError, NodeTypeSpec
 from ray_slurm.errors import BackendError
 from ray_slurm.kube import KubernetesBackend
+from ray_slurm.launcher import (
+    ConfigRefused,
+    HeadStartedElsewhere,
+    beyond_min_workers,
+    keep_min_workers_requested,
+    restart_requested,
+)
 from ray_slurm.nodemap import NodeAddresses
 from ray_slurm.policy import LaunchRefused, TypeBackoff, worker_time_limit_minutes
 from ray_slurm.private import UnsafePathError
 from ray_slurm.reconcile import nodes_in_state, reconcile
 from ray_slurm.slurm import JobState, Slurm
-from ray_slurm.state import ClusterDir
+from ray_slurm.state import ClusterDir, StateLockError
 from ray_slurm.watch import NodeWatch
 
 logger = logging.getLogger(__name__)
@@ -60,7 +67,9 @@ class SlurmNodeProvider(NodeProvider):
             provider_config = config.bootstrapped_provider(provider_config, cluster_name)
             self.settings = config.load_settings(provider_config, cluster_name)
             self.cluster = ClusterDir(self.settings.state_dir, cluster_name).create()
-        except (ConfigError, UnsafePathError) as exc:
+            with self.cluster.locked():  # a filesystem without flock is refused now, clearly
+                pass
+        except (ConfigError, UnsafePathError, StateLockError) as exc:
             raise ConfigRefused(str(exc)) from exc
         super().__init__(provider_config, cluster_name)
         self.slurm = Slurm(self.settings.slurm_bin, self.settings.slurm_timeout_s)
@@ -84,11 +93,13 @@ class SlurmNodeProvider(NodeProvider):
             )
         self._held: dict[str, int] = {}
         self._followed: dict[str, Any] | None = None  # the uploaded config the settings are from
+        self._restart_head = restart_requested()
         self._lock = threading.RLock()
         self._nodes: dict[str, Node] = {}
         self._tags: dict[str, dict[str, str]] = {}
         self._created: dict[str, float] = {}
         self._listed_at = float("-inf")
+        self._terminated: set[str] = set()  # nodes this process stopped (may still be listed)
 
     # ----------------------------------------------------------------- listing
 
@@ -153,17 +164,11 @@ class SlurmNodeProvider(NodeProvider):
             logger.error("keeping the previous node types: the uploaded config is not usable: %s",
                          exc)  # fmt: skip
             return
-        if settings == self.settings:
-            return
-        for name, spec in settings.node_types.items():
-            if self.settings.node_types.get(name) != spec and self.backoff.failing(name):
-                logger.info("node type %s changed: its back-off is lifted", name)
-                self.watch.forget(name)
-        logger.info("using the config `ray up` uploaded: node types %s",
-                    ", ".join(sorted(settings.node_types)))  # fmt: skip
-        self.settings = self.watch.settings = settings
-        for backend in self.backends.values():
-            backend.settings = settings
+        if settings != self.settings:
+            self.watch.use_settings(settings)
+            self.settings = settings
+            for backend in self.backends.values():
+                backend.settings = settings
 
     def non_terminated_nodes(self, tag_filters: dict[str, str]) -> list[str]:
         nodes = self._refresh()
@@ -186,10 +191,28 @@ class SlurmNodeProvider(NodeProvider):
     def is_terminated(self, node_id: str) -> bool:
         return self._node(node_id) is None
 
+    def nodes_for_teardown(self, tag_filters: dict[str, str]) -> list[str]:
+        """What `ray down` stops; with ``--keep-min-workers``, each type's min_workers stay."""
+        nodes = self.non_terminated_nodes(tag_filters)
+        if not keep_min_workers_requested():
+            return nodes
+        tags = {n: self.node_tags(n) for n in nodes}
+        workers = {n: t.get(TAG_RAY_USER_NODE_TYPE, "") for n, t in tags.items()
+                   if t.get(TAG_RAY_NODE_KIND) != NODE_KIND_HEAD}  # fmt: skip
+        stop = beyond_min_workers(workers.items(), self.provider_config.get("_min_workers") or {})
+        return [n for n in nodes if n not in workers or n in stop]
+
     def node_tags(self, node_id: str) -> dict[str, str]:
         self._refresh()
         with self._lock:
-            return dict(self._tags.get(node_id, {}))
+            tags = dict(self._tags.get(node_id, {}))
+        if self._restart_head and tags.get(TAG_RAY_NODE_KIND) == NODE_KIND_HEAD:
+            # `ray up --restart-only`: a node's Ray runtime is its job (or the login head's
+            # process), so restarting it means a new head. Reported out of date once, the head
+            # is relaunched by Ray's own `ray up` logic, as after a change of its node_config.
+            self._restart_head = False
+            tags[TAG_RAY_LAUNCH_CONFIG] = "restart-requested"
+        return tags
 
     def node_info(self, node_id: str) -> Node | None:
         """What the backend says of a node (state, host, pending reason): for tools and logs."""
@@ -240,23 +263,39 @@ class SlurmNodeProvider(NodeProvider):
                                 "the SLURM types cannot deliver")  # fmt: skip
         self.cluster.ensure_token()
         if tags.get(TAG_RAY_NODE_KIND) == NODE_KIND_HEAD:
-            self.cluster.clear_head()
-            node_ip = self.login_ip() if spec.backend == "login" else ""
-            request = LaunchRequest(spec, node_ip=node_ip)
-        else:
-            head = self.cluster.read_head()
-            if head is None:
-                raise RuntimeError(f"cluster {self.cluster_name} has no running head "
-                                   f"({self.cluster.head_file} is missing)")  # fmt: skip
-            # Workers start Ray from their own job script (disable_node_updaters): no updater
-            # will ever mark them, so they are up to date from the start.
-            tags = {**tags, TAG_RAY_NODE_STATUS: STATUS_UP_TO_DATE}
-            minutes = worker_time_limit_minutes(spec.time_s, self._head_time_left())
-            request = LaunchRequest(
-                spec, head_address=f"{head['ip']}:{head['gcs_port']}", time_limit_minutes=minutes
-            )  # never outlive the head's job
+            with self.cluster.locked("head"):  # two `ray up` at once start one head
+                running = [n.node_id for n in self._refresh(force=True).values()
+                           if n.kind == "head" and n.node_id not in self._terminated]  # fmt: skip
+                if running:
+                    raise HeadStartedElsewhere(
+                        f"the head of cluster {self.cluster_name} was started meanwhile by "
+                        f"another `ray up` ({running[0]}): this one stops here and starts no "
+                        "second head; run `ray up` again once the other is done"
+                    )
+                self.cluster.clear_head()
+                node_ip = self.login_ip() if spec.backend == "login" else ""
+                self._launch(spec, tags, LaunchRequest(spec, node_ip=node_ip), allowed)
+            return
+        head = self.cluster.read_head()
+        if head is None:
+            raise RuntimeError(f"cluster {self.cluster_name} has no running head "
+                               f"({self.cluster.head_file} is missing)")  # fmt: skip
+        # Workers start Ray from their own job script (disable_node_updaters): no updater will
+        # ever mark them, so they are up to date from the start.
+        tags = {**tags, TAG_RAY_NODE_STATUS: STATUS_UP_TO_DATE}
+        minutes = worker_time_limit_minutes(spec.time_s, self._head_time_left())
+        request = LaunchRequest(
+            spec, head_address=f"{head['ip']}:{head['gcs_port']}", time_limit_minutes=minutes
+        )  # never outlive the head's job
+        self._launch(spec, tags, request, allowed)
+        if allowed < count:
+            raise LaunchRefused(f"node type {spec.name} failed recently: launched {allowed} of "
+                                f"{count} nodes, one at a time until one starts")  # fmt: skip
+
+    def _launch(self, spec: NodeTypeSpec, tags: dict[str, str], request: LaunchRequest,
+                count: int) -> None:  # fmt: skip
         backend = self.backends[spec.backend]
-        for _ in range(allowed):
+        for _ in range(count):
             try:
                 node_id = backend.launch(request)
             except BackendError as exc:
@@ -272,9 +311,6 @@ class SlurmNodeProvider(NodeProvider):
                 self.watch.launched(Node(node_id, backend.name, spec.kind, spec.name,
                                          JobState.PENDING))  # fmt: skip
             logger.info("launched %s node %s of type %s", spec.backend, node_id, spec.name)
-        if allowed < count:
-            raise LaunchRefused(f"node type {spec.name} failed recently: launched {allowed} of "
-                                f"{count} nodes, one at a time until one starts")  # fmt: skip
 
     def _head_time_left(self) -> float | None:
         """Seconds until the head's job hits its time limit (None: no limit, or not a job)."""
@@ -304,6 +340,7 @@ class SlurmNodeProvider(NodeProvider):
                 by_backend.setdefault(nodes[node_id].backend, []).append(node_id)
         for name, ids in by_backend.items():
             logger.info("terminating %s node(s): %s", name, ", ".join(ids))
+            self._terminated.update(ids)
             self.backends[name].terminate(ids)
         with self._lock:
             self._listed_at = float("-inf")
@@ -327,33 +364,18 @@ class SlurmNodeProvider(NodeProvider):
         use_internal_ip: bool,
         docker_config: dict[str, Any] | None = None,
     ) -> LocalCommandRunner:
-        env = {
-            "RAY_AUTH_MODE": "token",
-            "RAY_AUTH_TOKEN_PATH": str(self.cluster.token_file),
-            "RAY_SLURM_CLUSTER_DIR": str(self.cluster.root),
-        }
-        head = self.cluster.read_head()
-        if head:
-            env["RAY_ADDRESS"] = f"{head['ip']}:{head['gcs_port']}"
-        common: dict[str, Any] = {
-            "log_prefix": log_prefix,
-            "home": str(self.cluster.root),
-            "env": env,
-            "stop_ray": lambda: self.terminate_node(node_id),
-            "process_runner": process_runner,
-        }
-        node = self._node(node_id)
-        if node is not None and node.backend == "login":
-            return LocalCommandRunner(**common)
-        if node is not None and node.backend == "kubernetes":
-            raise RuntimeError(f"pod {node_id} runs no commands: burst workers start Ray "
-                               "themselves and are reached only through Ray")  # fmt: skip
-        return SrunCommandRunner(
-            job_id=node_id,
+        return runner_for(
+            self._node(node_id), node_id, self.cluster, log_prefix, process_runner,
             srun=self.slurm.command("srun"),
+            stop_ray=lambda: self.terminate_node(node_id),
+            stop_cluster=self._stop_cluster,
             not_ready=lambda: self._not_ready(node_id),
-            **common,
-        )
+        )  # fmt: skip
+
+    def _stop_cluster(self) -> None:
+        """`ray exec --stop`: every node of the cluster, as `ray down` would."""
+        self.terminate_nodes(list(self._refresh(force=True)))
+        self.cleanup_cluster_resources()
 
     def _not_ready(self, node_id: str) -> str | None:
         """Why a node's job cannot run commands yet, or None if it can.
@@ -362,20 +384,11 @@ class SlurmNodeProvider(NodeProvider):
         with NodeStartTimeout: `ray up` fails with SLURM's reason instead of hanging.
         """
         node = self._refresh(force=True).get(node_id)
-        if node is None:
-            return "the job no longer exists"
-        if node.state is JobState.RUNNING:
-            return None
-        waited = time.time() - self._created.get(node_id, time.time())
-        timeout = self.settings.pending_timeout(self.settings.spec(node.node_type))
-        reason = f"{node.state.value} ({node.reason or 'no reason given'})"
-        if waited > timeout:
+        why, expired = self.watch.not_ready(node_id, node, self._created.get(node_id))
+        if expired:
             self.terminate_nodes([node_id])
-            raise NodeStartTimeout(
-                f"SLURM job {node_id} (node type {node.node_type}) is still {reason} after "
-                f"{waited:.0f} s (pending_timeout_s={timeout}); the job was cancelled"
-            )
-        return f"{reason}, waited {waited:.0f} of {timeout} s"
+            raise NodeStartTimeout(why)
+        return why
 
     # ------------------------------------------------------------ config hooks
 
@@ -390,8 +403,3 @@ class SlurmNodeProvider(NodeProvider):
     @staticmethod
     def fillout_available_node_types_resources(cluster_config: dict[str, Any]) -> dict[str, Any]:
         return config.fillout_resources(cluster_config)
-
-
-class ConfigRefused(click.ClickException):
-    """A config (or a path) the provider will not use. Ray's commands are click commands: they
-    print the message (every problem, by field and value) and exit 1, with no traceback."""

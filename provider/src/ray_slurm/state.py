@@ -8,7 +8,7 @@ truth for which jobs exist, so losing this directory loses no job.
 
 Layout of ``<state_dir>/<cluster>/`` (mode 0700)::
 
-    state.json   nodes and their tags         state.lock   the lock file
+    state.json   nodes and their tags         state.lock   its lock (head.lock: head start)
     token        Ray auth token (0600)        head.json    head address and ports, from the head
     ray_bootstrap_config.yaml                 the cluster config `ray up` uploads (Ray's ``~/``)
     autoscaling.yaml                          what the autoscaler reads: the above + burst limits
@@ -20,6 +20,7 @@ from __future__ import annotations
 import contextlib
 import fcntl
 import json
+import logging
 import os
 import secrets
 import tempfile
@@ -31,6 +32,12 @@ from typing import Any
 from ray_slurm.private import ensure_private_dir
 
 STATE_VERSION = 1
+
+logger = logging.getLogger(__name__)
+
+
+class StateLockError(RuntimeError):
+    """The cluster's lock file cannot be locked: the filesystem refuses ``flock``."""
 
 
 def write_private(path: Path, text: str, mode: int = 0o600) -> None:
@@ -91,29 +98,62 @@ class ClusterDir:
         return self.token_file.read_text().strip()
 
     @contextlib.contextmanager
-    def locked(self) -> Iterator[None]:
+    def locked(self, name: str = "state") -> Iterator[None]:
+        """One of the cluster's locks (``flock``), held by one process of any node at a time:
+        ``state`` for the state file, ``head`` while a head is started.
+
+        A filesystem that refuses locks (Lustre mounted ``noflock``, some NFS setups) raises
+        StateLockError naming the file; the descriptor is closed whatever happens, so the
+        long-lived autoscaler leaks none.
+        """
         self.create()
-        fd = os.open(self.lock_file, os.O_RDWR | os.O_CREAT, 0o600)
+        path = self.root / f"{name}.lock"
+        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
         try:
             fcntl.flock(fd, fcntl.LOCK_EX)
+        except OSError as exc:
+            os.close(fd)
+            raise StateLockError(
+                f"cannot lock {path}: {exc.strerror or exc}. The filesystem of "
+                "state_dir must support flock across nodes (NFSv4, Lustre mounted with 'flock', "
+                "GPFS, BeeGFS with global file locks): set provider.state_dir to such a "
+                "directory (see docs/faults.md)"
+            ) from exc
+        try:
             yield
         finally:
-            fcntl.flock(fd, fcntl.LOCK_UN)
-            os.close(fd)
+            os.close(fd)  # closing the only descriptor releases the lock
 
     def read_state(self) -> dict[str, Any]:
+        """The state, or a fresh one if there is none or it cannot be used.
+
+        A truncated, corrupt or other-version file is moved aside (``state.json.bad-<time>``)
+        with a warning, never an error: the state is a cache, the jobs are found from SLURM by
+        their names, and a broken cache must never stop ``ray down``.
+        """
+        fresh: dict[str, Any] = {"version": STATE_VERSION, "nodes": {}}
         try:
-            data = json.loads(self.state_file.read_text())
+            text = self.state_file.read_text()
         except FileNotFoundError:
-            return {"version": STATE_VERSION, "nodes": {}}
+            return fresh
+        try:
+            data = json.loads(text)
+            problem = "" if isinstance(data, dict) else "not a JSON object"
         except json.JSONDecodeError as exc:
-            raise RuntimeError(f"corrupt state file {self.state_file}: {exc}") from exc
-        if data.get("version") != STATE_VERSION:
-            raise RuntimeError(
-                f"state file {self.state_file} has version {data.get('version')!r}, "
-                f"this provider reads version {STATE_VERSION}"
-            )
-        return data
+            data, problem = None, f"not valid JSON ({exc})"
+        if not problem and data.get("version") != STATE_VERSION:
+            problem = f"version {data.get('version')!r}, this provider reads {STATE_VERSION}"
+        if not problem and not isinstance(data.get("nodes"), dict):
+            problem = "it has no 'nodes' object"
+        if not problem:
+            return data
+        aside = self.state_file.with_name(f"state.json.bad-{time.strftime('%Y%m%d-%H%M%S')}")
+        with contextlib.suppress(FileNotFoundError):  # another process moved it first
+            os.replace(self.state_file, aside)
+            logger.warning("the state file %s was unusable (%s): moved to %s; the cluster's "
+                           "jobs are found from SLURM by name", self.state_file, problem,
+                           aside.name)  # fmt: skip
+        return fresh
 
     @contextlib.contextmanager
     def update(self) -> Iterator[dict[str, Any]]:

@@ -91,6 +91,24 @@ class NodeWatch:
                 overdue.setdefault(node.backend, []).append(node.node_id)
         return overdue
 
+    def not_ready(self, node_id: str, node: Node | None, created: float | None,
+                  ) -> tuple[str | None, bool]:  # fmt: skip
+        """Why a node cannot run commands yet (None: it can), and whether it has waited past
+        its type's pending timeout, so that whoever waits for it gives it up."""
+        if node is None:
+            return "the job no longer exists", False
+        if node.state is JobState.RUNNING:
+            return None, False
+        waited = time.time() - (created or time.time())
+        timeout = self.settings.pending_timeout(self.settings.spec(node.node_type))
+        reason = f"{node.state.value} ({node.reason or 'no reason given'})"
+        if waited > timeout:
+            return (
+                f"SLURM job {node_id} (node type {node.node_type}) is still {reason} after "
+                f"{waited:.0f} s (pending_timeout_s={timeout}); the job was cancelled"
+            ), True
+        return f"{reason}, waited {waited:.0f} of {timeout} s", False
+
     def unproven(self, node_type: str, nodes: dict[str, Node]) -> list[str]:
         """The type's nodes that have not yet run for START_WINDOW_S (pending ones included)."""
         now = time.monotonic()
@@ -121,6 +139,16 @@ class NodeWatch:
         logger.info("node type %s works again: %s %s has run for %.0f s", node.node_type,
                     what(node), node.node_id, START_WINDOW_S)  # fmt: skip
         self.forget(node.node_type)
+
+    def use_settings(self, settings: Settings) -> None:
+        """`ray up` uploaded a new config: a type that changed is tried afresh."""
+        for name, spec in settings.node_types.items():
+            if self.settings.node_types.get(name) != spec and self.backoff.failing(name):
+                logger.info("node type %s changed: its back-off is lifted", name)
+                self.forget(name)
+        logger.info("using the config `ray up` uploaded: node types %s",
+                    ", ".join(sorted(settings.node_types)))  # fmt: skip
+        self.settings = settings
 
     def forget(self, node_type: str) -> None:
         """The type works (or was changed): no back-off, no failure record."""

@@ -1,0 +1,62 @@
+"""What the `ray` command that built the provider asked for, where Ray does not tell the provider.
+
+Ray's CLI is click, and the provider is built inside `ray up` or `ray down`, so the command's
+options are in the current click context. Two options need the provider's help to mean on SLURM
+what Ray documents for its cloud providers:
+
+* ``ray up --restart-only`` restarts Ray on the nodes. A node's Ray runtime is its SLURM job (or
+  the login head's process), so here it means a new head: the provider reports the head out of
+  date once, and Ray's own ``ray up`` logic relaunches it.
+* ``ray down --keep-min-workers`` keeps "the minimal amount of workers specified in the config",
+  but Ray 2.60 reads the legacy top-level ``min_workers``, which its own config loader removes:
+  it keeps none. The provider hands Ray's teardown only the workers beyond each node type's
+  ``min_workers``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+
+import click
+
+
+def _option(command: str, option: str) -> bool:
+    ctx = click.get_current_context(silent=True)
+    return ctx is not None and ctx.info_name == command and bool(ctx.params.get(option))
+
+
+def restart_requested() -> bool:
+    """Whether this process is `ray up --restart-only`."""
+    return _option("up", "restart_only")
+
+
+def keep_min_workers_requested() -> bool:
+    """Whether this process is `ray down --keep-min-workers`."""
+    return _option("down", "keep_min_workers")
+
+
+def beyond_min_workers(
+    workers: Iterable[tuple[str, str]], min_workers: Mapping[str, int]
+) -> list[str]:
+    """The workers (node id, node type) that `ray down --keep-min-workers` stops.
+
+    The first ``min_workers`` of each type, in node id order, are kept: Ray's teardown asks again
+    every few seconds until nothing is left to stop, and must get the same answer each time.
+    """
+    kept: dict[str, int] = {}
+    stop = []
+    for node_id, node_type in sorted(workers, key=lambda w: (len(w[0]), w[0])):
+        if kept.get(node_type, 0) < min_workers.get(node_type, 0):
+            kept[node_type] = kept.get(node_type, 0) + 1
+        else:
+            stop.append(node_id)
+    return stop
+
+
+class ConfigRefused(click.ClickException):
+    """A config (or a path) the provider will not use. Ray's commands are click commands: they
+    print the message (every problem, by field and value) and exit 1, with no traceback."""
+
+
+class HeadStartedElsewhere(click.ClickException):
+    """Another `ray up` started the head meanwhile: this one must not go on. Printed, exit 1."""
