@@ -106,3 +106,69 @@ def test_a_login_head_without_a_record_is_found_and_stopped(settings, cluster):
         for proc in (head, other):
             proc.kill()
             proc.wait()
+
+
+def test_a_requeued_job_is_lost_cancelled_and_never_listed_again(
+    settings, cluster, fake_bin, tmp_path, caplog
+):
+    """Running, then pending again under the same id (scontrol requeue, preemption with
+    REQUEUE): its Ray node is gone. The copy is cancelled and the lost job reported once."""
+    queue, calls = tmp_path / "queue", tmp_path / "calls"
+    fake_bin("squeue", f"cat {queue}")
+    fake_bin("scancel", f'echo "$*" >> {calls}')
+    lost: list[list[str]] = []
+    backend = SlurmBackend(settings, Slurm(bin_dir=str(tmp_path / "bin")), cluster,
+                           on_lost=lost.append)  # fmt: skip
+    name = "ray.example.worker.cpu"
+
+    queue.write_text(f"21|RUNNING|n1|58:00|{name}|None\n22|PENDING||1:00:00|{name}|Priority\n")
+    assert [(n.node_id, n.state.value) for n in backend.list_nodes()] == [
+        ("21", "running"), ("22", "pending")]  # fmt: skip
+    queue.write_text(f"21|PENDING||1:00:00|{name}|BeginTime\n22|PENDING||1:00:00|{name}|None\n")
+    assert [n.node_id for n in backend.list_nodes()] == ["22"]  # a pending job that never ran
+    assert calls.read_text().split() == [f"--user={user_name()}", "21"]
+    assert lost == [["21"]]
+    assert "worker job 21 (node type cpu) was requeued by SLURM after it ran (BeginTime)" in (
+        caplog.text
+    )
+    # still pending a moment later (the scancel is under way): not listed, not cancelled twice
+    for _ in range(2):
+        assert [n.node_id for n in backend.list_nodes()] == ["22"]
+    assert calls.read_text().split() == [f"--user={user_name()}", "21"]
+    assert lost == [["21"]]
+
+
+def test_a_running_job_that_ends_node_fail_is_reported_lost(settings, cluster, fake_bin, tmp_path):
+    queue = tmp_path / "queue"
+    fake_bin("squeue", f"cat {queue}")
+    fake_bin("scontrol", "exit 1")  # how it ended: from squeue's state alone
+    fake_bin("sacct", "exit 1")
+    lost: list[list[str]] = []
+    backend = SlurmBackend(settings, Slurm(bin_dir=str(tmp_path / "bin")), cluster,
+                           on_lost=lost.append)  # fmt: skip
+    name = "ray.example.worker.cpu"
+    queue.write_text(f"31|RUNNING|n2|58:00|{name}|None\n32|RUNNING|n3|58:00|{name}|None\n")
+    backend.list_nodes()
+    queue.write_text(f"31|NODE_FAIL|n2|0:00|{name}|None\n32|COMPLETED|n3|0:00|{name}|None\n")
+    assert backend.list_nodes() == []
+    assert lost == [["31"]]  # a job that completed lost nothing
+
+
+def test_a_preempted_job_is_reported_even_after_ray_asked_to_cancel_it(
+    settings, cluster, fake_bin, tmp_path, caplog
+):
+    """Ray sees the preempted node's raylet die and terminates the instance before squeue
+    shows PREEMPTED: how the job ended is still SLURM's verdict, not our scancel."""
+    queue = tmp_path / "queue"
+    fake_bin("squeue", f"cat {queue}")
+    fake_bin("scancel", "true")
+    fake_bin("scontrol", "exit 1")
+    fake_bin("sacct", "exit 1")
+    backend = SlurmBackend(settings, Slurm(bin_dir=str(tmp_path / "bin")), cluster)
+    name = "ray.example.worker.cpu"
+    queue.write_text(f"51|RUNNING|n1|58:00|{name}|None\n")
+    backend.list_nodes()
+    backend.terminate(["51"])  # Ray, on the dead raylet
+    queue.write_text(f"51|PREEMPTED|n1|0:00|{name}|None\n")
+    assert backend.list_nodes() == []
+    assert "job 51 ended PREEMPTED" in caplog.text

@@ -6,11 +6,13 @@ replaced by recorders, to see the arguments Ray really gets after the shell has 
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import re
 import shlex
 import shutil
+import signal
 import subprocess
 import tempfile
 from pathlib import Path
@@ -98,6 +100,7 @@ def test_worker_sbatch_header(worker_text, cluster):
         "#SBATCH --cpus-per-task=2",
         "#SBATCH --mem=1500M",
         "#SBATCH --signal=B:TERM@90",
+        "#SBATCH --no-requeue",  # a requeued job would be a new Ray node under an old id
         "#SBATCH --partition=debug",
         "#SBATCH --time=01:00:00",
     ]
@@ -428,8 +431,12 @@ exit 0
     cluster = _cluster(settings)
     text = render(settings, cluster, settings.spec("cpu"), head_address=HEAD_ADDRESS).text
     proc = _run(text, tmp_path, job_id="4343")
-
-    assert proc.returncode == 0, proc.stderr
-    assert os.listdir(short_temp_root) == []
-    stat = Path(f"/proc/{(record / 'child.pid').read_text().strip()}/stat")
-    assert not stat.exists() or stat.read_text().split()[2] == "Z"  # ended (at most a zombie)
+    child = int((record / "child.pid").read_text())
+    stat = Path(f"/proc/{child}/stat")
+    try:
+        assert proc.returncode == 0, proc.stderr
+        assert os.listdir(short_temp_root) == []
+        assert not stat.exists() or stat.read_text().split()[2] == "Z"  # ended (or a zombie)
+    finally:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(child, signal.SIGKILL)  # never left running, whatever the result

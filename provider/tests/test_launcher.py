@@ -55,3 +55,21 @@ def test_each_types_min_workers_are_kept_the_same_ones_every_time():
 
 def test_min_workers_beyond_what_runs_keeps_everything():
     assert beyond_min_workers([("3", "cpu")], {"cpu": 5}) == []
+
+
+def test_only_rays_legacy_field_noise_is_quieted():
+    import logging
+
+    from ray_slurm import launcher
+
+    launcher.quiet_ray_legacy_field_warnings()
+    launcher.quiet_ray_legacy_field_warnings()
+    util = logging.getLogger("ray.autoscaler._private.util")
+    assert util.filters.count(launcher._LEGACY_FILTER) == 1  # installed once, on Ray's logger
+
+    def record(message: str) -> logging.LogRecord:
+        return util.makeRecord(util.name, logging.WARNING, "util.py", 279, message, (), None)
+
+    noise = "Dropping the empty legacy field head_node. head_nodeis not supported for ray>=2.0.0."
+    assert not util.filter(record(noise))
+    assert util.filter(record("The `head_node` field is deprecated and will be ignored."))

@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from ray_slurm.config import NodeTypeSpec, Settings
-from ray_slurm.ended import FAILED_STATES, how_job_ended
+from ray_slurm.ended import FAILED_STATES, LOST_STATES, how_job_ended
 from ray_slurm.jobscript import job_log, login_head_id, parse_job_name, render
 from ray_slurm.slurm import Job, JobState, Slurm, clean_env, parse_duration
 from ray_slurm.state import ClusterDir, write_private
@@ -94,6 +94,14 @@ class SlurmBackend:
     ``on_failure(node_type, why)`` hears of every worker job this process launched or saw alive
     that then ended in failure through its own fault (``ended``): the provider backs the type
     off. Jobs that ended before this process watched them (a previous head's) are not reported.
+
+    A job seen running that SLURM then requeues (same id, pending again) or suspends has lost
+    its Ray node: it is cancelled, never re-adopted — a node started again under the same id
+    would be a new Ray node under an old identity, counted twice while Ray forgets the old one.
+    Jobs are submitted ``--no-requeue`` so that SLURM cancels rather than requeues them; this
+    catches a site's or user's ``--requeue`` and an admin's ``scontrol requeue``.
+    ``on_lost(job_ids)`` hears of such jobs and of running jobs that ended NODE_FAIL or
+    PREEMPTED: their Ray processes may live on (``raynodes``).
     """
 
     name = "slurm"
@@ -104,42 +112,67 @@ class SlurmBackend:
         slurm: Slurm,
         cluster: ClusterDir,
         on_failure: Callable[[str, str], None] | None = None,
+        on_lost: Callable[[list[str]], None] | None = None,
     ) -> None:
         self.settings = settings
         self.slurm = slurm
         self.cluster = cluster
         self.on_failure = on_failure
+        self.on_lost = on_lost
         self._cancelled: dict[str, float] = {}  # job id -> when we cancelled it (monotonic)
         self._watched: set[str] = set()  # jobs launched or seen alive by this process
+        self._ran: set[str] = set()  # jobs seen running by this process
 
     def list_nodes(self) -> list[Node]:
         """One squeue call for every job of this cluster (every state but terminal ones)."""
-        nodes = []
+        nodes, lost, seen = [], [], set()
         for job in self.slurm.squeue():
             owner = parse_job_name(job.name, self.settings.cluster_name)
             if owner is None:
                 continue
             kind, node_type = owner
+            seen.add(job.job_id)
             if job.state is JobState.GONE:
                 if job.job_id in self._watched:
                     self._watched.discard(job.job_id)
-                    self._ended(job, kind, node_type)
+                    if self._ended(job, kind, node_type) and job.job_id in self._ran:
+                        lost.append(job.job_id)
+                self._ran.discard(job.job_id)
                 continue
             self._watched.add(job.job_id)
+            if job.state is JobState.RUNNING:
+                self._ran.add(job.job_id)
+            elif job.state is JobState.PENDING and job.job_id in self._ran:
+                if job.job_id not in self._cancelled:
+                    lost.append(job.job_id)
+                    logger.warning("%s job %s (node type %s) was %s by SLURM after it ran (%s): "
+                                   "its Ray node is gone; the job is cancelled, a new one "
+                                   "replaces it if still needed", kind, job.job_id, node_type,
+                                   "suspended" if job.slurm_state.startswith("SUSPENDED")
+                                   else "requeued", job.reason)  # fmt: skip
+                self.terminate([job.job_id])
+                continue
             nodes.append(Node(job.job_id, self.name, kind, node_type, job.state, job.node,
                               job.reason, job.time_left))  # fmt: skip
+        self._ran &= seen  # forget the jobs SLURM forgot
+        if lost and self.on_lost is not None:
+            self.on_lost(lost)
         return nodes
 
-    def _ended(self, job: Job, kind: str, node_type: str) -> None:
-        """A watched job ended: say how if it failed, and report a broken type."""
+    def _ended(self, job: Job, kind: str, node_type: str) -> bool:
+        """A watched job ended: say how if it failed, and report a broken type. Returns whether
+        its node was lost under it (its processes may outlive the job: NODE_FAIL, PREEMPTED)."""
         state = job.slurm_state.split()[0]
-        if state not in FAILED_STATES or job.job_id in self._cancelled:
-            return
+        # Ray may ask to cancel a job whose node it saw die (preempted, node failed) before
+        # SLURM's verdict is in: only a FAILED after our own scancel is ours.
+        if state not in FAILED_STATES or (state == "FAILED" and job.job_id in self._cancelled):
+            return False
         log = job_log(self.cluster, self.settings.cluster_name, kind, node_type, job.job_id)
         end = how_job_ended(self.slurm, job.job_id, state, log)
         logger.warning("%s node of type %s: %s", kind, node_type, end.describe())
         if kind == "worker" and end.types_fault and self.on_failure is not None:
             self.on_failure(node_type, end.describe())
+        return state in LOST_STATES
 
     def launch(self, request: LaunchRequest) -> str:
         script = render(self.settings, self.cluster, request.spec, request.head_address,
@@ -189,6 +222,8 @@ class LoginBackend:
         host = socket.gethostname()
         if record and (record["host"] != host or _alive(record["pid"], record["start_time"])):
             return record
+        if self.settings.head_mode != "login":
+            return None  # no login head to look for (and no /proc scan every tick)
         return _find_login_head(Path(self.cluster.jobs_dir))
 
     def list_nodes(self) -> list[Node]:

@@ -25,6 +25,8 @@ FAILED_STATES = {"FAILED", "OUT_OF_MEMORY", "NODE_FAIL", "BOOT_FAIL", "DEADLINE"
 # Of those, the ones that say nothing about the node type: the node or the scheduler ended the
 # job. Its node is lost and replaced, but the type is not backed off for it.
 NOT_THE_TYPES_FAULT = {"NODE_FAIL", "BOOT_FAIL", "PREEMPTED"}
+# Ends that take the node from under a running job: its processes may live on for a while.
+LOST_STATES = {"NODE_FAIL", "PREEMPTED"}
 
 LOG_TAIL_LINES = 5
 LOG_TAIL_BYTES = 4096

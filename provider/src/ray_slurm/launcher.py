@@ -15,6 +15,7 @@ what Ray documents for its cloud providers:
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Iterable, Mapping
 
 import click
@@ -51,6 +52,22 @@ def beyond_min_workers(
         else:
             stop.append(node_id)
     return stop
+
+
+class _LegacyFieldsFilter(logging.Filter):
+    """Ray 2.60 adds empty ``head_node``/``worker_nodes`` to every external provider's config
+    (``MINIMAL_EXTERNAL_CONFIG``), then warns twice on each autoscaler tick that it drops them:
+    tens of thousands of lines a day in the log ``ray monitor`` shows. Nothing else is hidden."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not record.getMessage().startswith("Dropping the empty legacy field")
+
+
+_LEGACY_FILTER = _LegacyFieldsFilter()
+
+
+def quiet_ray_legacy_field_warnings() -> None:
+    logging.getLogger("ray.autoscaler._private.util").addFilter(_LEGACY_FILTER)  # idempotent
 
 
 class ConfigRefused(click.ClickException):

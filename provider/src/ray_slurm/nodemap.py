@@ -10,6 +10,7 @@ on multi-NIC nodes.
 from __future__ import annotations
 
 import ipaddress
+import socket
 from pathlib import Path
 
 import yaml
@@ -49,6 +50,15 @@ class NodeAddresses:
         self._slurm = slurm
         self._map_file = map_file
         self._cache: dict[str, str] | None = None
+
+    def login_ip(self, configured: str = "") -> str:
+        """The login node's address as the compute nodes reach it: configured, or detected."""
+        if configured:
+            return configured
+        any_node = next(iter(self._slurm.nodes().values()))
+        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+            s.connect((any_node.addr, 9))  # UDP connect sends nothing; it only picks the route
+            return str(s.getsockname()[0])
 
     def ip(self, node_name: str) -> str:
         if self._cache is None or node_name not in self._cache:

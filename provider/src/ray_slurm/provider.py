@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import logging
 import os
-import socket
 import threading
 import time
 from collections import Counter
@@ -31,7 +30,7 @@ from ray.autoscaler.tags import (
     TAG_RAY_USER_NODE_TYPE,
 )
 
-from ray_slurm import burst, config, usertmp
+from ray_slurm import burst, config, raynodes, usertmp
 from ray_slurm.backends import Backend, LaunchRequest, LoginBackend, Node, SlurmBackend
 from ray_slurm.command_runner import LocalCommandRunner, NodeStartTimeout, runner_for
 from ray_slurm.config import ConfigError, NodeTypeSpec
@@ -42,6 +41,7 @@ from ray_slurm.launcher import (
     HeadStartedElsewhere,
     beyond_min_workers,
     keep_min_workers_requested,
+    quiet_ray_legacy_field_warnings,
     restart_requested,
 )
 from ray_slurm.nodemap import NodeAddresses
@@ -53,6 +53,7 @@ from ray_slurm.state import ClusterDir, StateLockError
 from ray_slurm.watch import NodeWatch
 
 logger = logging.getLogger(__name__)
+quiet_ray_legacy_field_warnings()
 
 LIST_CACHE_S = 1.0  # one listing serves all calls of one autoscaler tick
 
@@ -78,7 +79,9 @@ class SlurmNodeProvider(NodeProvider):
         self.watch = NodeWatch(self.settings, self.cluster, self.backoff)
         failed = self.watch.type_failed
         self.backends: dict[str, Backend] = {
-            "slurm": SlurmBackend(self.settings, self.slurm, self.cluster, on_failure=failed),
+            "slurm": SlurmBackend(
+                self.settings, self.slurm, self.cluster, on_failure=failed, on_lost=self._stop_lost
+            ),  # fmt: skip
             "login": LoginBackend(self.settings, self.cluster),
         }
         if self.settings.kube_types:
@@ -132,6 +135,12 @@ class SlurmNodeProvider(NodeProvider):
                     self.backends[name].terminate(ids)
                 self._hold_types(nodes)
             return self._nodes
+
+    def _stop_lost(self, job_ids: list[str]) -> None:
+        """Jobs lost under their Ray nodes: the head's autoscaler stops those (``raynodes``)."""
+        head = self.cluster.read_head()
+        if self.autoscaling is not None and head:
+            raynodes.stop_ray_nodes(f"{head['ip']}:{head['gcs_port']}", job_ids)
 
     def _last_known(self, backend: str) -> list[Node]:
         """The last listing of a backend, or (in a fresh process) what the state says exists."""
@@ -225,20 +234,11 @@ class SlurmNodeProvider(NodeProvider):
         if node.ip:
             return node.ip
         if node.backend == "login":
-            return self.login_ip()
+            return self.addresses.login_ip(self.settings.head_ip)
         return self.addresses.ip(node.host)
 
     def external_ip(self, node_id: str) -> str:
         return self.internal_ip(node_id)
-
-    def login_ip(self) -> str:
-        """The login node's address as the compute nodes reach it: configured, or detected."""
-        if self.settings.head_ip:
-            return self.settings.head_ip
-        any_node = next(iter(self.slurm.nodes().values()))
-        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
-            s.connect((any_node.addr, 9))  # UDP connect sends nothing; it only picks the route
-            return str(s.getsockname()[0])
 
     # ---------------------------------------------------------------- changing
 
@@ -273,7 +273,8 @@ class SlurmNodeProvider(NodeProvider):
                         "second head; run `ray up` again once the other is done"
                     )
                 self.cluster.clear_head()
-                node_ip = self.login_ip() if spec.backend == "login" else ""
+                login = spec.backend == "login"
+                node_ip = self.addresses.login_ip(self.settings.head_ip) if login else ""
                 self._launch(spec, tags, LaunchRequest(spec, node_ip=node_ip), allowed)
             return
         head = self.cluster.read_head()

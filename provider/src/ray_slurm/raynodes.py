@@ -1,0 +1,40 @@
+"""Stop the Ray nodes of SLURM jobs that are lost while their processes may live on.
+
+A job whose node stops answering (slurmd dead, network cut) ends NODE_FAIL in slurmctld, but
+nothing on the node kills its processes until slurmd returns: its raylet stays in the Ray
+cluster, offering CPUs that no allocation holds. A requeued or suspended job's Ray node is gone
+or frozen too. The head's autoscaler asks the GCS to stop each Ray node whose cloud instance id
+(``RAY_CLOUD_INSTANCE_ID``, the job id) names such a job, as Ray's own autoscaler stops a node:
+Ray then neither counts nor uses it, and starts a replacement if demand remains.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Collection
+
+logger = logging.getLogger(__name__)
+
+GCS_TIMEOUT_S = 10
+
+
+def stop_ray_nodes(gcs_address: str, instance_ids: Collection[str]) -> list[str]:
+    """Stop the alive Ray nodes of these jobs; returns the Ray node ids stopped (hex)."""
+    from ray._raylet import GcsClient  # the autoscaler has Ray imported already
+    from ray.core.generated.gcs_pb2 import GcsNodeInfo
+
+    client = GcsClient(address=gcs_address)
+    alive = GcsNodeInfo.GcsNodeState.ALIVE
+    try:
+        infos = client.get_all_node_info(timeout=GCS_TIMEOUT_S, state_filter=alive)
+        found = {node_id.hex(): info.instance_id for node_id, info in infos.items()
+                 if info.instance_id in instance_ids and not info.is_head_node}  # fmt: skip
+        if found:
+            client.drain_nodes([bytes.fromhex(h) for h in found], timeout=GCS_TIMEOUT_S)
+    except Exception as exc:  # the GCS is busy or gone: say so, the provider goes on
+        logger.warning("could not stop the Ray nodes of lost jobs %s (they run on until their "
+                       "node's slurmd ends them): %s", ", ".join(instance_ids), exc)  # fmt: skip
+        return []
+    for ray_node, job_id in found.items():
+        logger.warning("stopped Ray node %s of lost job %s", ray_node[:12], job_id)
+    return list(found)
