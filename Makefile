@@ -34,6 +34,7 @@ setup: $(VENV)/.done
 lint: setup
 	$(VENV)/bin/ruff check provider kube_standin tests scripts bench
 	$(VENV)/bin/ruff format --check provider kube_standin tests scripts bench
+	$(VENV)/bin/mypy --strict provider/src/ray_slurm
 	bash -n $(SITE)
 	bash -n scripts/kube-standin
 

@@ -172,3 +172,23 @@ def test_a_preempted_job_is_reported_even_after_ray_asked_to_cancel_it(
     queue.write_text(f"51|PREEMPTED|n1|0:00|{name}|None\n")
     assert backend.list_nodes() == []
     assert "job 51 ended PREEMPTED" in caplog.text
+
+
+def test_a_requeue_is_said_even_when_ray_cancelled_the_job_first(
+    settings, cluster, fake_bin, tmp_path, caplog
+):
+    queue = tmp_path / "queue"
+    fake_bin("squeue", f"cat {queue}")
+    fake_bin("scancel", "true")
+    lost: list[list[str]] = []
+    backend = SlurmBackend(settings, Slurm(bin_dir=str(tmp_path / "bin")), cluster,
+                           on_lost=lost.append)  # fmt: skip
+    name = "ray.example.worker.rq"
+    queue.write_text(f"61|RUNNING|n1|58:00|{name}|None\n")
+    backend.list_nodes()
+    backend.terminate(["61"])  # Ray saw the raylet die
+    queue.write_text(f"61|PENDING||1:00:00|{name}|BeginTime\n")
+    for _ in range(2):
+        assert backend.list_nodes() == []
+    assert caplog.text.count("worker job 61 (node type rq) was requeued by SLURM") == 1
+    assert lost == [["61"]]

@@ -28,6 +28,6 @@ def test_a_partition_the_site_lacks_fails_check_naming_it(workdir):
     problems = [line for line in out if line.startswith("problem: ")]
     assert problems == [
         "problem: available_node_types.cpu.node_config.partition: partition 'nosuch' does not "
-        "exist on this site -- fix: use one of debug, long (sinfo -s)"
+        "exist on this site -- fix: use one of debug, long, scavenger (sinfo -s)"
     ]
     assert out[-1].startswith(f"{path}: 1 problem ")

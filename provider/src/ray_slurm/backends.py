@@ -111,7 +111,7 @@ class SlurmBackend:
         settings: Settings,
         slurm: Slurm,
         cluster: ClusterDir,
-        on_failure: Callable[[str, str], None] | None = None,
+        on_failure: Callable[[str, str], object] | None = None,
         on_lost: Callable[[list[str]], None] | None = None,
     ) -> None:
         self.settings = settings
@@ -122,6 +122,7 @@ class SlurmBackend:
         self._cancelled: dict[str, float] = {}  # job id -> when we cancelled it (monotonic)
         self._watched: set[str] = set()  # jobs launched or seen alive by this process
         self._ran: set[str] = set()  # jobs seen running by this process
+        self._requeued: set[str] = set()  # of those, the ones pending again: being cancelled
 
     def list_nodes(self) -> list[Node]:
         """One squeue call for every job of this cluster (every state but terminal ones)."""
@@ -142,8 +143,9 @@ class SlurmBackend:
             self._watched.add(job.job_id)
             if job.state is JobState.RUNNING:
                 self._ran.add(job.job_id)
-            elif job.state is JobState.PENDING and job.job_id in self._ran:
-                if job.job_id not in self._cancelled:
+            elif job.state is JobState.PENDING and job.job_id in self._ran | self._requeued:
+                if job.job_id not in self._requeued:  # said once, even if Ray cancelled it first
+                    self._requeued.add(job.job_id)
                     lost.append(job.job_id)
                     logger.warning("%s job %s (node type %s) was %s by SLURM after it ran (%s): "
                                    "its Ray node is gone; the job is cancelled, a new one "
@@ -155,6 +157,7 @@ class SlurmBackend:
             nodes.append(Node(job.job_id, self.name, kind, node_type, job.state, job.node,
                               job.reason, job.time_left))  # fmt: skip
         self._ran &= seen  # forget the jobs SLURM forgot
+        self._requeued &= seen
         if lost and self.on_lost is not None:
             self.on_lost(lost)
         return nodes
@@ -218,7 +221,7 @@ class LoginBackend:
         """The head's process: as recorded, or found in the process table if the record is
         missing or stale (a `ray up` interrupted between starting it and recording it, a state
         file moved aside). Only a record of another login node is taken on trust."""
-        record = self.cluster.read_state().get("login_head")
+        record: dict[str, Any] | None = self.cluster.read_state().get("login_head")
         host = socket.gethostname()
         if record and (record["host"] != host or _alive(record["pid"], record["start_time"])):
             return record

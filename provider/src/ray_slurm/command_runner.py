@@ -82,10 +82,16 @@ def is_ray_stop(cmd: str | None) -> bool:
     )
 
 
+def command_failed(message: str, kind: str, **details: Any) -> Exception:
+    """Ray's own error for a failed node command (what its updaters catch and print)."""
+    error: Exception = ProcessRunnerError(message, kind, **details)  # type: ignore[no-untyped-call]
+    return error
+
+
 def check_no_unscoped_stop(cmd: str | None) -> None:
     """Refuse ``ray stop`` inside a longer command: it would stop other clusters' Ray too."""
     if cmd and not is_ray_stop(cmd) and _RAY_STOP_RE.search(cmd):
-        raise ProcessRunnerError(
+        raise command_failed(
             "`ray stop` stops every Ray process of the user on that host, other clusters' too; "
             "run `ray stop` on its own (this provider then stops only this cluster's node)",
             "ssh_command_failed", command=cmd,
@@ -185,7 +191,7 @@ class LocalCommandRunner(CommandRunnerInterface):
         except (subprocess.CalledProcessError, subprocess.TimeoutExpired) as exc:
             if exit_on_fail:
                 sys.exit(getattr(exc, "returncode", 1) or 1)
-            raise ProcessRunnerError(
+            raise command_failed(
                 "Command failed", "ssh_command_failed",
                 code=getattr(exc, "returncode", None), command=argv,
             ) from exc  # fmt: skip
@@ -259,11 +265,11 @@ class SrunCommandRunner(LocalCommandRunner):
             reason = self.not_ready()
         except NodeStartTimeout as exc:
             print(f"{self.log_prefix}{exc}", file=sys.stderr)
-            raise ProcessRunnerError(str(exc), "ssh_command_failed", command=self.job_id) from exc
+            raise command_failed(str(exc), "ssh_command_failed", command=self.job_id) from exc
         if reason:
             logger.info("%sjob %s is not running yet: %s", self.log_prefix, self.job_id, reason)
             print(f"{self.log_prefix}SLURM job {self.job_id}: {reason}", file=sys.stderr)
-            raise ProcessRunnerError(
+            raise command_failed(
                 f"job {self.job_id} not running: {reason}", "ssh_command_failed",
                 command=[self.srun, f"--jobid={self.job_id}"], special_case="ssh_timeout",
             )  # fmt: skip

@@ -80,7 +80,7 @@ class KubernetesBackend:
         self,
         settings: Settings,
         cluster: ClusterDir,
-        on_failure: Callable[[str, str], None] | None,
+        on_failure: Callable[[str, str], object] | None,
         user: str | None = None,
     ) -> None:
         self.settings = settings
@@ -112,10 +112,10 @@ class KubernetesBackend:
             conn = self.settings.kube
             try:
                 if not conn.kubeconfig and "KUBERNETES_SERVICE_HOST" in os.environ:
-                    config.load_incluster_config()
+                    config.load_incluster_config()  # type: ignore[no-untyped-call]
                     api_client = client.ApiClient()
                 else:
-                    api_client = config.new_client_from_config(
+                    api_client = config.new_client_from_config(  # type: ignore[no-untyped-call]
                         config_file=os.path.expanduser(conn.kubeconfig) or None,
                         context=conn.context or None,
                     )
@@ -205,7 +205,7 @@ class KubernetesBackend:
         self._ensure_secret(namespace)
         for _ in range(NAME_RETRIES):
             body = self.pod(spec, request.head_address)
-            name = body["metadata"]["name"]
+            name = str(body["metadata"]["name"])
             try:
                 self.call(f"creating pod {name} in namespace {namespace}",
                            self.api.create_namespaced_pod, namespace, body)  # fmt: skip

@@ -162,7 +162,9 @@ def pod_manifest(
     }
 
 
-def secret_manifest(name: str, namespace: str, labels: dict[str, str], token: str) -> dict:
+def secret_manifest(
+    name: str, namespace: str, labels: dict[str, str], token: str
+) -> dict[str, Any]:
     return {
         "apiVersion": "v1",
         "kind": "Secret",

@@ -20,8 +20,9 @@ GCS_TIMEOUT_S = 10
 
 def stop_ray_nodes(gcs_address: str, instance_ids: Collection[str]) -> list[str]:
     """Stop the alive Ray nodes of these jobs; returns the Ray node ids stopped (hex)."""
-    from ray._raylet import GcsClient  # the autoscaler has Ray imported already
-    from ray.core.generated.gcs_pb2 import GcsNodeInfo
+    # The autoscaler has Ray imported already. Both are compiled (Cython, protobuf): no stubs.
+    from ray._raylet import GcsClient  # type: ignore[attr-defined]
+    from ray.core.generated.gcs_pb2 import GcsNodeInfo  # type: ignore[attr-defined]
 
     client = GcsClient(address=gcs_address)
     alive = GcsNodeInfo.GcsNodeState.ALIVE

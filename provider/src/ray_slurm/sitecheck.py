@@ -95,7 +95,8 @@ class Site:
     @classmethod
     def from_raw(cls, raw: Mapping[str, Any]) -> Site:
         """Best effort for a config that failed validation: values that are plain strings."""
-        p = raw.get("provider") if isinstance(raw.get("provider"), Mapping) else {}
+        provider = raw.get("provider")
+        p: Mapping[str, Any] = provider if isinstance(provider, Mapping) else {}
 
         def text(key: str, default: str = "") -> str:
             value = p.get(key, default)
@@ -119,7 +120,8 @@ class Site:
                     )
                 )
                 continue
-            nc = t.get("node_config") if isinstance(t.get("node_config"), Mapping) else {}
+            node_config = t.get("node_config")
+            nc: Mapping[str, Any] = node_config if isinstance(node_config, Mapping) else {}
             partition = nc.get("partition")
             types.append(
                 SlurmType(str(name), _split(partition if isinstance(partition, str) else None))

@@ -136,6 +136,7 @@ class ClusterDir:
             text = self.state_file.read_text()
         except FileNotFoundError:
             return fresh
+        data: Any
         try:
             data = json.loads(text)
             problem = "" if isinstance(data, dict) else "not a JSON object"
@@ -146,7 +147,8 @@ class ClusterDir:
         if not problem and not isinstance(data.get("nodes"), dict):
             problem = "it has no 'nodes' object"
         if not problem:
-            return data
+            state: dict[str, Any] = data
+            return state
         aside = self.state_file.with_name(f"state.json.bad-{time.strftime('%Y%m%d-%H%M%S')}")
         with contextlib.suppress(FileNotFoundError):  # another process moved it first
             os.replace(self.state_file, aside)
@@ -167,9 +169,10 @@ class ClusterDir:
     def read_head(self) -> dict[str, Any] | None:
         """The head's address record, published by the head's own script once it knows its ports."""
         try:
-            return json.loads(self.head_file.read_text())
+            record = json.loads(self.head_file.read_text())
         except (FileNotFoundError, json.JSONDecodeError):
             return None
+        return record if isinstance(record, dict) else None
 
     def publish_head(self, record: dict[str, Any]) -> None:
         self.create()
