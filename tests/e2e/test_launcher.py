@@ -63,7 +63,9 @@ def test_every_launcher_command(make_cluster, site_nodes, workdir, head_mode):
     assert head_start(cluster) != head, "ray up --restart-only did not restart the head"
     head = head_start(cluster)
     head_ip, head_host = cluster.head()["ip"], cluster.head()["host"]
-    assert len(cluster.jobs("head")) == (1 if head_mode == "slurm" else 0)
+    # the old head's job ends (scancel, then its job script's cleanup: COMPLETING for a moment)
+    heads = 1 if head_mode == "slurm" else 0
+    wait_for(lambda: len(cluster.jobs("head")) == heads, 90, "the old head's job to end")
 
     # --- addresses ----------------------------------------------------------------------------
     assert cluster.ray("get-head-ip", config).stdout.split()[-1] == head_ip
