@@ -15,10 +15,12 @@ import shutil
 import signal
 import subprocess
 import tempfile
+import time
 from pathlib import Path
 
 import pytest
 
+from ray_slurm import jobscript
 from ray_slurm.jobscript import job_name, login_head_id, parse_job_name, render
 
 HEAD_ADDRESS = "10.0.0.1:6379"
@@ -440,3 +442,51 @@ exit 0
     finally:
         with contextlib.suppress(ProcessLookupError):
             os.kill(child, signal.SIGKILL)  # never left running, whatever the result
+
+
+def test_a_ray_start_deaf_to_the_signal_is_killed_after_the_grace_and_cleaned_up(
+    make_settings, fake_ray_env, short_temp_root, tmp_path, monkeypatch
+):
+    """`ray start` still starting up hears no SIGTERM (Ray 2.60 waits up to 30 s for its
+    raylet): the job gives it STOP_GRACE_S, then kills it and still removes the temp dir,
+    before the login backend's or SLURM's own kill would skip that."""
+    monkeypatch.setattr(jobscript, "STOP_GRACE_S", {"head": 8, "worker": 1})
+    env_dir, record = fake_ray_env
+    (env_dir / "bin" / "ray").write_text(f"""#!/bin/bash
+for a in "$@"; do case "$a" in --temp-dir=*) d="${{a#--temp-dir=}}" ;; esac; done
+mkdir -p "$d/session"
+trap '' TERM
+echo $$ > {record}/ray.pid
+while :; do sleep 0.1; done
+""")
+
+    def change(cfg):
+        cfg["provider"]["ray_env"] = str(env_dir)
+        cfg["provider"]["temp_root"] = short_temp_root
+
+    settings = make_settings(change)
+    text = render(settings, _cluster(settings), settings.spec("cpu"),
+                  head_address=HEAD_ADDRESS).text  # fmt: skip
+    path = tmp_path / "node.sh"
+    path.write_text(text)
+    proc = subprocess.Popen(["bash", str(path)], env={"PATH": "/usr/bin:/bin",
+                            "SLURM_JOB_ID": "4545"}, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True)  # fmt: skip
+    pid_file = record / "ray.pid"
+    try:
+        deadline = time.monotonic() + 10
+        while not pid_file.exists() and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert pid_file.exists(), "the fake ray never started"
+        proc.send_signal(signal.SIGTERM)
+        _, err = proc.communicate(timeout=8)
+        assert proc.returncode == 128 + signal.SIGTERM
+        assert "Ray did not stop within 1 s of the signal: killing it" in err
+        assert os.listdir(short_temp_root) == []
+        ray_stat = Path(f"/proc/{int(pid_file.read_text())}/stat")
+        assert not ray_stat.exists() or ray_stat.read_text().split()[2] == "Z"
+    finally:
+        proc.kill()
+        if pid_file.exists():
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(int(pid_file.read_text()), signal.SIGKILL)

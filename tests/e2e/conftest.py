@@ -47,13 +47,15 @@ def run(
     args: list[str], timeout: float, check: bool = True, **kwargs: Any
 ) -> subprocess.CompletedProcess[str]:
     """Run a command, log its output, fail with that output if it fails."""
+    started = time.monotonic()
     proc = subprocess.run(
         args, capture_output=True, text=True, timeout=timeout, check=False, **kwargs
     )
     log.info(
-        "$ %s -> %s\n%s%s",
+        "$ %s -> %s (%.1f s)\n%s%s",
         " ".join(args),
         proc.returncode,
+        time.monotonic() - started,
         proc.stdout[-4000:],
         proc.stderr[-4000:],
     )

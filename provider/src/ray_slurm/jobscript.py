@@ -19,6 +19,10 @@ from ray_slurm.state import ClusterDir
 
 CONFIG_WAIT_S = 600  # how long a new head waits for `ray up` to copy the cluster config
 HEADLESS_EXIT_S = 15  # a worker whose head is gone exits after this long
+# How long Ray may take to stop after the job is signalled, before the job kills it and cleans
+# up: below the login head's grace (backends.LoginBackend.terminate) and SLURM's KillWait default.
+# A head stops without draining (a few seconds); a worker drains its tasks first.
+STOP_GRACE_S = {"head": 8, "worker": 15}
 
 
 def job_name(cluster_name: str, kind: str, node_type: str) -> str:
@@ -94,6 +98,7 @@ def render(
         autoscaling_config=str(cluster.autoscaling_config),
         config_wait_s=CONFIG_WAIT_S,
         headless_exit_s=HEADLESS_EXIT_S,
+        stop_grace_s=STOP_GRACE_S[spec.kind],
         node_ip=node_ip,
         node_map=settings.node_map,
         head_address=head_address,
