@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import subprocess
 import time
+from dataclasses import dataclass, field
+from pathlib import Path
 
 import pytest
 
@@ -48,24 +50,52 @@ def _squeue_lines(*jobs: tuple[str, str, str]) -> str:
     return "".join(f"{i}|{state}|n1|UNLIMITED|{name}|None\n" for i, state, name in jobs)
 
 
-def test_a_watched_job_that_fails_reports_its_type_once(settings, cluster, fake_bin, tmp_path):
+@dataclass
+class Queue:
+    """A SLURM backend over a fake queue: squeue prints ``file``, scancel appends its arguments
+    to ``calls``; the lost jobs and the failures the backend reports are collected."""
+
+    file: Path
+    calls: Path
+    backend: SlurmBackend
+    lost: list[list[str]] = field(default_factory=list)
+    failures: list[tuple[str, str]] = field(default_factory=list)
+
+    def shows(self, text: str) -> None:
+        self.file.write_text(text)
+
+    def cancelled(self) -> list[str]:
+        return self.calls.read_text().split() if self.calls.exists() else []
+
+
+@pytest.fixture
+def queue(settings, cluster, fake_bin, tmp_path) -> Queue:
+    file, calls = tmp_path / "queue", tmp_path / "calls"
+    file.write_text("")
+    fake_bin("squeue", f"cat {file}")
+    fake_bin("scancel", f'echo "$*" >> {calls}')
+    fake_bin("scontrol", "exit 1")  # how a job ended: from squeue's state alone
+    fake_bin("sacct", "exit 1")
+    lost: list[list[str]] = []
+    failures: list[tuple[str, str]] = []
+    backend = SlurmBackend(settings, Slurm(bin_dir=str(tmp_path / "bin")), cluster,
+                           on_lost=lost.append,
+                           on_failure=lambda t, why: failures.append((t, why)))  # fmt: skip
+    return Queue(file, calls, backend, lost, failures)
+
+
+def test_a_watched_job_that_fails_reports_its_type_once(settings, queue, fake_bin):
     """The job dies of its setup line: the provider hears state, exit code and log tail once;
     jobs it cancelled, jobs of another head and nodes that failed are not the type's fault."""
-    queue = tmp_path / "squeue.out"
-    fake_bin("squeue", f"cat {queue}")
     fake_bin("scontrol", '[ "$4" = 33 ] && s=NODE_FAIL || s=FAILED\n'
                          'echo "JobId=$4 JobState=$s ExitCode=3:0 RunTime=00:00:01 '
                          'NodeList=n1 StdOut=/nonexistent"')  # fmt: skip
-    fake_bin("scancel", "true")
-    failures: list[tuple[str, str]] = []
-    backend = SlurmBackend(settings, Slurm(bin_dir=str(tmp_path / "bin")), cluster,
-                           on_failure=lambda t, why: failures.append((t, why)))  # fmt: skip
     worker = f"ray.{settings.cluster_name}.worker.cpu"
-    queue.write_text(_squeue_lines(("31", "RUNNING", worker), ("32", "RUNNING", worker),
-                                   ("33", "RUNNING", worker)))  # fmt: skip
-    assert [n.node_id for n in backend.list_nodes()] == ["31", "32", "33"]
-    backend.terminate(["32"])
-    queue.write_text(
+    queue.shows(_squeue_lines(("31", "RUNNING", worker), ("32", "RUNNING", worker),
+                              ("33", "RUNNING", worker)))  # fmt: skip
+    assert [n.node_id for n in queue.backend.list_nodes()] == ["31", "32", "33"]
+    queue.backend.terminate(["32"])
+    queue.shows(
         _squeue_lines(
             ("30", "FAILED", worker),
             ("31", "FAILED", worker),
@@ -73,10 +103,10 @@ def test_a_watched_job_that_fails_reports_its_type_once(settings, cluster, fake_
             ("33", "NODE_FAIL", worker),
         )
     )
-    assert backend.list_nodes() == []
-    assert backend.list_nodes() == []  # listed again: reported once
-    assert failures == [("cpu", "job 31 ended FAILED (exit code 3:0) on n1 after 1 s; "
-                                "its log /nonexistent is empty or unreadable")]  # fmt: skip
+    assert queue.backend.list_nodes() == []
+    assert queue.backend.list_nodes() == []  # listed again: reported once
+    assert queue.failures == [("cpu", "job 31 ended FAILED (exit code 3:0) on n1 after 1 s; "
+                                      "its log /nonexistent is empty or unreadable")]  # fmt: skip
 
 
 def test_a_login_head_without_a_record_is_found_and_stopped(settings, cluster):
@@ -108,87 +138,55 @@ def test_a_login_head_without_a_record_is_found_and_stopped(settings, cluster):
             proc.wait()
 
 
-def test_a_requeued_job_is_lost_cancelled_and_never_listed_again(
-    settings, cluster, fake_bin, tmp_path, caplog
-):
+def test_a_requeued_job_is_lost_cancelled_and_never_listed_again(queue, caplog):
     """Running, then pending again under the same id (scontrol requeue, preemption with
     REQUEUE): its Ray node is gone. The copy is cancelled and the lost job reported once."""
-    queue, calls = tmp_path / "queue", tmp_path / "calls"
-    fake_bin("squeue", f"cat {queue}")
-    fake_bin("scancel", f'echo "$*" >> {calls}')
-    lost: list[list[str]] = []
-    backend = SlurmBackend(settings, Slurm(bin_dir=str(tmp_path / "bin")), cluster,
-                           on_lost=lost.append)  # fmt: skip
     name = "ray.example.worker.cpu"
-
-    queue.write_text(f"21|RUNNING|n1|58:00|{name}|None\n22|PENDING||1:00:00|{name}|Priority\n")
-    assert [(n.node_id, n.state.value) for n in backend.list_nodes()] == [
+    queue.shows(f"21|RUNNING|n1|58:00|{name}|None\n22|PENDING||1:00:00|{name}|Priority\n")
+    assert [(n.node_id, n.state.value) for n in queue.backend.list_nodes()] == [
         ("21", "running"), ("22", "pending")]  # fmt: skip
-    queue.write_text(f"21|PENDING||1:00:00|{name}|BeginTime\n22|PENDING||1:00:00|{name}|None\n")
-    assert [n.node_id for n in backend.list_nodes()] == ["22"]  # a pending job that never ran
-    assert calls.read_text().split() == [f"--user={user_name()}", "21"]
-    assert lost == [["21"]]
+    queue.shows(f"21|PENDING||1:00:00|{name}|BeginTime\n22|PENDING||1:00:00|{name}|None\n")
+    assert [n.node_id for n in queue.backend.list_nodes()] == ["22"]  # pending, never ran
+    assert queue.cancelled() == [f"--user={user_name()}", "21"]
+    assert queue.lost == [["21"]]
     assert "worker job 21 (node type cpu) was requeued by SLURM after it ran (BeginTime)" in (
         caplog.text
     )
     # still pending a moment later (the scancel is under way): not listed, not cancelled twice
     for _ in range(2):
-        assert [n.node_id for n in backend.list_nodes()] == ["22"]
-    assert calls.read_text().split() == [f"--user={user_name()}", "21"]
-    assert lost == [["21"]]
+        assert [n.node_id for n in queue.backend.list_nodes()] == ["22"]
+    assert queue.cancelled() == [f"--user={user_name()}", "21"]
+    assert queue.lost == [["21"]]
 
 
-def test_a_running_job_that_ends_node_fail_is_reported_lost(settings, cluster, fake_bin, tmp_path):
-    queue = tmp_path / "queue"
-    fake_bin("squeue", f"cat {queue}")
-    fake_bin("scontrol", "exit 1")  # how it ended: from squeue's state alone
-    fake_bin("sacct", "exit 1")
-    lost: list[list[str]] = []
-    backend = SlurmBackend(settings, Slurm(bin_dir=str(tmp_path / "bin")), cluster,
-                           on_lost=lost.append)  # fmt: skip
+def test_a_running_job_that_ends_node_fail_is_reported_lost(queue):
     name = "ray.example.worker.cpu"
-    queue.write_text(f"31|RUNNING|n2|58:00|{name}|None\n32|RUNNING|n3|58:00|{name}|None\n")
-    backend.list_nodes()
-    queue.write_text(f"31|NODE_FAIL|n2|0:00|{name}|None\n32|COMPLETED|n3|0:00|{name}|None\n")
-    assert backend.list_nodes() == []
-    assert lost == [["31"]]  # a job that completed lost nothing
+    queue.shows(f"31|RUNNING|n2|58:00|{name}|None\n32|RUNNING|n3|58:00|{name}|None\n")
+    queue.backend.list_nodes()
+    queue.shows(f"31|NODE_FAIL|n2|0:00|{name}|None\n32|COMPLETED|n3|0:00|{name}|None\n")
+    assert queue.backend.list_nodes() == []
+    assert queue.lost == [["31"]]  # a job that completed lost nothing
 
 
-def test_a_preempted_job_is_reported_even_after_ray_asked_to_cancel_it(
-    settings, cluster, fake_bin, tmp_path, caplog
-):
+def test_a_preempted_job_is_reported_even_after_ray_asked_to_cancel_it(queue, caplog):
     """Ray sees the preempted node's raylet die and terminates the instance before squeue
     shows PREEMPTED: how the job ended is still SLURM's verdict, not our scancel."""
-    queue = tmp_path / "queue"
-    fake_bin("squeue", f"cat {queue}")
-    fake_bin("scancel", "true")
-    fake_bin("scontrol", "exit 1")
-    fake_bin("sacct", "exit 1")
-    backend = SlurmBackend(settings, Slurm(bin_dir=str(tmp_path / "bin")), cluster)
     name = "ray.example.worker.cpu"
-    queue.write_text(f"51|RUNNING|n1|58:00|{name}|None\n")
-    backend.list_nodes()
-    backend.terminate(["51"])  # Ray, on the dead raylet
-    queue.write_text(f"51|PREEMPTED|n1|0:00|{name}|None\n")
-    assert backend.list_nodes() == []
+    queue.shows(f"51|RUNNING|n1|58:00|{name}|None\n")
+    queue.backend.list_nodes()
+    queue.backend.terminate(["51"])  # Ray, on the dead raylet
+    queue.shows(f"51|PREEMPTED|n1|0:00|{name}|None\n")
+    assert queue.backend.list_nodes() == []
     assert "job 51 ended PREEMPTED" in caplog.text
 
 
-def test_a_requeue_is_said_even_when_ray_cancelled_the_job_first(
-    settings, cluster, fake_bin, tmp_path, caplog
-):
-    queue = tmp_path / "queue"
-    fake_bin("squeue", f"cat {queue}")
-    fake_bin("scancel", "true")
-    lost: list[list[str]] = []
-    backend = SlurmBackend(settings, Slurm(bin_dir=str(tmp_path / "bin")), cluster,
-                           on_lost=lost.append)  # fmt: skip
+def test_a_requeue_is_said_even_when_ray_cancelled_the_job_first(queue, caplog):
     name = "ray.example.worker.rq"
-    queue.write_text(f"61|RUNNING|n1|58:00|{name}|None\n")
-    backend.list_nodes()
-    backend.terminate(["61"])  # Ray saw the raylet die
-    queue.write_text(f"61|PENDING||1:00:00|{name}|BeginTime\n")
+    queue.shows(f"61|RUNNING|n1|58:00|{name}|None\n")
+    queue.backend.list_nodes()
+    queue.backend.terminate(["61"])  # Ray saw the raylet die
+    queue.shows(f"61|PENDING||1:00:00|{name}|BeginTime\n")
     for _ in range(2):
-        assert backend.list_nodes() == []
+        assert queue.backend.list_nodes() == []
     assert caplog.text.count("worker job 61 (node type rq) was requeued by SLURM") == 1
-    assert lost == [["61"]]
+    assert queue.lost == [["61"]]
