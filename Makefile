@@ -55,7 +55,7 @@ site-down:
 e2e: setup
 	$(SITE) up
 	$(SITE) deploy
-	status=0; $(SITE) login $(abspath $(VENV))/bin/pytest -v -p no:cacheprovider --durations=12 --timeout=900 tests/e2e || status=$$?; \
+	status=0; $(SITE) login $(abspath $(VENV))/bin/pytest -v -p no:cacheprovider --durations=25 --timeout=900 tests/e2e || status=$$?; \
 	$(SITE) down; exit $$status
 
 # The Ansible collection: ansible-lint (production profile, offline: .config/ansible-lint.yml).
@@ -79,7 +79,7 @@ molecule: setup
 site-tests: setup
 	$(SITE) up
 	status=0; $(SITE) deploy || status=1; \
-	$(SITE) login $(abspath $(VENV))/bin/pytest -v -p no:cacheprovider --durations=12 --timeout=900 tests/e2e || status=1; \
+	$(SITE) login $(abspath $(VENV))/bin/pytest -v -p no:cacheprovider --durations=25 --timeout=900 tests/e2e || status=1; \
 	$(SITE) login $(abspath $(VENV))/bin/pytest -v -p no:cacheprovider --timeout=300 tests/kube_standin || status=1; \
 	PATH=$(abspath $(VENV))/bin:$$PATH scripts/molecule-test || status=1; \
 	scripts/kube-standin down || true; $(SITE) down; exit $$status
