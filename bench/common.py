@@ -18,8 +18,9 @@ from typing import Any
 
 import yaml
 
-from ray_slurm.jobscript import parse_job_name
-from ray_slurm.slurm import Job, JobState, Slurm
+from ray_slurm.backends.jobscript import parse_job_name
+from ray_slurm.nodes import JobState
+from ray_slurm.slurm import Job, Slurm
 
 REPO = Path(__file__).resolve().parents[1]
 EXAMPLE = REPO / "examples" / "ray-slurm.yaml"

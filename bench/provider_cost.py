@@ -21,7 +21,8 @@ from common import EXAMPLE, log, median
 from teardown import submit_held
 
 from ray_slurm import config, provider
-from ray_slurm.slurm import JobState, Slurm
+from ray_slurm.nodes import JobState
+from ray_slurm.slurm import Slurm
 
 GOAL_CALLS = 2
 GOAL_MS = 50.0

@@ -27,8 +27,9 @@ import ray
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import job_processes, job_state, process_tree, pss_kib, wait_for  # noqa: E402
 
-from ray_slurm.jobscript import parse_job_name  # noqa: E402
-from ray_slurm.slurm import JobState, Slurm  # noqa: E402
+from ray_slurm.backends.jobscript import parse_job_name  # noqa: E402
+from ray_slurm.nodes import JobState  # noqa: E402
+from ray_slurm.slurm import Slurm  # noqa: E402
 
 P = json.loads(sys.argv[1])
 slurm = Slurm()

@@ -9,8 +9,9 @@ from pathlib import Path
 
 import pytest
 
-from ray_slurm import backends
-from ray_slurm.backends import LoginBackend, SlurmBackend
+from ray_slurm.backends import slurm as slurm_backend
+from ray_slurm.backends.login import LoginBackend
+from ray_slurm.backends.slurm import SlurmBackend
 from ray_slurm.private import user_name
 from ray_slurm.slurm import Slurm, SlurmError
 
@@ -22,7 +23,7 @@ def test_a_job_is_cancelled_once_while_it_drains(
     fake_bin("scancel", f'echo "$*" >> {calls}')
     backend = SlurmBackend(settings, Slurm(bin_dir=str(tmp_path / "bin")), cluster)
     now = [1000.0]
-    monkeypatch.setattr(backends.time, "monotonic", lambda: now[0])
+    monkeypatch.setattr(slurm_backend.time, "monotonic", lambda: now[0])
 
     backend.terminate(["11", "12"])
     now[0] += 5  # ray down lists the draining jobs again 5 s later
@@ -31,7 +32,7 @@ def test_a_job_is_cancelled_once_while_it_drains(
     me = f"--user={user_name()}"  # only ever the user's own jobs, whatever the ids
     assert calls.read_text().splitlines() == [f"{me} 11 12", f"{me} 13"]
 
-    now[0] += backends.RECANCEL_S  # still there a minute later: ask SLURM again
+    now[0] += slurm_backend.RECANCEL_S  # still there a minute later: ask SLURM again
     backend.terminate(["11"])
     assert calls.read_text().splitlines() == [f"{me} 11 12", f"{me} 13", f"{me} 11"]
 

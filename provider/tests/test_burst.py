@@ -6,7 +6,7 @@ import pytest
 import yaml
 
 from ray_slurm import burst, config
-from ray_slurm.kubetypes import head_versions
+from ray_slurm.config.kubetypes import head_versions
 
 RAY, PY = head_versions().split(" ")
 IMAGE = f"rayproject/ray:{RAY}"

@@ -13,7 +13,8 @@ import pytest
 import yaml
 from conftest import mode
 
-from ray_slurm.cli import PORT_RANGE, free_ports, main
+from ray_slurm.cli import main
+from ray_slurm.net import PORT_RANGE, free_ports
 from ray_slurm.state import ClusterDir
 
 
@@ -208,7 +209,7 @@ def test_render_output_writes_only_when_changed(config_file, tmp_path, capsys):
 def test_render_shows_the_pod_of_a_kubernetes_type_and_writes_no_script(
     raw_config, tmp_path, capsys
 ):
-    from ray_slurm.kubetypes import head_versions
+    from ray_slurm.config.kubetypes import head_versions
 
     image = f"rayproject/ray:{head_versions().split()[0]}"
     raw_config["available_node_types"]["burst"] = {

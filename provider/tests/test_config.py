@@ -9,7 +9,7 @@ import pytest
 from conftest import MiB
 
 from ray_slurm import config
-from ray_slurm.nodetypes import (
+from ray_slurm.config.nodetypes import (
     DEFAULT_OBJECT_STORE_FRACTION,
     MIN_OBJECT_STORE_BYTES,
     ConfigError,

@@ -20,8 +20,8 @@ from pathlib import Path
 
 import pytest
 
-from ray_slurm import jobscript
-from ray_slurm.jobscript import job_name, login_head_id, parse_job_name, render
+from ray_slurm.backends import jobscript
+from ray_slurm.backends.jobscript import job_name, login_head_id, parse_job_name, render
 
 HEAD_ADDRESS = "10.0.0.1:6379"
 SETUP = ['echo "setup ran" > "$SETUP_MARK"', "module load python/3.12 || true"]

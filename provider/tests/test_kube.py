@@ -23,10 +23,12 @@ from kubernetes.client import (
     V1PodStatus,
 )
 
-from ray_slurm import config, kubetypes, podspec
-from ray_slurm.kube import pod_state
-from ray_slurm.kubetypes import head_versions, image_mismatch
-from ray_slurm.slurm import JobState
+from ray_slurm import config
+from ray_slurm.backends import podspec
+from ray_slurm.backends.kube import pod_state
+from ray_slurm.config import kubetypes
+from ray_slurm.config.kubetypes import head_versions, image_mismatch
+from ray_slurm.nodes import JobState
 
 RAY, PY = head_versions().split(" ")
 IMAGE = f"rayproject/ray:{RAY}-py{PY.replace('.', '')}"

@@ -7,10 +7,10 @@ import time
 
 import pytest
 
+from ray_slurm.nodes import JobState
 from ray_slurm.private import user_name
 from ray_slurm.slurm import (
     Job,
-    JobState,
     Slurm,
     SlurmError,
     clean_env,

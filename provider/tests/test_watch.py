@@ -7,9 +7,8 @@ import time
 import pytest
 
 from ray_slurm import watch
-from ray_slurm.backends import Node
+from ray_slurm.nodes import JobState, Node
 from ray_slurm.policy import START_WINDOW_S, LaunchRefused, TypeBackoff
-from ray_slurm.slurm import JobState
 
 
 class Clock:
@@ -33,7 +32,7 @@ def node_watch(settings, cluster, clock):
 
 
 def worker(node_id: str, state: JobState = JobState.RUNNING, reason: str = "") -> Node:
-    return Node(node_id, "slurm", "worker", "cpu", state, reason=reason)
+    return Node(node_id, "slurm", "worker", "cpu", state, reason=reason, what="job")
 
 
 def test_a_node_that_ended_before_ray_saw_it_is_listed_once_as_ending(node_watch):

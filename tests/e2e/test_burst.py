@@ -23,7 +23,7 @@ from kubernetes import client, config
 
 from ray_slurm import SlurmNodeProvider
 from ray_slurm.config import bootstrap
-from ray_slurm.kubetypes import head_versions
+from ray_slurm.config.kubetypes import head_versions
 from ray_slurm.policy import LaunchRefused
 
 REPO = Path(__file__).resolve().parents[2]

@@ -18,8 +18,8 @@ import pytest
 import yaml
 from conftest import ALICE, BOB, EVE, SITE_CONFIG, User, parse_result, run, wait_for, where_tasks
 
-from ray_slurm.jobscript import parse_job_name
-from ray_slurm.slurm import JobState
+from ray_slurm.backends.jobscript import parse_job_name
+from ray_slurm.nodes import JobState
 
 CLUSTER = yaml.safe_load(SITE_CONFIG.read_text())["cluster_name"]  # the same for everyone
 

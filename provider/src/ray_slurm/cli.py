@@ -8,7 +8,7 @@ head's address record) is Python, tested once, instead of shell written twice.
 from __future__ import annotations
 
 import argparse
-import hashlib
+import json
 import logging
 import os
 import shlex
@@ -21,42 +21,15 @@ from typing import Any
 
 import yaml
 
-from ray_slurm import config, jobscript
-from ray_slurm.backends import Backend, LoginBackend, SlurmBackend
+from ray_slurm import backends, check, config
 from ray_slurm.config import ConfigError, Settings
+from ray_slurm.net import free_ports
 from ray_slurm.nodemap import NodeAddresses, NodeMapError
 from ray_slurm.private import UnsafePathError
 from ray_slurm.slurm import Slurm, SlurmError
 from ray_slurm.state import ClusterDir, StateLockError, write_private
 
 logger = logging.getLogger("ray_slurm.cli")
-
-# Head ports lie above Ray's worker port range (10002-19999) and Ray Client's per-connection
-# servers (from 23000), below the kernel's ephemeral range (32768+) that Ray's random ports use.
-PORT_RANGE = (24000, 32000)
-
-
-def free_ports(count: int, seed: str, port_range: tuple[int, int] = PORT_RANGE) -> list[int]:
-    """``count`` ports free on this host right now, starting at a point derived from ``seed``.
-
-    Two jobs on one node have different seeds (job ids), so they start far apart; the bind test
-    skips ports another process already holds.
-    """
-    low, high = port_range
-    span = high - low
-    start = int(hashlib.sha256(seed.encode()).hexdigest(), 16) % span
-    ports: list[int] = []
-    for offset in range(span):
-        port = low + (start + offset) % span
-        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-            try:
-                s.bind(("0.0.0.0", port))  # noqa: S104 - probing, Ray binds all interfaces too
-            except OSError:
-                continue
-        ports.append(port)
-        if len(ports) == count:
-            return ports
-    raise RuntimeError(f"fewer than {count} free ports in {low}-{high}")
 
 
 def cluster_dir_from_config(path: str) -> ClusterDir:
@@ -68,12 +41,7 @@ def cluster_dir_from_config(path: str) -> ClusterDir:
 
 def load_config(path: str) -> tuple[Settings, ClusterDir]:
     """A ray-slurm.yaml, checked the way `ray up` checks it (ConfigError lists every problem)."""
-    with open(path) as f:
-        cfg = yaml.safe_load(f)
-    if not isinstance(cfg, dict) or not isinstance(cfg.get("provider"), dict):
-        raise ConfigError([f"{path}: not a Ray cluster config (no provider section)"])
-    cfg = config.bootstrap(config.fillout_resources(cfg))
-    settings = config.load_settings(cfg["provider"], cfg["cluster_name"])
+    _, settings = config.load_file(path).required()
     return settings, ClusterDir(settings.state_dir, settings.cluster_name)
 
 
@@ -81,61 +49,56 @@ def cmd_render(args: argparse.Namespace) -> int:
     """Print (or write) the exact script each node type submits (dask-jobqueue's job_script())."""
     settings, cluster = load_config(args.config)
     names = [args.node_type] if args.node_type else sorted(settings.node_types)
-    head = cluster.read_head()
-    address = args.head_address or (f"{head['ip']}:{head['gcs_port']}" if head else "HEAD_IP:PORT")
+    head = cluster.head()
+    address = args.head_address or (head.address if head else "HEAD_IP:PORT")
+    held = backends.make(settings, cluster, Slurm(settings.slurm_bin, settings.slurm_timeout_s))
     for name in names:
         spec = settings.spec(name)
-        if spec.backend == "kubernetes":
-            if not args.output:  # a pod has no job script: show the pod each node will be
-                from ray_slurm.kube import KubernetesBackend
-
-                pod = KubernetesBackend(settings, cluster, on_failure=None).pod(spec, address)
-                text = yaml.safe_dump(pod, sort_keys=False)
-                print(f"# node type {name} ({spec.kind}): a Kubernetes pod\n{text}")
-            continue
-        login = spec.backend == "login"
-        node_ip = (settings.head_ip or "LOGIN_NODE_IP") if login else ""
-        script = jobscript.render(settings, cluster, spec, head_address=address, node_ip=node_ip)
-        how = f"bash {script.path}" if login else f"sbatch --parsable {script.path}"
-        if args.output:
-            path = Path(args.output) / os.path.basename(script.path)
-            if not path.exists() or path.read_text() != script.text:
+        preview = held[spec.backend].preview(spec, address)
+        if not args.output:
+            print(f"# node type {name} ({spec.kind}): {preview.how}\n{preview.text}")
+        elif preview.file_name:  # what a node submits from the jobs directory
+            path = Path(args.output) / preview.file_name
+            if not path.exists() or path.read_text() != preview.text:
                 path.parent.mkdir(parents=True, exist_ok=True)
-                write_private(path, script.text, 0o755)
+                write_private(path, preview.text, 0o755)
                 print(f"changed: {path}")
-        else:
-            print(f"# node type {name} ({spec.kind}): {how}\n{script.text}")
     return 0
 
 
 def cmd_check(args: argparse.Namespace) -> int:
-    """Check a config against Ray's schema, the provider's rules and this site (check.py)."""
-    from ray_slurm import check
-
+    """Check a config against Ray's schema, the provider's rules and this site (``check``)."""
     return check.main(args.config, probe_pods=args.probe_pods)
+
+
+def cmd_validate(args: argparse.Namespace) -> int:
+    """The config alone, as `ray up` checks it (no site): for tools such as the Ansible role."""
+    try:
+        loaded = config.load_file(args.config)
+    except OSError as exc:
+        print(f"ray-slurm validate: cannot read {args.config}: {exc.strerror or exc}",
+              file=sys.stderr)  # fmt: skip
+        return check.EXIT_USAGE
+    if args.json:
+        print(json.dumps({"config": args.config, "problems": [
+            {"field": p.field, "message": p.message, "fix": p.fix} for p in loaded.problems
+        ]}, indent=1))  # fmt: skip
+    else:
+        for problem in loaded.problems:
+            print(check.line(problem))
+        if not loaded.problems:
+            print(f"{args.config}: valid")
+    return 1 if loaded.problems else 0
 
 
 def cmd_status(args: argparse.Namespace) -> int:
     """The cluster's nodes as their backends see them: state, node, address, reason, time left."""
     settings, cluster = load_config(args.config)
     slurm = Slurm(settings.slurm_bin, settings.slurm_timeout_s)
-    addresses = NodeAddresses(slurm, settings.node_map)
-    head = cluster.read_head()
     rows = [("TYPE", "KIND", "ID", "STATE", "NODE", "IP", "TIME LEFT", "REASON")]
-    backends: list[Backend] = [
-        LoginBackend(settings, cluster),
-        SlurmBackend(settings, slurm, cluster),
-    ]
-    if settings.kube_types:
-        from ray_slurm.kube import KubernetesBackend
-
-        backends.append(KubernetesBackend(settings, cluster, on_failure=None))  # read-only
-    for backend in backends:
+    for backend in backends.make(settings, cluster, slurm).values():  # only looking
         for n in sorted(backend.list_nodes(), key=lambda n: (n.kind != "head", n.node_id)):
-            if n.backend == "login":
-                ip = head["ip"] if head else ""
-            else:
-                ip = n.ip or (addresses.ip(n.host) if n.host else "")
+            ip = backend.address(n) if n.host else ""
             rows.append((n.node_type, n.kind, n.node_id, n.state.value, n.host or "-", ip or "-",
                          n.time_left or "-", n.reason or "-"))  # fmt: skip
     widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
@@ -144,8 +107,9 @@ def cmd_status(args: argparse.Namespace) -> int:
     if len(rows) == 1:
         print(f"(no node of cluster {settings.cluster_name})")
     print_failures(cluster.read_state().get("failures", {}))
+    head = cluster.head()
     if head:
-        print(f"autoscaler log: {head['autoscaler_log']} (on {head['host']})")
+        print(f"autoscaler log: {head.autoscaler_log} (on {head.host})")
     return 0
 
 
@@ -210,9 +174,9 @@ def cmd_wait_head(args: argparse.Namespace) -> int:
     cluster = ClusterDir.at(args.cluster_dir or os.environ["RAY_SLURM_CLUSTER_DIR"])
     deadline = time.monotonic() + args.timeout
     while time.monotonic() < deadline:
-        head = cluster.read_head()
+        head = cluster.head()
         if head:
-            address = f"{head['ip']}:{head['gcs_port']}"
+            address = head.address
             env = {**os.environ, **head_env(cluster, address)}
             ray = os.path.join(os.path.dirname(sys.executable), "ray")
             proc = subprocess.run([ray, "status", f"--address={address}"], env=env,
@@ -236,15 +200,15 @@ def head_env(cluster: ClusterDir, address: str) -> dict[str, str]:
 def cmd_env(args: argparse.Namespace) -> int:
     """Print the exports a driver needs: `eval "$(ray-slurm env ray-slurm.yaml)"`."""
     cluster = cluster_dir_from_config(args.config)
-    head = cluster.read_head()
+    head = cluster.head()
     if not head:
         logger.error("cluster at %s has no running head: run `ray up %s` first",
                      cluster.root, args.config)  # fmt: skip
         return 1
     print("unset RAY_AUTH_TOKEN")  # Ray would prefer it to the cluster's token file
-    for key, value in head_env(cluster, f"{head['ip']}:{head['gcs_port']}").items():
+    for key, value in head_env(cluster, head.address).items():
         print(f"export {key}={shlex.quote(value)}")
-    dashboard = f"http://{head['ip']}:{head['dashboard_port']}"
+    dashboard = f"http://{head.dashboard}"
     print(f"export RAY_SLURM_DASHBOARD={shlex.quote(dashboard)}")
     return 0
 
@@ -285,6 +249,18 @@ def build_parser() -> argparse.ArgumentParser:
                    help="Kubernetes types: start one short-lived pod per namespace to test that "
                    "pods reach this host and this host reaches pods")  # fmt: skip
     p.set_defaults(func=cmd_check)
+
+    p = sub.add_parser(
+        "validate",
+        help="check a config as `ray up` does (no site checks); print every problem",
+        description="Validate CONFIG with the provider's own rules, as `ray up` does, without "
+        "looking at the site: for tools (the Ansible site role runs it on the config it "
+        "renders). Exit status: 0 valid, 1 problems found, 2 usage error.",
+    )
+    p.add_argument("config", help="the cluster's ray-slurm.yaml")
+    p.add_argument("--json", action="store_true",
+                   help="print {config, problems: [{field, message, fix}]} as JSON")  # fmt: skip
+    p.set_defaults(func=cmd_validate)
 
     p = sub.add_parser("status", help="the cluster's nodes, their jobs and pending reasons")
     p.add_argument("config", help="the cluster's ray-slurm.yaml")

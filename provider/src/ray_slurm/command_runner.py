@@ -1,7 +1,8 @@
 """Command runners for `ray up`, `ray exec`, `ray attach` and `ray down`: never SSH.
 
 A node of this provider is either the login node itself (``LocalCommandRunner``) or a SLURM job,
-reached with ``srun --jobid=<id> --overlap`` (``SrunCommandRunner``). Nodes share the filesystem,
+reached with ``srun --jobid=<id> --overlap`` (``SrunCommandRunner``); each backend picks its own
+(``Backend.command_runner``). Nodes share the filesystem,
 so "rsync" is a local copy. ``~`` is the user's home, the same for a copy and for the command that
 uses it (``ray submit``, ``ray rsync-up``), but for the files Ray uploads for itself
 (``~/ray_bootstrap_config.yaml``, ``~/ray_bootstrap_key.pem``): those go to the cluster's own
@@ -32,13 +33,13 @@ import socket
 import subprocess
 import sys
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
 
 import click
 from ray.autoscaler._private.subprocess_output_util import ProcessRunnerError
 from ray.autoscaler.command_runner import CommandRunnerInterface
 
-from ray_slurm.backends import Node
 from ray_slurm.private import user_name
 from ray_slurm.slurm import clean_env
 from ray_slurm.state import ClusterDir
@@ -283,43 +284,35 @@ class SrunCommandRunner(LocalCommandRunner):
         return f"{self.srun} --jobid={self.job_id} --overlap --pty bash\n"
 
 
-def runner_for(
-    node: Node | None,
-    node_id: str,
-    cluster: ClusterDir,
-    log_prefix: str,
-    process_runner: Any,
-    *,
-    srun: str,
-    stop_ray: Callable[[], None],
-    stop_cluster: Callable[[], None],
-    not_ready: Callable[[], str | None],
-) -> LocalCommandRunner:
-    """The runner for a node: local for the login head, ``srun`` into a job for the others.
+@dataclass(frozen=True)
+class CommandContext:
+    """What Ray's command runner for a node needs from the provider."""
 
-    Commands get the cluster's token and address; ``~`` of Ray's own files is the cluster dir.
-    """
+    log_prefix: str
+    process_runner: Any  # Ray's subprocess module stand-in
+    stop_ray: Callable[[], None]  # `ray stop` on the node: stop this node only
+    stop_cluster: Callable[[], None]  # `ray exec --stop`: the whole cluster, as `ray down`
+    not_ready: Callable[[], str | None]  # why the node cannot run commands yet (None: it can)
+
+
+def runner_options(cluster: ClusterDir, ctx: CommandContext) -> dict[str, Any]:
+    """What every runner of the cluster gets, whichever backend's node it reaches: the
+    cluster's token and address; ``~`` of Ray's own files is the cluster dir."""
     env = {
         "RAY_AUTH_MODE": "token",
         "RAY_AUTH_TOKEN_PATH": str(cluster.token_file),
         "RAY_SLURM_CLUSTER_DIR": str(cluster.root),
     }
-    head = cluster.read_head()
+    head = cluster.head()
     if head:
-        env["RAY_ADDRESS"] = f"{head['ip']}:{head['gcs_port']}"
-    common: dict[str, Any] = {
-        "log_prefix": log_prefix,
+        env["RAY_ADDRESS"] = head.address
+    return {
+        "log_prefix": ctx.log_prefix,
         "home": str(cluster.root),
         "env": env,
-        "stop_ray": stop_ray,
-        "stop_cluster": stop_cluster,
-        "process_runner": process_runner,
-        "session_dir": os.path.join(head["temp_dir"], "session_latest") if head else "",
-        "dashboard": f"{head['ip']}:{head['dashboard_port']}" if head else "",
+        "stop_ray": ctx.stop_ray,
+        "stop_cluster": ctx.stop_cluster,
+        "process_runner": ctx.process_runner,
+        "session_dir": head.session_dir if head else "",
+        "dashboard": head.dashboard if head else "",
     }
-    if node is not None and node.backend == "login":
-        return LocalCommandRunner(**common)
-    if node is not None and node.backend == "kubernetes":
-        raise RuntimeError(f"pod {node_id} runs no commands: burst workers start Ray "
-                           "themselves and are reached only through Ray")  # fmt: skip
-    return SrunCommandRunner(job_id=node_id, srun=srun, not_ready=not_ready, **common)

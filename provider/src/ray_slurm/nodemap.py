@@ -10,11 +10,11 @@ on multi-NIC nodes.
 from __future__ import annotations
 
 import ipaddress
-import socket
 from pathlib import Path
 
 import yaml
 
+from ray_slurm.net import route_ip
 from ray_slurm.slurm import Slurm
 
 
@@ -55,10 +55,8 @@ class NodeAddresses:
         """The login node's address as the compute nodes reach it: configured, or detected."""
         if configured:
             return configured
-        any_node = next(iter(self._slurm.nodes().values()))
-        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
-            s.connect((any_node.addr, 9))  # UDP connect sends nothing; it only picks the route
-            return str(s.getsockname()[0])
+        any_node = next(iter(self._slurm.nodes().values()))  # StopIteration: SLURM has none
+        return route_ip(any_node.addr)
 
     def ip(self, node_name: str) -> str:
         if self._cache is None or node_name not in self._cache:

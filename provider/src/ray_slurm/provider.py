@@ -30,12 +30,11 @@ from ray.autoscaler.tags import (
     TAG_RAY_USER_NODE_TYPE,
 )
 
-from ray_slurm import burst, config, raynodes, usertmp
-from ray_slurm.backends import Backend, LaunchRequest, LoginBackend, Node, SlurmBackend
-from ray_slurm.command_runner import LocalCommandRunner, NodeStartTimeout, runner_for
+from ray_slurm import backends, burst, config, raynodes, usertmp
+from ray_slurm.backends.base import Backend, LaunchRequest
+from ray_slurm.command_runner import CommandContext, LocalCommandRunner, NodeStartTimeout
 from ray_slurm.config import ConfigError, NodeTypeSpec
 from ray_slurm.errors import BackendError
-from ray_slurm.kube import KubernetesBackend
 from ray_slurm.launcher import (
     ConfigRefused,
     HeadStartedElsewhere,
@@ -44,11 +43,11 @@ from ray_slurm.launcher import (
     quiet_ray_legacy_field_warnings,
     restart_requested,
 )
-from ray_slurm.nodemap import NodeAddresses
+from ray_slurm.nodes import JobState, Node
 from ray_slurm.policy import LaunchRefused, TypeBackoff, worker_time_limit_minutes
 from ray_slurm.private import UnsafePathError
 from ray_slurm.reconcile import nodes_in_state, reconcile
-from ray_slurm.slurm import JobState, Slurm
+from ray_slurm.slurm import Slurm
 from ray_slurm.state import ClusterDir, StateLockError
 from ray_slurm.watch import NodeWatch
 
@@ -73,21 +72,12 @@ class SlurmNodeProvider(NodeProvider):
         except (ConfigError, UnsafePathError, StateLockError) as exc:
             raise ConfigRefused(str(exc)) from exc
         super().__init__(provider_config, cluster_name)
-        self.slurm = Slurm(self.settings.slurm_bin, self.settings.slurm_timeout_s)
-        self.addresses = NodeAddresses(self.slurm, self.settings.node_map)
         self.backoff = TypeBackoff()
         self.watch = NodeWatch(self.settings, self.cluster, self.backoff)
-        failed = self.watch.type_failed
-        self.backends: dict[str, Backend] = {
-            "slurm": SlurmBackend(
-                self.settings, self.slurm, self.cluster, on_failure=failed, on_lost=self._stop_lost
-            ),  # fmt: skip
-            "login": LoginBackend(self.settings, self.cluster),
-        }
-        if self.settings.kube_types:
-            self.backends["kubernetes"] = KubernetesBackend(
-                self.settings, self.cluster, on_failure=failed
-            )
+        slurm = Slurm(self.settings.slurm_bin, self.settings.slurm_timeout_s)
+        self.backends = backends.make(self.settings, self.cluster, slurm,
+                                      on_failure=self.watch.type_failed,
+                                      on_lost=self._stop_lost)  # fmt: skip
         # Only the head's autoscaler keeps the autoscaling config (the head job names it).
         self.autoscaling: burst.AutoscalingConfig | None = None
         if os.environ.get(burst.AUTOSCALING_CONFIG_ENV) == str(self.cluster.autoscaling_config):
@@ -121,7 +111,7 @@ class SlurmNodeProvider(NodeProvider):
                     # is gone.
                     logger.warning("cannot list %s nodes, keeping the last known: %s",
                                    backend.name, exc)  # fmt: skip
-                    listed = self._last_known(backend.name)
+                    listed = self._last_known(backend)
                     complete = False
                 nodes.update({n.node_id: n for n in listed})
             if complete:
@@ -138,15 +128,15 @@ class SlurmNodeProvider(NodeProvider):
 
     def _stop_lost(self, job_ids: list[str]) -> None:
         """Jobs lost under their Ray nodes: the head's autoscaler stops those (``raynodes``)."""
-        head = self.cluster.read_head()
+        head = self.cluster.head()
         if self.autoscaling is not None and head:
-            raynodes.stop_ray_nodes(f"{head['ip']}:{head['gcs_port']}", job_ids)
+            raynodes.stop_ray_nodes(head.address, job_ids)
 
-    def _last_known(self, backend: str) -> list[Node]:
+    def _last_known(self, backend: Backend) -> list[Node]:
         """The last listing of a backend, or (in a fresh process) what the state says exists."""
         if self._listed_at > float("-inf"):
-            return [n for n in self._nodes.values() if n.backend == backend]
-        return nodes_in_state(self.cluster, backend)
+            return [n for n in self._nodes.values() if n.backend == backend.name]
+        return nodes_in_state(self.cluster, backend.name)
 
     def _hold_types(self, nodes: dict[str, Node]) -> None:
         """The burst policy: tell the autoscaler which types must not grow now (``burst``)."""
@@ -230,12 +220,8 @@ class SlurmNodeProvider(NodeProvider):
     def internal_ip(self, node_id: str) -> str:
         node = self._node(node_id)
         if node is None or not node.host:
-            return ""
-        if node.ip:
-            return node.ip
-        if node.backend == "login":
-            return self.addresses.login_ip(self.settings.head_ip)
-        return self.addresses.ip(node.host)
+            return ""  # not placed yet
+        return self.backends[node.backend].address(node)
 
     def external_ip(self, node_id: str) -> str:
         return self.internal_ip(node_id)
@@ -258,7 +244,7 @@ class SlurmNodeProvider(NodeProvider):
         allowed = self.backoff.allowed(
             spec.name, count, self.watch.unproven(spec.name, self._refresh())
         )
-        if spec.name in self._held and spec.backend == "kubernetes":
+        if spec.name in self._held and spec.burst:
             raise LaunchRefused(f"node type {spec.name}: Kubernetes types are used only while "
                                 "the SLURM types cannot deliver")  # fmt: skip
         self.cluster.ensure_token()
@@ -273,11 +259,9 @@ class SlurmNodeProvider(NodeProvider):
                         "second head; run `ray up` again once the other is done"
                     )
                 self.cluster.clear_head()
-                login = spec.backend == "login"
-                node_ip = self.addresses.login_ip(self.settings.head_ip) if login else ""
-                self._launch(spec, tags, LaunchRequest(spec, node_ip=node_ip), allowed)
+                self._launch(spec, tags, LaunchRequest(spec), allowed)
             return
-        head = self.cluster.read_head()
+        head = self.cluster.head()
         if head is None:
             raise RuntimeError(f"cluster {self.cluster_name} has no running head "
                                f"({self.cluster.head_file} is missing)")  # fmt: skip
@@ -286,7 +270,7 @@ class SlurmNodeProvider(NodeProvider):
         tags = {**tags, TAG_RAY_NODE_STATUS: STATUS_UP_TO_DATE}
         minutes = worker_time_limit_minutes(spec.time_s, self._head_time_left())
         request = LaunchRequest(
-            spec, head_address=f"{head['ip']}:{head['gcs_port']}", time_limit_minutes=minutes
+            spec, head_address=head.address, time_limit_minutes=minutes
         )  # never outlive the head's job
         self._launch(spec, tags, request, allowed)
         if allowed < count:
@@ -310,13 +294,13 @@ class SlurmNodeProvider(NodeProvider):
                                            "tags": dict(tags)}  # fmt: skip
                 self._listed_at = float("-inf")
                 self.watch.launched(Node(node_id, backend.name, spec.kind, spec.name,
-                                         JobState.PENDING))  # fmt: skip
+                                         JobState.PENDING, what=backend.noun))  # fmt: skip
             logger.info("launched %s node %s of type %s", spec.backend, node_id, spec.name)
 
     def _head_time_left(self) -> float | None:
         """Seconds until the head's job hits its time limit (None: no limit, or not a job)."""
         for node in self._refresh().values():
-            if node.kind == "head" and node.backend == "slurm":
+            if node.kind == "head":
                 return node.time_left_s
         return None
 
@@ -365,13 +349,24 @@ class SlurmNodeProvider(NodeProvider):
         use_internal_ip: bool,
         docker_config: dict[str, Any] | None = None,
     ) -> LocalCommandRunner:
-        return runner_for(
-            self._node(node_id), node_id, self.cluster, log_prefix, process_runner,
-            srun=self.slurm.command("srun"),
-            stop_ray=lambda: self.terminate_node(node_id),
-            stop_cluster=self._stop_cluster,
+        """Commands reach a node the way its backend says: never SSH (``command_runner``)."""
+        context = CommandContext(
+            log_prefix=log_prefix, process_runner=process_runner,
+            stop_ray=lambda: self.terminate_node(node_id), stop_cluster=self._stop_cluster,
             not_ready=lambda: self._not_ready(node_id),
         )  # fmt: skip
+        return self._backend_of(node_id).command_runner(node_id, context)
+
+    def _backend_of(self, node_id: str) -> Backend:
+        """A listed node's backend; else the one the state recorded at launch; else the head's
+        (Ray runs commands only on the head): its runner then says why the node cannot run any."""
+        node = self._node(node_id)
+        if node is not None:
+            return self.backends[node.backend]
+        entry = self.cluster.read_state()["nodes"].get(node_id)
+        if entry is not None and entry["backend"] in self.backends:
+            return self.backends[entry["backend"]]
+        return self.backends[self.settings.spec(self.settings.head_node_type).backend]
 
     def _stop_cluster(self) -> None:
         """`ray exec --stop`: every node of the cluster, as `ray down` would."""
@@ -395,11 +390,14 @@ class SlurmNodeProvider(NodeProvider):
 
     @staticmethod
     def bootstrap_config(cluster_config: dict[str, Any]) -> dict[str, Any]:
+        """`ray up`/`ray down` pass the config here first: the one config model (``config``)
+        refuses it with every problem before anything is launched."""
         try:
             usertmp.require()  # refuse before anything is launched, naming the path
-            return config.bootstrap(cluster_config)
+            bootstrapped, _ = config.load(cluster_config).required()
         except (ConfigError, UnsafePathError) as exc:
             raise ConfigRefused(str(exc)) from exc
+        return bootstrapped
 
     @staticmethod
     def fillout_available_node_types_resources(cluster_config: dict[str, Any]) -> dict[str, Any]:

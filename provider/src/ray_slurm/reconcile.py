@@ -19,8 +19,7 @@ from ray.autoscaler.tags import (
     TAG_RAY_USER_NODE_TYPE,
 )
 
-from ray_slurm.backends import Node
-from ray_slurm.slurm import JobState
+from ray_slurm.nodes import JobState, Node
 from ray_slurm.state import ClusterDir
 
 logger = logging.getLogger(__name__)

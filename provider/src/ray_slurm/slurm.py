@@ -7,7 +7,6 @@ output format (a user's ``SQUEUE_FORMAT`` cannot change what we parse) and with 
 
 from __future__ import annotations
 
-import enum
 import logging
 import os
 import subprocess
@@ -15,6 +14,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 
 from ray_slurm.errors import BackendError
+from ray_slurm.nodes import JobState
 from ray_slurm.private import user_name
 
 logger = logging.getLogger(__name__)
@@ -49,15 +49,6 @@ _DROP_RAY_VARS = {
 
 class SlurmError(BackendError):
     """A SLURM command failed; the message carries SLURM's own words."""
-
-
-class JobState(enum.Enum):
-    """What a SLURM job state means for the Ray node it carries."""
-
-    PENDING = "pending"  # exists, not (yet) running: queued, configuring, suspended, held
-    RUNNING = "running"
-    STOPPING = "stopping"  # completing: still holds its allocation, must not be forgotten
-    GONE = "gone"  # terminal: the job no longer holds anything
 
 
 # Every state squeue can print (Slurm 22.05 ``%T``), mapped to what it means for us.

@@ -26,6 +26,7 @@ import secrets
 import tempfile
 import time
 from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -54,6 +55,42 @@ def write_private(path: Path, text: str, mode: int = 0o600) -> None:
         with contextlib.suppress(FileNotFoundError):
             os.unlink(tmp)
         raise
+
+
+@dataclass(frozen=True)
+class Head:
+    """The running head as its job published it (``head.json``): where clients reach it."""
+
+    ip: str
+    gcs_port: int
+    dashboard_port: int
+    client_port: int = 0
+    node_id: str = ""
+    temp_dir: str = ""
+    autoscaler_log: str = ""
+    host: str = ""
+    started: float = 0.0
+
+    @classmethod
+    def from_record(cls, record: dict[str, Any]) -> Head:
+        """Raises KeyError naming the first missing field of an incomplete record."""
+        required = {key: record[key] for key in ("ip", "gcs_port", "dashboard_port")}
+        optional = {k: record[k] for k in ("client_port", "node_id", "temp_dir", "autoscaler_log",
+                                           "host", "started") if k in record}  # fmt: skip
+        return cls(**required, **optional)
+
+    @property
+    def address(self) -> str:
+        """The GCS address: what workers join and drivers connect to."""
+        return f"{self.ip}:{self.gcs_port}"
+
+    @property
+    def dashboard(self) -> str:
+        return f"{self.ip}:{self.dashboard_port}"
+
+    @property
+    def session_dir(self) -> str:
+        return os.path.join(self.temp_dir, "session_latest") if self.temp_dir else ""
 
 
 class ClusterDir:
@@ -173,6 +210,11 @@ class ClusterDir:
         except (FileNotFoundError, json.JSONDecodeError):
             return None
         return record if isinstance(record, dict) else None
+
+    def head(self) -> Head | None:
+        """The head's record, typed (KeyError if it lacks an address field)."""
+        record = self.read_head()
+        return Head.from_record(record) if record is not None else None
 
     def publish_head(self, record: dict[str, Any]) -> None:
         self.create()

@@ -11,12 +11,12 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Iterable
+from dataclasses import replace
 from typing import Any
 
-from ray_slurm.backends import Node
 from ray_slurm.config import Settings
+from ray_slurm.nodes import JobState, Node
 from ray_slurm.policy import START_WINDOW_S, TypeBackoff
-from ray_slurm.slurm import JobState
 from ray_slurm.state import ClusterDir
 
 logger = logging.getLogger(__name__)
@@ -50,14 +50,9 @@ class NodeWatch:
         request timeout (600 s). Listed once as ending, the launch is matched, then ends at once.
         """
         return {
-            node_id: Node(
-                node_id,
-                node.backend,
-                node.kind,
-                node.node_type,
-                JobState.STOPPING,
-                reason="ended before it was seen running",
-            )  # fmt: skip
+            node_id: replace(
+                node, state=JobState.STOPPING, reason="ended before it was seen running"
+            )
             for node_id, node in self._unseen.items()
             if node_id not in listed
         }
@@ -80,12 +75,12 @@ class NodeWatch:
                 continue
             if self._reasons.get(node.node_id) != node.reason:
                 self._reasons[node.node_id] = node.reason
-                logger.info("%s %s (node type %s) is pending: %s", what(node), node.node_id,
+                logger.info("%s %s (node type %s) is pending: %s", node.what, node.node_id,
                             node.node_type, node.reason)  # fmt: skip
             spec = self.settings.node_types.get(node.node_type)
             waited = time.time() - created.get(node.node_id, time.time())
             if node.kind == "worker" and spec and waited > self.settings.pending_timeout(spec):
-                self.type_failed(node.node_type, f"{what(node)} {node.node_id} waited "
+                self.type_failed(node.node_type, f"{node.what} {node.node_id} waited "
                                  f"{waited:.0f} s without starting ({node.reason}); it was "
                                  "removed")  # fmt: skip
                 overdue.setdefault(node.backend, []).append(node.node_id)
@@ -137,7 +132,7 @@ class NodeWatch:
 
     def _proven(self, node: Node) -> None:
         logger.info("node type %s works again: %s %s has run for %.0f s", node.node_type,
-                    what(node), node.node_id, START_WINDOW_S)  # fmt: skip
+                    node.what, node.node_id, START_WINDOW_S)  # fmt: skip
         self.forget(node.node_type)
 
     def use_settings(self, settings: Settings) -> None:
@@ -155,8 +150,3 @@ class NodeWatch:
         self.backoff.succeed(node_type)
         with self.cluster.update() as state:
             state.get("failures", {}).pop(node_type, None)
-
-
-def what(node: Node) -> str:
-    """What a node is to its backend, for messages: a job, a pod, a process."""
-    return {"slurm": "job", "kubernetes": "pod"}.get(node.backend, "process")

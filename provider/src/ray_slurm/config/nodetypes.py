@@ -12,7 +12,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from ray_slurm.kubetypes import (
+from ray_slurm.config.kubetypes import (
     DEFAULT_NAMESPACE,
     KUBE_NODE_CONFIG_KEYS,
     PodOptions,
@@ -94,6 +94,12 @@ class NodeTypeSpec:
     pending_timeout_s: int | None = None  # None = provider.pending_timeout_s
     walltime_warning_s: int = DEFAULT_WALLTIME_WARNING_S
     pod: PodOptions | None = None  # Kubernetes types: image, namespace, scheduling hints
+    complete: bool = True  # False: the type has problems, this is what could be told of it
+
+    @property
+    def burst(self) -> bool:
+        """Its nodes are used only while the SLURM types cannot deliver (Kubernetes pods)."""
+        return self.backend == "kubernetes"
 
     @property
     def custom_resources(self) -> dict[str, float]:

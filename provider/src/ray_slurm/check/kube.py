@@ -17,11 +17,11 @@ import socket
 import time
 from typing import Any
 
-from ray_slurm import podspec
+from ray_slurm.backends import podspec
+from ray_slurm.backends.kube import KubeError, KubernetesBackend, pod_state
+from ray_slurm.check.report import Report
 from ray_slurm.config import Settings
-from ray_slurm.kube import KubeError, KubernetesBackend, pod_state
-from ray_slurm.sitecheck import Report
-from ray_slurm.slurm import JobState
+from ray_slurm.nodes import JobState
 from ray_slurm.state import ClusterDir
 
 PROBE_TIMEOUT_S = 90

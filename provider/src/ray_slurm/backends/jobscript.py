@@ -1,6 +1,7 @@
 """Render the one node script (``templates/ray-node.sh.j2``) for a node type.
 
-The same template makes a worker job, a head job and the login-node head's start script; every
+The same template makes a worker job, a head job and the login-node head's start script (the
+SLURM and login backends); how Ray starts is ``nodestart``'s, shared with the pod manifest. Every
 value from the config is either validated (``config``) or shell-quoted here, so no user string
 reaches a shell unquoted.
 """
@@ -14,13 +15,13 @@ from dataclasses import dataclass
 
 import jinja2
 
+from ray_slurm.backends.nodestart import ray_start
 from ray_slurm.config import NodeTypeSpec, Settings
 from ray_slurm.state import ClusterDir
 
 CONFIG_WAIT_S = 600  # how long a new head waits for `ray up` to copy the cluster config
-HEADLESS_EXIT_S = 15  # a worker whose head is gone exits after this long
 # How long Ray may take to stop after the job is signalled, before the job kills it and cleans
-# up: below the login head's grace (backends.LoginBackend.terminate) and SLURM's KillWait default.
+# up: below the login head's grace (login.LoginBackend.terminate) and SLURM's KillWait default.
 # A head stops without draining (a few seconds); a worker drains its tasks first.
 STOP_GRACE_S = {"head": 8, "worker": 15}
 
@@ -53,12 +54,19 @@ class NodeScript:
 
 
 _env = jinja2.Environment(
-    loader=jinja2.PackageLoader("ray_slurm", "templates"),
+    loader=jinja2.PackageLoader("ray_slurm.backends", "templates"),
     undefined=jinja2.StrictUndefined,
     keep_trailing_newline=True,
     autoescape=False,  # noqa: S701 - a shell script, values are shell-quoted with the q filter
 )
 _env.filters["q"] = lambda value: shlex.quote(str(value))
+_env.filters["qopt"] = lambda option: _quoted_option(str(option))
+
+
+def _quoted_option(option: str) -> str:
+    """``--name=value`` with the value shell-quoted (``--resources='{"a": 1}'``)."""
+    name, eq, value = option.partition("=")
+    return f"{name}={shlex.quote(value)}" if eq else shlex.quote(name)
 
 
 def render(
@@ -86,6 +94,7 @@ def render(
     text = _env.get_template("ray-node.sh.j2").render(
         sbatch=sbatch,
         spec=spec,
+        start=ray_start(spec),
         cluster_name=settings.cluster_name,
         job_name=job_name(settings.cluster_name, spec.kind, spec.name),
         log_dir=str(cluster.logs_dir),
@@ -97,7 +106,6 @@ def render(
         bootstrap_config=str(cluster.bootstrap_config),
         autoscaling_config=str(cluster.autoscaling_config),
         config_wait_s=CONFIG_WAIT_S,
-        headless_exit_s=HEADLESS_EXIT_S,
         stop_grace_s=STOP_GRACE_S[spec.kind],
         node_ip=node_ip,
         node_map=settings.node_map,

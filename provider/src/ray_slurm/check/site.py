@@ -1,6 +1,6 @@
 """The site half of ``ray-slurm check``: partitions, node map, Ray environment, login node, state.
 
-Each check adds a Problem (what is wrong, how to fix it) to a Report, or records what passed.
+Each check adds a problem (what is wrong, how to fix it) to a Report, or records what passed.
 """
 
 from __future__ import annotations
@@ -11,39 +11,19 @@ import os
 import socket
 import stat
 import subprocess
-import sys
-from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 from ray_slurm import usertmp
+from ray_slurm.check.report import Report
 from ray_slurm.config import Settings
-from ray_slurm.nodemap import NodeMapError, load_node_map
-from ray_slurm.nodetypes import resolve_node_type
+from ray_slurm.net import free_ports, is_local_address
+from ray_slurm.nodemap import NodeAddresses, NodeMapError, load_node_map
 from ray_slurm.private import UnsafePathError, check_ancestors, check_private_dir
 from ray_slurm.slurm import Partition, Slurm, SlurmError
 from ray_slurm.state import ClusterDir
 
 SHOW_NAMES = 8  # list at most this many node names in one line
-
-
-@dataclass(frozen=True)
-class Problem:
-    what: str
-    fix: str
-
-    def line(self) -> str:
-        return f"problem: {self.what} -- fix: {self.fix}"
-
-
-@dataclass
-class Report:
-    problems: list[Problem] = field(default_factory=list)
-    passed: list[str] = field(default_factory=list)  # what was checked and is fine
-
-    def add(self, what: str, fix: str) -> None:
-        self.problems.append(Problem(what, fix))
 
 
 @dataclass(frozen=True)
@@ -74,71 +54,15 @@ class Site:
 
     @classmethod
     def from_settings(cls, s: Settings) -> Site:
+        """A type with problems is checked for its partition only (``NodeTypeSpec.complete``)."""
         types = tuple(
             SlurmType(t.name, _split(t.slurm.get("partition")), t.cpus, t.memory_mb, t.gpus)
+            if t.complete else SlurmType(t.name, _split(t.slurm.get("partition")))
             for t in s.node_types.values()
             if t.backend == "slurm"
-        )
-        return cls(
-            s.cluster_name,
-            s.head_mode,
-            s.head_ip,
-            s.state_dir,
-            s.ray_env,
-            s.node_map,
-            s.slurm_bin,
-            s.temp_root,
-            s.slurm_timeout_s,
-            types,
-        )
-
-    @classmethod
-    def from_raw(cls, raw: Mapping[str, Any]) -> Site:
-        """Best effort for a config that failed validation: values that are plain strings."""
-        provider = raw.get("provider")
-        p: Mapping[str, Any] = provider if isinstance(provider, Mapping) else {}
-
-        def text(key: str, default: str = "") -> str:
-            value = p.get(key, default)
-            return os.path.expanduser(value) if isinstance(value, str) else default
-
-        mode = p.get("head_mode", "login")
-        types = []
-        node_types = raw.get("available_node_types")
-        for name, t in (node_types if isinstance(node_types, Mapping) else {}).items():
-            if name == raw.get("head_node_type") and mode == "login" or not isinstance(t, Mapping):
-                continue
-            spec = resolve_node_type(str(name), t, "worker", "slurm", [])
-            if spec is not None:  # this type is valid: check all it asks for
-                types.append(
-                    SlurmType(
-                        spec.name,
-                        _split(spec.slurm.get("partition")),
-                        spec.cpus,
-                        spec.memory_mb,
-                        spec.gpus,
-                    )
-                )
-                continue
-            node_config = t.get("node_config")
-            nc: Mapping[str, Any] = node_config if isinstance(node_config, Mapping) else {}
-            partition = nc.get("partition")
-            types.append(
-                SlurmType(str(name), _split(partition if isinstance(partition, str) else None))
-            )
-        timeout = p.get("slurm_timeout_s", 20)
-        return cls(
-            str(raw.get("cluster_name", "default")),
-            str(mode),
-            text("head_ip"),
-            text("state_dir", "~/.ray-slurm"),
-            text("ray_env", sys.prefix),
-            text("node_map"),
-            text("slurm_bin"),
-            text("temp_root", "/tmp"),
-            float(timeout) if isinstance(timeout, int | float) else 20.0,
-            tuple(types),
-        )
+        )  # fmt: skip
+        return cls(s.cluster_name, s.head_mode, s.head_ip, s.state_dir, s.ray_env, s.node_map,
+                   s.slurm_bin, s.temp_root, s.slurm_timeout_s, types)  # fmt: skip
 
 
 def _split(partition: str | None) -> tuple[str, ...]:
@@ -289,25 +213,6 @@ def check_ray_env(site: Site, report: Report) -> None:
         report.passed.append(f"Ray env {site.ray_env} (ray {theirs['ray']})")
 
 
-def is_local_address(ip: str) -> bool:
-    """Whether this host owns ``ip`` (binding to an address of another host fails)."""
-    family = socket.AF_INET6 if ":" in ip else socket.AF_INET
-    with socket.socket(family, socket.SOCK_DGRAM) as s:
-        try:
-            s.bind((ip, 0))
-        except OSError:
-            return False
-    return True
-
-
-def route_ip(slurm: Slurm) -> str:
-    """This host's address on the way to a compute node, as the provider detects it."""
-    node = next(iter(slurm.nodes().values()))
-    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
-        s.connect((node.addr, 9))  # UDP connect sends nothing; it only picks the route
-        return str(s.getsockname()[0])
-
-
 def check_login_head(site: Site, slurm: Slurm, report: Report) -> None:
     """Login mode: the head runs on this host, so its address, temp dir and ports are here."""
     if site.head_mode != "login":
@@ -324,7 +229,7 @@ def check_login_head(site: Site, slurm: Slurm, report: Report) -> None:
             return
     else:
         try:
-            ip = route_ip(slurm)
+            ip = NodeAddresses(slurm).login_ip()
         except (SlurmError, StopIteration, OSError) as exc:
             report.add(
                 f"provider.head_ip: not set and cannot be detected ({exc})",
@@ -338,8 +243,6 @@ def check_login_head(site: Site, slurm: Slurm, report: Report) -> None:
             f"provider.temp_root: {temp} is not a writable directory on this host",
             "use a short node-local directory that exists everywhere, such as /tmp",
         )
-    from ray_slurm.cli import free_ports
-
     try:
         free_ports(4, str(ClusterDir(site.state_dir, site.cluster_name).root))
     except RuntimeError as exc:

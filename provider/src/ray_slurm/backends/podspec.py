@@ -1,21 +1,21 @@
 """The one pod manifest of a burst worker, and the names and labels that find it again.
 
 A burst pod is what a SLURM worker job is, as a pod: it checks that its image runs the head's
-Ray and Python, then ``exec ray start --address=<head> --block`` with the type's resources and
-``RAY_CLOUD_INSTANCE_ID`` = its own name. The token comes from the cluster's Secret; the command
-is a fixed script and every value reaches it as an argument or environment variable, never as
-shell text.
+Ray and Python, then ``exec ray start --address=<head> --block`` as ``nodestart`` says (the job
+script's own description) with ``RAY_CLOUD_INSTANCE_ID`` = its own name. The token comes from
+the cluster's Secret; the command is a fixed script and every value reaches it as an argument
+or environment variable, never as shell text.
 """
 
 from __future__ import annotations
 
 import hashlib
-import json
 import re
 import secrets
 from typing import Any
 
-from ray_slurm.nodetypes import NodeTypeSpec
+from ray_slurm.backends.nodestart import ray_start
+from ray_slurm.config import NodeTypeSpec
 
 MANAGED_BY = "rayhpc-slurm"
 LABEL_CLUSTER = "rayhpc.io/cluster"
@@ -24,7 +24,6 @@ LABEL_NODE_TYPE = "rayhpc.io/node-type"
 LABEL_KIND = "rayhpc.io/node-kind"
 TOKEN_KEY = "token"  # noqa: S105 - the key in the Secret, not a password
 GRACE_PERIOD_S = 45  # Ray drains for up to 30 s after SIGTERM
-HEADLESS_EXIT_S = 15  # as a SLURM worker: leave soon after the head is gone
 IMAGE_CHECK_FAILED = 90  # exit codes of the image check: the provider reports them as such
 IMAGE_MISMATCH = 91
 
@@ -80,22 +79,13 @@ def selector(labels: dict[str, str]) -> str:
 
 
 def ray_start_args(spec: NodeTypeSpec, head_address: str) -> list[str]:
-    """``ray start`` arguments: Ray is told exactly the resources the pod requests."""
-    args = [
+    """``ray start`` arguments: the head's address, the pod's own IP, then ``nodestart``'s."""
+    return [
         f"--address={head_address}",
         "--node-ip-address=$(POD_IP)",  # expanded by Kubernetes from the pod's own IP
-        f"--num-cpus={int(spec.resources.get('CPU', 0))}",
-        f"--num-gpus={int(spec.resources.get('GPU', 0))}",
-        "--disable-usage-stats",
+        *ray_start(spec).args,
         "--block",
     ]
-    if "memory" in spec.resources:
-        args.append(f"--memory={int(spec.resources['memory'])}")
-    if spec.object_store_bytes:
-        args.append(f"--object-store-memory={spec.object_store_bytes}")
-    if spec.custom_resources:
-        args.append(f"--resources={json.dumps(spec.custom_resources, sort_keys=True)}")
-    return args
 
 
 def pod_manifest(
@@ -120,12 +110,9 @@ def pod_manifest(
         {"name": "POD_IP", "valueFrom": {"fieldRef": {"fieldPath": "status.podIP"}}},
         {"name": "RAY_CLOUD_INSTANCE_ID",
          "valueFrom": {"fieldRef": {"fieldPath": "metadata.name"}}},
-        {"name": "RAY_NODE_TYPE_NAME", "value": spec.name},
-        {"name": "RAY_AUTH_MODE", "value": "token"},
+        *({"name": key, "value": value} for key, value in ray_start(spec).env.items()),
         {"name": "RAY_AUTH_TOKEN",
          "valueFrom": {"secretKeyRef": {"name": token_secret, "key": TOKEN_KEY}}},
-        {"name": "RAY_USAGE_STATS_ENABLED", "value": "0"},
-        {"name": "RAY_gcs_rpc_server_reconnect_timeout_s", "value": str(HEADLESS_EXIT_S)},
         {"name": "RAY_SLURM_IMAGE", "value": spec.pod.image},
         {"name": "RAY_SLURM_EXPECT", "value": expect_versions},
     ]  # fmt: skip

@@ -16,17 +16,18 @@ from typing import Any
 
 import yaml
 
-from ray_slurm.kubetypes import KubeConnection, check_connection, check_label_value
-from ray_slurm.nodemap import NodeMapError, load_node_map
-from ray_slurm.nodetypes import (
+from ray_slurm.config.kubetypes import KubeConnection, check_connection, check_label_value
+from ray_slurm.config.nodetypes import (
     NAME_RE,
     PATH_RE,
+    SLURM_VALUE_RE,
     ConfigError,
     NodeTypeSpec,
     count_field,
     parse_size,
     resolve_node_type,
 )
+from ray_slurm.nodemap import NodeMapError, load_node_map
 from ray_slurm.state import ClusterDir
 
 __all__ = ["ConfigError", "NodeTypeSpec", "Settings", "bootstrap", "load_settings", "parse_size"]
@@ -134,49 +135,83 @@ def backend_of(name: str, type_cfg: Mapping[str, Any], kind: str, head_mode: str
 
 
 def load_settings(provider: Mapping[str, Any], cluster_name: str) -> Settings:
-    """Settings from a provider section that ``bootstrap`` has seen (it adds the node types)."""
+    """Settings from a provider section that ``bootstrap`` has seen (it adds the node types);
+    raises ConfigError listing every problem."""
     problems: list[str] = []
-    check_provider(provider, cluster_name, problems)
-    head_node_type = provider.get("_head_node_type")
-    node_types_cfg = provider.get("_node_types")
-    if not head_node_type or not isinstance(node_types_cfg, Mapping):
-        if not head_node_type and "_head_node_type" in provider:
-            problems.append("head_node_type: required")
-            raise ConfigError(problems)
+    if "_node_types" not in provider:
         problems.append(
             "provider: this config was not bootstrapped by ray_slurm "
             "(run it through `ray up`, or call SlurmNodeProvider.bootstrap_config)"
         )
         raise ConfigError(problems)
+    settings = resolve_settings(provider, cluster_name, problems)
+    if problems:
+        raise ConfigError(problems)
+    return settings
+
+
+def resolve_settings(provider: Mapping[str, Any], cluster_name: str,
+                     problems: list[str]) -> Settings:  # fmt: skip
+    """Every rule of the provider section and the node types, appending problems, and the
+    settings as far as they can be told: a bad value falls back to its default, a type with
+    problems keeps only its valid partition (so that ``ray-slurm check`` can still check the
+    site for a config with problems, all of them at once)."""
+    check_provider(provider, cluster_name, problems)
+    head_node_type = provider.get("_head_node_type")
+    node_types_cfg = provider.get("_node_types")
+    if not head_node_type:
+        problems.append("head_node_type: required")
+    if not isinstance(node_types_cfg, Mapping):
+        node_types_cfg = {}
     mode = provider.get("head_mode", "login")
     kube = check_connection(provider.get("kubernetes"), problems)
     specs = {}
     for name, type_cfg in node_types_cfg.items():
         kind = "head" if name == head_node_type else "worker"
         backend = backend_of(name, type_cfg, kind, mode, problems)
+        before = len(problems)
         spec = resolve_node_type(name, type_cfg, kind, backend, problems, kube.namespace)
-        if spec:
-            specs[name] = spec
         if backend == "kubernetes":
             check_label_value(name, f"available_node_types.{name}", problems)
             check_label_value(cluster_name, "cluster_name", problems)
-    if problems:
-        raise ConfigError(problems)
+        specs[str(name)] = spec or partial_node_type(str(name), type_cfg, kind, backend)
+        if len(problems) > before and spec is not None:
+            specs[str(name)] = partial_node_type(str(name), type_cfg, kind, backend)
+
+    def text(key: str, default: str) -> str:
+        value = provider.get(key, default)
+        return os.path.expanduser(value) if isinstance(value, str) else default
+
+    def number(key: str, default: float) -> float:
+        value = provider.get(key, default)
+        ok = isinstance(value, int | float) and not isinstance(value, bool) and value >= 1
+        return float(value) if ok else float(default)
+
     return Settings(
-        cluster_name=cluster_name,
-        head_mode=mode,
-        state_dir=os.path.expanduser(str(provider.get("state_dir", "~/.ray-slurm"))),
-        ray_env=os.path.expanduser(str(provider.get("ray_env", sys.prefix))),
+        cluster_name=str(cluster_name),
+        head_mode=str(mode) if mode in HEAD_MODES else "login",
+        state_dir=text("state_dir", "~/.ray-slurm"),
+        ray_env=text("ray_env", sys.prefix),
         head_ip=str(provider.get("head_ip", "")),
-        node_map=os.path.expanduser(str(provider.get("node_map", ""))),
+        node_map=text("node_map", ""),
         slurm_bin=str(provider.get("slurm_bin", "")),
-        temp_root=os.path.expanduser(str(provider.get("temp_root", "/tmp"))),
-        slurm_timeout_s=float(provider.get("slurm_timeout_s", DEFAULT_SLURM_TIMEOUT_S)),
-        pending_timeout_s=int(provider.get("pending_timeout_s", DEFAULT_PENDING_TIMEOUT_S)),
-        head_node_type=head_node_type,
+        temp_root=text("temp_root", "/tmp"),
+        slurm_timeout_s=number("slurm_timeout_s", DEFAULT_SLURM_TIMEOUT_S),
+        pending_timeout_s=int(number("pending_timeout_s", DEFAULT_PENDING_TIMEOUT_S)),
+        head_node_type=str(head_node_type or ""),
         node_types=specs,
         kube=kube,
     )
+
+
+def partial_node_type(name: str, type_cfg: Any, kind: str, backend: str) -> NodeTypeSpec:
+    """What can be told of a node type with problems: its partition, if that one is valid."""
+    node_config = type_cfg.get("node_config") if isinstance(type_cfg, Mapping) else None
+    partition = node_config.get("partition") if isinstance(node_config, Mapping) else None
+    valid = isinstance(partition, str) and SLURM_VALUE_RE.match(partition)
+    return NodeTypeSpec(name=name, kind=kind, backend=backend, resources={},
+                        slurm={"partition": str(partition)} if valid else {},
+                        complete=False)  # fmt: skip
 
 
 def bootstrap(config: dict[str, Any]) -> dict[str, Any]:

@@ -11,17 +11,22 @@ from __future__ import annotations
 import logging
 import os
 from collections.abc import Callable, Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from ray_slurm import podspec
-from ray_slurm.backends import LaunchRequest, Node
+import yaml
+
+from ray_slurm.backends import podspec
+from ray_slurm.backends.base import LaunchRequest, Preview
 from ray_slurm.config import NodeTypeSpec, Settings
+from ray_slurm.config.kubetypes import head_versions
 from ray_slurm.errors import BackendError
-from ray_slurm.kubetypes import head_versions
+from ray_slurm.nodes import JobState, Node
 from ray_slurm.policy import START_WINDOW_S
 from ray_slurm.private import user_name
-from ray_slurm.slurm import JobState
 from ray_slurm.state import ClusterDir
+
+if TYPE_CHECKING:
+    from ray_slurm.command_runner import CommandContext, LocalCommandRunner
 
 logger = logging.getLogger(__name__)
 
@@ -75,6 +80,7 @@ class KubernetesBackend:
     """Burst nodes as pods in the namespaces of the cluster's Kubernetes node types."""
 
     name = "kubernetes"
+    noun = "pod"
 
     def __init__(
         self,
@@ -157,7 +163,8 @@ class KubernetesBackend:
                 ip = (pod.status.pod_ip or "") if pod.status else ""
                 kind = labels.get(podspec.LABEL_KIND, "worker")
                 host = pod.spec.node_name or ""
-                nodes.append(Node(name, self.name, kind, node_type, state, host, reason, ip=ip))
+                nodes.append(Node(name, self.name, kind, node_type, state, host, reason, ip=ip,
+                                  what=self.noun))  # fmt: skip
         return nodes
 
     def _ended(self, pod: Any, node_type: str, how: str) -> None:
@@ -270,3 +277,16 @@ class KubernetesBackend:
                            namespace)  # fmt: skip
         logger.info("removed the cluster's pods, secrets and services from %s",
                     ", ".join(self.namespaces))  # fmt: skip
+
+    def address(self, node: Node) -> str:
+        """The pod's own IP (or its node's, with host_network)."""
+        return node.ip
+
+    def command_runner(self, node_id: str, ctx: CommandContext) -> LocalCommandRunner:
+        raise RuntimeError(f"pod {node_id} runs no commands: burst workers start Ray "
+                           "themselves and are reached only through Ray")  # fmt: skip
+
+    def preview(self, spec: NodeTypeSpec, head_address: str) -> Preview:
+        """The pod one node of ``spec`` is: a pod has no job script, nothing is written."""
+        text = yaml.safe_dump(self.pod(spec, head_address), sort_keys=False)
+        return Preview("a Kubernetes pod", text)

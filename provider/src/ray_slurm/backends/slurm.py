@@ -1,0 +1,180 @@
+"""The SLURM backend: each Ray node is one batch job named ``ray.<cluster>.<kind>.<type>``.
+
+One ``squeue`` lists every job of the cluster; ``sbatch`` submits the type's job script
+(``jobscript``); one ``scancel`` ends any number of jobs. Commands reach a job's node with
+``srun --jobid=<id> --overlap``.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from ray_slurm.backends.base import LaunchRequest, Preview
+from ray_slurm.backends.jobscript import job_log, parse_job_name, render
+from ray_slurm.config import NodeTypeSpec, Settings
+from ray_slurm.ended import FAILED_STATES, LOST_STATES, how_job_ended
+from ray_slurm.nodemap import NodeAddresses
+from ray_slurm.nodes import JobState, Node
+from ray_slurm.slurm import Job, Slurm, parse_duration
+from ray_slurm.state import ClusterDir, write_private
+
+if TYPE_CHECKING:
+    from ray_slurm.command_runner import CommandContext, LocalCommandRunner
+
+logger = logging.getLogger(__name__)
+
+
+# A job cancelled less than this long ago is not cancelled again: `ray down` (every 5 s) and the
+# autoscaler ask again while a job drains (up to Ray's 30 s drain window), one scancel is enough.
+RECANCEL_S = 60.0
+
+
+class SlurmBackend:
+    """Each node is one SLURM batch job named ``ray.<cluster>.<kind>.<type>``.
+
+    ``on_failure(node_type, why)`` hears of every worker job this process launched or saw alive
+    that then ended in failure through its own fault (``ended``): the provider backs the type
+    off. Jobs that ended before this process watched them (a previous head's) are not reported.
+
+    A job seen running that SLURM then requeues (same id, pending again) or suspends has lost
+    its Ray node: it is cancelled, never re-adopted — a node started again under the same id
+    would be a new Ray node under an old identity, counted twice while Ray forgets the old one.
+    Jobs are submitted ``--no-requeue`` so that SLURM cancels rather than requeues them; this
+    catches a site's or user's ``--requeue`` and an admin's ``scontrol requeue``.
+    ``on_lost(job_ids)`` hears of such jobs and of running jobs that ended NODE_FAIL or
+    PREEMPTED: their Ray processes may live on (``raynodes``).
+    """
+
+    name = "slurm"
+    noun = "job"
+
+    def __init__(
+        self,
+        settings: Settings,
+        slurm: Slurm,
+        cluster: ClusterDir,
+        on_failure: Callable[[str, str], object] | None = None,
+        on_lost: Callable[[list[str]], None] | None = None,
+        addresses: NodeAddresses | None = None,
+    ) -> None:
+        self.settings = settings
+        self.slurm = slurm
+        self.cluster = cluster
+        self.addresses = addresses or NodeAddresses(slurm, settings.node_map)
+        self.on_failure = on_failure
+        self.on_lost = on_lost
+        self._cancelled: dict[str, float] = {}  # job id -> when we cancelled it (monotonic)
+        self._watched: set[str] = set()  # jobs launched or seen alive by this process
+        self._ran: set[str] = set()  # jobs seen running by this process
+        self._requeued: set[str] = set()  # of those, the ones pending again: being cancelled
+
+    def list_nodes(self) -> list[Node]:
+        """One squeue call for every job of this cluster (every state but terminal ones)."""
+        nodes, lost, seen = [], [], set()
+        for job in self.slurm.squeue():
+            owner = parse_job_name(job.name, self.settings.cluster_name)
+            if owner is None:
+                continue
+            kind, node_type = owner
+            seen.add(job.job_id)
+            if job.state is JobState.GONE:
+                if job.job_id in self._watched:
+                    self._watched.discard(job.job_id)
+                    if self._ended(job, kind, node_type) and job.job_id in self._ran:
+                        lost.append(job.job_id)
+                self._ran.discard(job.job_id)
+                continue
+            self._watched.add(job.job_id)
+            if job.state is JobState.RUNNING:
+                self._ran.add(job.job_id)
+            elif job.state is JobState.PENDING and job.job_id in self._ran | self._requeued:
+                if job.job_id not in self._requeued:  # said once, even if Ray cancelled it first
+                    self._requeued.add(job.job_id)
+                    lost.append(job.job_id)
+                    logger.warning("%s job %s (node type %s) was %s by SLURM after it ran (%s): "
+                                   "its Ray node is gone; the job is cancelled, a new one "
+                                   "replaces it if still needed", kind, job.job_id, node_type,
+                                   "suspended" if job.slurm_state.startswith("SUSPENDED")
+                                   else "requeued", job.reason)  # fmt: skip
+                self.terminate([job.job_id])
+                continue
+            nodes.append(Node(job.job_id, self.name, kind, node_type, job.state, job.node,
+                              job.reason, job.time_left, time_left_s=_seconds(job),
+                              what=self.noun))  # fmt: skip
+        self._ran &= seen  # forget the jobs SLURM forgot
+        self._requeued &= seen
+        if lost and self.on_lost is not None:
+            self.on_lost(lost)
+        return nodes
+
+    def _ended(self, job: Job, kind: str, node_type: str) -> bool:
+        """A watched job ended: say how if it failed, and report a broken type. Returns whether
+        its node was lost under it (its processes may outlive the job: NODE_FAIL, PREEMPTED)."""
+        state = job.slurm_state.split()[0]
+        # Ray may ask to cancel a job whose node it saw die (preempted, node failed) before
+        # SLURM's verdict is in: only a FAILED after our own scancel is ours.
+        if state not in FAILED_STATES or (state == "FAILED" and job.job_id in self._cancelled):
+            return False
+        log = job_log(self.cluster, self.settings.cluster_name, kind, node_type, job.job_id)
+        end = how_job_ended(self.slurm, job.job_id, state, log)
+        logger.warning("%s node of type %s: %s", kind, node_type, end.describe())
+        if kind == "worker" and end.types_fault and self.on_failure is not None:
+            self.on_failure(node_type, end.describe())
+        return state in LOST_STATES
+
+    def launch(self, request: LaunchRequest) -> str:
+        script = render(self.settings, self.cluster, request.spec, request.head_address)
+        write_private(Path(script.path), script.text, 0o700)
+        extra_args = []
+        if request.time_limit_minutes is not None:
+            extra_args.append(f"--time={request.time_limit_minutes}")
+        job_id = self.slurm.sbatch(script.path, extra_args)
+        self._watched.add(job_id)
+        return job_id
+
+    def terminate(self, node_ids: Sequence[str]) -> None:
+        """One scancel for all the jobs not already cancelled in the last RECANCEL_S."""
+        now = time.monotonic()
+        self._cancelled = {i: t for i, t in self._cancelled.items() if now - t < RECANCEL_S}
+        fresh = [i for i in node_ids if i not in self._cancelled]
+        if len(fresh) < len(node_ids):
+            logger.info("already cancelled, still ending: %s",
+                        ", ".join(i for i in node_ids if i in self._cancelled))  # fmt: skip
+        if fresh:
+            self.slurm.scancel(fresh)
+            self._cancelled.update(dict.fromkeys(fresh, now))
+
+    def cleanup(self) -> None:
+        """Jobs are nodes: nothing else to remove."""
+
+    def address(self, node: Node) -> str:
+        """SLURM's NodeAddr of the job's node (or the site's node map): what ``ray start`` got."""
+        return self.addresses.ip(node.host) if node.host else ""
+
+    def command_runner(self, node_id: str, ctx: CommandContext) -> LocalCommandRunner:
+        """A step in the node's job (``srun --overlap``), once the job runs."""
+        # Ray's command runner (and Ray) are imported only when Ray asks for a runner: the job
+        # script's `ray-slurm` helpers import this module and must start fast.
+        from ray_slurm.command_runner import SrunCommandRunner, runner_options
+
+        return SrunCommandRunner(job_id=node_id, srun=self.slurm.command("srun"),
+                                 not_ready=ctx.not_ready,
+                                 **runner_options(self.cluster, ctx))  # fmt: skip
+
+    def preview(self, spec: NodeTypeSpec, head_address: str) -> Preview:
+        script = render(self.settings, self.cluster, spec, head_address)
+        return Preview(f"sbatch --parsable {script.path}", script.text, Path(script.path).name)
+
+
+def _seconds(job: Job) -> float | None:
+    """Seconds until the job's time limit; None without one (or while it is pending)."""
+    if job.state is not JobState.RUNNING:
+        return None
+    try:
+        return parse_duration(job.time_left)
+    except ValueError:
+        return None
