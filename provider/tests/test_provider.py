@@ -1,0 +1,335 @@
+"""``SlurmNodeProvider`` against fake backends: what Ray's autoscaler gets from each verb.
+
+The backends (``backends.make``) are replaced by in-memory ones that record what the provider
+asks of them; the state directory, the config, the back-off and the reconciliation are real.
+What SLURM, the login node and Kubernetes do with those requests is tested in their own unit
+tests and, for real, in tests/e2e.
+"""
+
+from __future__ import annotations
+
+import copy
+import time
+from collections.abc import Sequence
+from typing import Any
+
+import pytest
+from ray.autoscaler.tags import (
+    NODE_KIND_HEAD,
+    NODE_KIND_WORKER,
+    STATUS_UP_TO_DATE,
+    TAG_RAY_NODE_KIND,
+    TAG_RAY_NODE_STATUS,
+    TAG_RAY_USER_NODE_TYPE,
+)
+
+from ray_slurm import SlurmNodeProvider, config
+from ray_slurm import provider as provider_module
+from ray_slurm.backends.base import LaunchRequest, Preview
+from ray_slurm.errors import BackendError
+from ray_slurm.launcher import HeadStartedElsewhere
+from ray_slurm.nodes import JobState, Node
+from ray_slurm.policy import LaunchRefused
+
+WORKER_TAGS = {TAG_RAY_NODE_KIND: NODE_KIND_WORKER, TAG_RAY_USER_NODE_TYPE: "cpu"}
+HEAD_TAGS = {TAG_RAY_NODE_KIND: NODE_KIND_HEAD, TAG_RAY_USER_NODE_TYPE: "head"}
+
+
+class FakeBackend:
+    """Nodes in a dict; every request recorded. ``down`` makes listing fail (unreachable)."""
+
+    noun = "job"
+
+    def __init__(self, name: str, settings: config.Settings, first_id: int) -> None:
+        self.name = name
+        self.settings = settings
+        self.nodes: dict[str, Node] = {}
+        self.launched: list[LaunchRequest] = []
+        self.terminated: list[list[str]] = []
+        self.listings = 0
+        self.refuse = ""  # launch raises BackendError with this message
+        self.down = False
+        self.cleaned = False
+        self._next = first_id
+
+    def list_nodes(self) -> list[Node]:
+        self.listings += 1
+        if self.down:
+            raise BackendError(f"{self.name} does not answer")
+        return list(self.nodes.values())
+
+    def launch(self, request: LaunchRequest) -> str:
+        if self.refuse:
+            raise BackendError(self.refuse)
+        node_id = str(self._next)
+        self._next += 1
+        spec = request.spec
+        self.nodes[node_id] = Node(node_id, self.name, spec.kind, spec.name, JobState.PENDING)
+        self.launched.append(request)
+        return node_id
+
+    def terminate(self, node_ids: Sequence[str]) -> None:
+        self.terminated.append(list(node_ids))
+        for node_id in node_ids:
+            self.nodes.pop(node_id, None)
+
+    def cleanup(self) -> None:
+        self.cleaned = True
+
+    def address(self, node: Node) -> str:
+        return f"{self.name}-address-of-{node.host}"
+
+    def command_runner(self, node_id: str, ctx: Any) -> Any:
+        return (self.name, node_id, ctx)
+
+    def preview(self, spec: config.NodeTypeSpec, head_address: str) -> Preview:
+        return Preview("fake", "")
+
+    # what the backend's system does by itself
+    def run(self, node_id: str, host: str = "n1", time_left_s: float | None = None) -> None:
+        node = self.nodes[node_id]
+        self.nodes[node_id] = Node(node_id, self.name, node.kind, node.node_type,
+                                   JobState.RUNNING, host, time_left_s=time_left_s)  # fmt: skip
+
+
+@pytest.fixture
+def fakes(monkeypatch: pytest.MonkeyPatch) -> dict[str, FakeBackend]:
+    made: dict[str, FakeBackend] = {}
+
+    def make(settings: config.Settings, cluster: Any, slurm: Any, **callbacks: Any):
+        made["slurm"] = FakeBackend("slurm", settings, 100)
+        made["login"] = FakeBackend("login", settings, 900)
+        return dict(made)
+
+    monkeypatch.setattr(provider_module.backends, "make", make)
+    return made
+
+
+@pytest.fixture
+def make_provider(raw_config, fakes):
+    def make(change=None) -> SlurmNodeProvider:
+        cfg = copy.deepcopy(raw_config)
+        if change is not None:
+            change(cfg)
+        cfg = SlurmNodeProvider.bootstrap_config(cfg)
+        provider = SlurmNodeProvider(cfg["provider"], cfg["cluster_name"])
+        return provider
+
+    return make
+
+
+@pytest.fixture
+def provider(make_provider) -> SlurmNodeProvider:
+    return make_provider()
+
+
+def publish_head(provider: SlurmNodeProvider) -> None:
+    provider.cluster.publish_head({"ip": "10.0.0.1", "gcs_port": 24001, "dashboard_port": 24002})
+
+
+def fresh(provider: SlurmNodeProvider) -> None:
+    """The next call lists again (as in the next autoscaler tick)."""
+    provider._listed_at = float("-inf")
+
+
+# ------------------------------------------------------------------------------ launching
+
+
+def test_workers_are_launched_on_their_types_backend_and_listed_with_their_tags(provider, fakes):
+    publish_head(provider)
+    provider.create_node({}, WORKER_TAGS, 2)
+
+    slurm = fakes["slurm"]
+    assert [r.spec.name for r in slurm.launched] == ["cpu", "cpu"]
+    assert {r.head_address for r in slurm.launched} == {"10.0.0.1:24001"}
+    assert fakes["login"].launched == []
+    nodes = provider.non_terminated_nodes({TAG_RAY_USER_NODE_TYPE: "cpu"})
+    assert sorted(nodes) == ["100", "101"]
+    tags = provider.node_tags("100")
+    assert tags[TAG_RAY_NODE_STATUS] == STATUS_UP_TO_DATE  # no updater will ever mark them
+    state = provider.cluster.read_state()["nodes"]
+    assert state["100"]["backend"] == "slurm" and state["100"]["tags"] == tags
+    assert provider.non_terminated_nodes({TAG_RAY_USER_NODE_TYPE: "other"}) == []
+
+
+def test_a_worker_needs_a_running_head(provider, fakes):
+    with pytest.raises(RuntimeError, match="has no running head"):
+        provider.create_node({}, WORKER_TAGS, 1)
+    assert fakes["slurm"].launched == []
+
+
+def test_the_login_head_is_launched_once(provider, fakes):
+    provider.create_node({}, HEAD_TAGS, 1)
+    assert [r.spec.name for r in fakes["login"].launched] == ["head"]
+    assert provider.cluster.token_file.exists()  # every node of the cluster needs the token
+    with pytest.raises(HeadStartedElsewhere, match="started meanwhile by another `ray up`"):
+        provider.create_node({}, HEAD_TAGS, 1)
+    assert len(fakes["login"].launched) == 1
+
+
+def test_workers_never_outlive_the_head_job(make_provider, fakes):
+    def head_in_slurm(cfg: dict[str, Any]) -> None:
+        cfg["provider"]["head_mode"] = "slurm"
+        cfg["available_node_types"]["head"] = {
+            "node_config": {"partition": "debug", "cpus": 1, "memory": "2G"},
+            "max_workers": 0,
+        }
+
+    provider = make_provider(head_in_slurm)
+    provider.create_node({}, HEAD_TAGS, 1)
+    fakes["slurm"].run("100", time_left_s=3600)  # the head's job ends in an hour
+    publish_head(provider)
+    fresh(provider)
+    provider.create_node({}, WORKER_TAGS, 1)
+    assert fakes["slurm"].launched[-1].time_limit_minutes == 59  # a minute before the head
+
+
+def test_a_refused_launch_backs_the_type_off(provider, fakes):
+    publish_head(provider)
+    fakes["slurm"].refuse = "sbatch: error: Invalid account"
+    with pytest.raises(LaunchRefused, match="Invalid account"):
+        provider.create_node({}, WORKER_TAGS, 3)
+    assert "Invalid account" in provider.cluster.read_state()["failures"]["cpu"]["why"]
+
+    fakes["slurm"].refuse = ""
+    with pytest.raises(LaunchRefused, match="backed off"):  # no retry storm
+        provider.create_node({}, WORKER_TAGS, 1)
+    assert fakes["slurm"].launched == []
+
+
+def test_a_launch_that_fails_half_way_keeps_the_nodes_already_launched(provider, fakes):
+    publish_head(provider)
+    slurm = fakes["slurm"]
+    launch = slurm.launch
+
+    def second_fails(request: LaunchRequest) -> str:
+        if slurm.launched:
+            raise BackendError("sbatch: error: QOSMaxSubmitJobPerUserLimit")
+        return launch(request)
+
+    slurm.launch = second_fails  # type: ignore[method-assign]
+    with pytest.raises(LaunchRefused):
+        provider.create_node({}, WORKER_TAGS, 2)
+    assert list(provider.cluster.read_state()["nodes"]) == ["100"]
+    assert provider.non_terminated_nodes({}) == ["100"]
+
+
+# ------------------------------------------------------------------------------- listing
+
+
+def test_one_listing_per_backend_serves_a_whole_tick(provider, fakes):
+    publish_head(provider)
+    provider.create_node({}, WORKER_TAGS, 1)
+    fresh(provider)
+    before = fakes["slurm"].listings
+    provider.non_terminated_nodes({})
+    provider.is_running("100")
+    provider.node_tags("100")
+    provider.internal_ip("100")
+    assert fakes["slurm"].listings == before + 1
+
+
+def test_a_node_is_running_and_has_an_address_when_its_backend_says_so(provider, fakes):
+    publish_head(provider)
+    provider.create_node({}, WORKER_TAGS, 1)
+    assert provider.non_terminated_nodes({}) == ["100"]  # Ray has seen it
+    assert not provider.is_running("100")
+    assert provider.internal_ip("100") == ""  # not placed yet
+    fakes["slurm"].run("100", host="n3")
+    fresh(provider)
+    assert provider.is_running("100")
+    assert provider.internal_ip("100") == "slurm-address-of-n3"
+    del fakes["slurm"].nodes["100"]  # the job ended
+    fresh(provider)
+    assert provider.is_terminated("100")
+
+
+def test_an_unreachable_backend_loses_no_node(provider, fakes):
+    publish_head(provider)
+    provider.create_node({}, WORKER_TAGS, 2)
+    assert len(provider.non_terminated_nodes({})) == 2
+    fakes["slurm"].down = True
+    fresh(provider)
+    assert sorted(provider.non_terminated_nodes({})) == ["100", "101"]  # the last known
+    assert set(provider.cluster.read_state()["nodes"]) == {"100", "101"}  # nothing pruned
+
+
+def test_a_fresh_process_with_an_unreachable_backend_trusts_the_state(make_provider, fakes):
+    first = make_provider()
+    publish_head(first)
+    first.create_node({}, WORKER_TAGS, 1)
+    second = make_provider()  # e.g. `ray down` while slurmctld is away
+    fakes["slurm"].down = True
+    assert second.non_terminated_nodes({}) == ["100"]
+    assert second.node_info("100").reason == "slurm unreachable"
+
+
+def test_a_job_the_state_lost_is_adopted_and_a_gone_one_forgotten(provider, fakes):
+    fakes["slurm"].nodes["555"] = Node("555", "slurm", "worker", "cpu", JobState.RUNNING, "n2")
+    with provider.cluster.update() as state:
+        state["nodes"]["777"] = {"backend": "slurm", "created": time.time() - 60,
+                                 "tags": dict(WORKER_TAGS)}  # fmt: skip
+    assert provider.non_terminated_nodes({}) == ["555"]
+    assert provider.node_tags("555")[TAG_RAY_USER_NODE_TYPE] == "cpu"
+    assert set(provider.cluster.read_state()["nodes"]) == {"555"}
+
+
+def test_a_node_that_ends_before_ray_saw_it_is_listed_once(provider, fakes):
+    """Else Ray's launch would wait for it as "launching" for its request timeout."""
+    publish_head(provider)
+    provider.create_node({}, WORKER_TAGS, 1)
+    del fakes["slurm"].nodes["100"]  # died at start, before any listing
+    fresh(provider)
+    assert provider.non_terminated_nodes({}) == ["100"]
+    assert provider.node_info("100").state is JobState.STOPPING
+    fresh(provider)
+    assert provider.non_terminated_nodes({}) == []
+
+
+def test_a_worker_pending_past_its_timeout_is_cancelled(make_provider, fakes):
+    provider = make_provider(lambda cfg: cfg["provider"].update(pending_timeout_s=60))
+    publish_head(provider)
+    provider.create_node({}, WORKER_TAGS, 1)
+    with provider.cluster.update() as state:
+        state["nodes"]["100"]["created"] -= 120
+    fresh(provider)
+    provider.non_terminated_nodes({})
+    assert ["100"] in fakes["slurm"].terminated
+    assert "waited" in provider.cluster.read_state()["failures"]["cpu"]["why"]
+
+
+# --------------------------------------------------------------------------- terminating
+
+
+def test_terminate_nodes_is_one_call_per_backend(provider, fakes):
+    provider.create_node({}, HEAD_TAGS, 1)
+    fakes["login"].run("900")
+    publish_head(provider)
+    provider.create_node({}, WORKER_TAGS, 2)
+    provider.terminate_nodes(["100", "101", "900", "404"])  # 404: not a node, ignored
+    assert fakes["slurm"].terminated == [["100", "101"]]
+    assert fakes["login"].terminated == [["900"]]
+
+
+def test_cleanup_forgets_the_head_and_asks_every_backend(provider, fakes):
+    publish_head(provider)
+    provider.cleanup_cluster_resources()
+    assert provider.cluster.read_head() is None
+    assert fakes["slurm"].cleaned and fakes["login"].cleaned
+
+
+# ------------------------------------------------------------------------------ commands
+
+
+def test_commands_reach_a_node_through_its_own_backend(provider, fakes):
+    provider.create_node({}, HEAD_TAGS, 1)
+    fakes["login"].run("900")
+    publish_head(provider)
+    provider.create_node({}, WORKER_TAGS, 1)
+    name, node_id, ctx = provider.get_command_runner("p", "900", {}, "example", None, True)
+    assert (name, node_id) == ("login", "900")
+    assert provider.get_command_runner("p", "100", {}, "example", None, True)[0] == "slurm"
+    # a node nobody knows (gone from the listing and the state): the head type's backend
+    assert provider.get_command_runner("p", "31337", {}, "example", None, True)[0] == "login"
+    ctx.stop_ray()  # `ray stop` through `ray exec`: this node only
+    assert fakes["login"].terminated == [["900"]] and fakes["slurm"].terminated == []
