@@ -141,16 +141,25 @@ def check_connection(section: Any, problems: list[str]) -> KubeConnection:
 
 
 def check_pod_options(
-    name: str, node_config: Mapping[str, Any], namespace: str, problems: list[str]
+    name: str,
+    node_config: Mapping[str, Any],
+    namespace: str,
+    problems: list[str],
+    expect: str | None = None,
 ) -> PodOptions | None:
-    """The pod-only keys of a Kubernetes node type; appends problems, None if any."""
+    """The pod-only keys of a Kubernetes node type; appends problems, None if any.
+
+    ``expect``: the head's ``"<ray> <python>"`` the image's tag must agree with (None: this
+    process's, which is the head's or the login node's Ray environment; "": unknown here, not
+    checked; the pod checks its image itself when it starts)."""
     where = f"available_node_types.{name}.node_config"
     before = len(problems)
     image = node_config.get("image")
     if not isinstance(image, str) or not IMAGE_RE.match(image):
         problems.append(f"{where}.image: required, a container image name; got {image!r}")
     else:
-        why = image_mismatch(image, head_versions())
+        expected = head_versions() if expect is None else expect
+        why = image_mismatch(image, expected) if expected else None
         if why:
             problems.append(
                 f"{where}.image: {image!r} cannot join this cluster: {why} "

@@ -35,6 +35,8 @@ FIXES = (
     ("node map", "point provider.node_map at a readable YAML file of `node: ip` lines"),
     ("disable_node_updaters", "set provider.disable_node_updaters: true"),
     ("expected a whole number", "write a whole number"),
+    ("is more than max_workers", "lower min_workers or raise max_workers"),
+    ("must match", "use letters, digits, '-' and '_', starting with a letter or digit"),
 )
 DEFAULT_FIX = "correct this value (see README.md, 'Writing ray-slurm.yaml')"
 
@@ -76,19 +78,22 @@ class Loaded:
         return self.config, self.settings
 
 
-def load(raw: Any, source: str = "the config") -> Loaded:
-    """Check a raw cluster config (not changed) the way ``ray up`` does, every problem at once."""
+def load(raw: Any, source: str = "the config", expect: str | None = None) -> Loaded:
+    """Check a raw cluster config (not changed) the way ``ray up`` does, every problem at once.
+
+    ``expect``: the head's ``"<ray> <python>"`` for Kubernetes images (None: this process's;
+    "": not known where this runs, e.g. on an Ansible controller: not checked)."""
     if not isinstance(raw, dict) or not isinstance(raw.get("provider"), dict):
         return _refused(raw, f"{source}: not a Ray cluster config (no provider section)",
                         f"start from {EXAMPLE}")  # fmt: skip
     cfg = copy.deepcopy(raw)
     try:
         try:
-            bootstrap(fillout_resources(cfg))
+            bootstrap(fillout_resources(cfg), expect)
         except ConfigError as exc:  # what can still be told, for the checks of the site
-            settings = resolve_settings(cfg["provider"], cfg.get("cluster_name", ""), [])
+            settings = resolve_settings(cfg["provider"], cfg.get("cluster_name", ""), [], expect)
             return Loaded(raw, None, settings, [Problem.from_rule(p) for p in exc.problems])
-        settings = load_settings(cfg["provider"], cfg["cluster_name"])
+        settings = load_settings(cfg["provider"], cfg["cluster_name"], expect)
     except (TypeError, AttributeError, KeyError, ValueError) as exc:  # a shape no rule expects
         return _refused(raw, f"{source}: cannot be read as a cluster config "
                         f"({type(exc).__name__}: {exc})",
@@ -96,7 +101,7 @@ def load(raw: Any, source: str = "the config") -> Loaded:
     return Loaded(raw, cfg, settings)
 
 
-def load_file(path: str | Path) -> Loaded:
+def load_file(path: str | Path, expect: str | None = None) -> Loaded:
     """``load`` a YAML file; raises OSError only if it cannot be read at all."""
     text = Path(path).read_text()
     try:
@@ -104,7 +109,7 @@ def load_file(path: str | Path) -> Loaded:
     except yaml.YAMLError as exc:
         return _refused(None, f"{path} is not valid YAML: {' '.join(str(exc).split())}",
                         "correct the YAML syntax")  # fmt: skip
-    return load(raw, str(path))
+    return load(raw, str(path), expect)
 
 
 def _refused(raw: Any, message: str, fix: str) -> Loaded:

@@ -138,8 +138,9 @@ def _agree(
 
 def resolve_node_type(name: str, type_cfg: Mapping[str, Any], kind: str, backend: str,
                       problems: list[str], namespace: str = DEFAULT_NAMESPACE,
-                      ) -> NodeTypeSpec | None:  # fmt: skip
-    """Check one node type; append problems, return the resolved spec if it is valid."""
+                      expect: str | None = None) -> NodeTypeSpec | None:  # fmt: skip
+    """Check one node type; append problems, return the resolved spec if it is valid.
+    ``expect``: the head's versions for a Kubernetes type's image (``check_pod_options``)."""
     before = len(problems)
     where = f"available_node_types.{name}"
     if not isinstance(name, str) or not NAME_RE.match(name):
@@ -266,7 +267,7 @@ def resolve_node_type(name: str, type_cfg: Mapping[str, Any], kind: str, backend
                 problems.append(str(exc))
     pod = None
     if backend == "kubernetes":
-        pod = check_pod_options(name, node_config, namespace, problems)
+        pod = check_pod_options(name, node_config, namespace, problems, expect)
     if object_store is not None and object_store < MIN_OBJECT_STORE_BYTES and backend == "login":
         problems.append(
             f"{where}.node_config.object_store_memory: below Ray's minimum "

@@ -134,9 +134,10 @@ def backend_of(name: str, type_cfg: Mapping[str, Any], kind: str, head_mode: str
     return str(wanted)
 
 
-def load_settings(provider: Mapping[str, Any], cluster_name: str) -> Settings:
+def load_settings(provider: Mapping[str, Any], cluster_name: str,
+                  expect: str | None = None) -> Settings:  # fmt: skip
     """Settings from a provider section that ``bootstrap`` has seen (it adds the node types);
-    raises ConfigError listing every problem."""
+    raises ConfigError listing every problem. ``expect``: see ``kubetypes.check_pod_options``."""
     problems: list[str] = []
     if "_node_types" not in provider:
         problems.append(
@@ -144,14 +145,14 @@ def load_settings(provider: Mapping[str, Any], cluster_name: str) -> Settings:
             "(run it through `ray up`, or call SlurmNodeProvider.bootstrap_config)"
         )
         raise ConfigError(problems)
-    settings = resolve_settings(provider, cluster_name, problems)
+    settings = resolve_settings(provider, cluster_name, problems, expect)
     if problems:
         raise ConfigError(problems)
     return settings
 
 
-def resolve_settings(provider: Mapping[str, Any], cluster_name: str,
-                     problems: list[str]) -> Settings:  # fmt: skip
+def resolve_settings(provider: Mapping[str, Any], cluster_name: str, problems: list[str],
+                     expect: str | None = None) -> Settings:  # fmt: skip
     """Every rule of the provider section and the node types, appending problems, and the
     settings as far as they can be told: a bad value falls back to its default, a type with
     problems keeps only its valid partition (so that ``ray-slurm check`` can still check the
@@ -170,7 +171,7 @@ def resolve_settings(provider: Mapping[str, Any], cluster_name: str,
         kind = "head" if name == head_node_type else "worker"
         backend = backend_of(name, type_cfg, kind, mode, problems)
         before = len(problems)
-        spec = resolve_node_type(name, type_cfg, kind, backend, problems, kube.namespace)
+        spec = resolve_node_type(name, type_cfg, kind, backend, problems, kube.namespace, expect)
         if backend == "kubernetes":
             check_label_value(name, f"available_node_types.{name}", problems)
             check_label_value(cluster_name, "cluster_name", problems)
@@ -214,7 +215,7 @@ def partial_node_type(name: str, type_cfg: Any, kind: str, backend: str) -> Node
                         complete=False)  # fmt: skip
 
 
-def bootstrap(config: dict[str, Any]) -> dict[str, Any]:
+def bootstrap(config: dict[str, Any], expect: str | None = None) -> dict[str, Any]:
     """Validate a whole cluster config and record in ``provider`` what the provider needs later.
 
     The provider is constructed with the provider section only, but must know the head's node
@@ -232,10 +233,13 @@ def bootstrap(config: dict[str, Any]) -> dict[str, Any]:
     if not config.get("head_node_type"):
         problems.append("head_node_type: required")
     for name, t in (config.get("available_node_types") or {}).items():
-        for key in ("min_workers", "max_workers"):
-            count_field(t.get(key), f"available_node_types.{name}.{key}", problems)
+        where = f"available_node_types.{name}"
+        low = count_field(t.get("min_workers"), f"{where}.min_workers", problems)
+        high = count_field(t.get("max_workers"), f"{where}.max_workers", problems)
+        if low is not None and high is not None and low > high:
+            problems.append(f"{where}.min_workers: {low} is more than max_workers ({high})")
     try:
-        settings = load_settings(provider, config.get("cluster_name", ""))
+        settings = load_settings(provider, config.get("cluster_name", ""), expect)
         if settings.node_map:
             load_node_map(settings.node_map)  # unreadable or malformed: refused now, not in a job
     except NodeMapError as exc:
