@@ -32,8 +32,8 @@ $(VENV)/.done: requirements/constraints.txt requirements/dev.txt provider/pyproj
 setup: $(VENV)/.done
 
 lint: setup
-	$(VENV)/bin/ruff check provider kube_standin tests scripts bench
-	$(VENV)/bin/ruff format --check provider kube_standin tests scripts bench
+	$(VENV)/bin/ruff check provider tests scripts bench
+	$(VENV)/bin/ruff format --check provider tests scripts bench
 	$(VENV)/bin/mypy --strict provider/src/ray_slurm
 	bash -n $(SITE)
 	bash -n scripts/kube-standin
@@ -111,7 +111,7 @@ ANSIBLE_TEST := cd $(COLLECTION_DIR) && PATH=$(abspath $(VENV))/bin:$$PATH ansib
 
 collection:
 	rm -rf $(COLLECTION_DIR) && mkdir -p $(COLLECTION_DIR)
-	git ls-files -z --cached --others --exclude-standard | grep -zvE '^(\.collections|provider|tests/e2e|tests/kube_standin|kube_standin|bench)/' \
+	git ls-files -z --cached --others --exclude-standard | grep -zvE '^(\.collections|provider|tests/(e2e|kube_standin|fixtures|support)|bench)/' \
 	  | tar -c --null --ignore-failed-read -T - | tar -x -C $(COLLECTION_DIR)
 	git init -q $(COLLECTION_DIR)
 

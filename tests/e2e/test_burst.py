@@ -3,8 +3,9 @@
 What is real here: SLURM (a partition set DOWN), Ray 2.60 (`ray up`, the autoscaler v2, a
 driver, run by a user with the site's Ray environment), the official `kubernetes` client, and the
 burst pods' processes (`ray start` in their own network namespace, a "cloud host"). What is the
-stand-in: the API server and its scheduler (kube_standin/, docs/kubernetes-standin.md). The tests
-that drive a provider object directly run in the harness's own environment, as root.
+stand-in: the API server and its scheduler (tests/fixtures/kube_standin/,
+docs/kubernetes-standin.md). The tests that drive a provider object directly run in the
+harness's own environment, as root.
 """
 
 from __future__ import annotations
