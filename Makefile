@@ -111,7 +111,7 @@ ANSIBLE_TEST := cd $(COLLECTION_DIR) && PATH=$(abspath $(VENV))/bin:$$PATH ansib
 
 collection:
 	rm -rf $(COLLECTION_DIR) && mkdir -p $(COLLECTION_DIR)
-	git ls-files -z --cached --others --exclude-standard | grep -zvE '^(\.collections|provider|tests/(e2e|kube_standin|fixtures|support)|bench)/' \
+	git ls-files -z --cached --others --exclude-standard | grep -zvE '^((\.collections|provider|tests/(e2e|kube_standin|fixtures|support)|bench)/|pytest\.ini$$)' \
 	  | tar -c --null --ignore-failed-read -T - | tar -x -C $(COLLECTION_DIR)
 	git init -q $(COLLECTION_DIR)
 

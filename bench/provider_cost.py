@@ -10,14 +10,13 @@ lists afresh.
 
 from __future__ import annotations
 
-import copy
 import logging
 import time
 from pathlib import Path
 from typing import Any
 
-import yaml
-from common import EXAMPLE, log, median
+from common import log, median
+from support.cluster import example_config
 from teardown import submit_held
 
 from ray_slurm import config, provider
@@ -47,10 +46,7 @@ def timed(fn) -> float:
 
 def measure(workdir: Path, jobs: int, ticks: int) -> dict[str, Any]:
     name = f"bcost{int(time.time()) % 100000}"
-    cfg = yaml.safe_load(EXAMPLE.read_text())
-    cfg["cluster_name"] = name
-    cfg["provider"]["state_dir"] = str(workdir / "state")
-    cfg = config.bootstrap(config.fillout_resources(copy.deepcopy(cfg)))
+    cfg = config.bootstrap(config.fillout_resources(example_config(name, workdir / "state")))
     # The autoscaler logs at INFO into monitor.log: so does the provider here (not to stdout).
     handler = logging.FileHandler(workdir / "provider-cost.log")
     logging.getLogger("ray_slurm").addHandler(handler)

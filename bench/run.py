@@ -30,7 +30,7 @@ import playbook  # noqa: E402
 import provider_cost  # noqa: E402
 import scaleup  # noqa: E402
 import teardown  # noqa: E402
-from common import REPO, BenchCluster, log, median, site_info  # noqa: E402
+from common import REPO, bench_cluster, log, median, site_info  # noqa: E402
 
 IDLE_MINUTES = 0.1  # workers idle for 6 s are cancelled: the scale-up rounds follow each other
 
@@ -56,14 +56,14 @@ def scale_and_teardown(
     max_workers = workers + held + 4  # adopted held jobs must not exceed it (else cancelled)
     stamp = f"{os.getpid() % 10000}"
     clusters = [
-        BenchCluster(f"bench{stamp}{i}", workdir, max_workers, IDLE_MINUTES)
+        bench_cluster(f"bench{stamp}{i}", workdir, max_workers, IDLE_MINUTES)
         for i in range(runs if "c" in want else 1)
     ]
     up_times: list[float] = []
     a: dict[str, Any] = {"available": False, "why": "not run"}
     c: dict[str, Any] = {"available": False, "why": "not run"}
     try:
-        up_times.append(clusters[0].up())
+        up_times.append(clusters[0].up("--no-config-cache"))
         if "a" in want:
             a = attempt("a scale-up", scaleup.measure, clusters[0], workdir, runs)
         if "c" in want:

@@ -9,7 +9,10 @@ import time
 from pathlib import Path
 from typing import Any
 
-from common import BIN, BenchCluster, log, median, run
+from common import BIN, log, median
+from support.cluster import Cluster
+from support.drivers import result
+from support.procs import run
 
 from ray_slurm import config
 from ray_slurm.slurm import Slurm
@@ -19,7 +22,7 @@ GOAL_RATIO = 1.25
 DRIVER = Path(__file__).resolve().parent / "scaleup_driver.py"
 
 
-def measure(cluster: BenchCluster, workdir: Path, runs: int) -> dict[str, Any]:
+def measure(cluster: Cluster, workdir: Path, runs: int) -> dict[str, Any]:
     cfg = config.bootstrap(config.fillout_resources(copy.deepcopy(cluster.config)))
     settings = config.load_settings(cfg["provider"], cfg["cluster_name"])
     spec = settings.spec("cpu")
@@ -44,9 +47,8 @@ def measure(cluster: BenchCluster, workdir: Path, runs: int) -> dict[str, Any]:
         [sys.executable, str(DRIVER), json.dumps(params)],
         timeout=300 + 120 * runs,
         env=cluster.env(),
-    )
-    line = next(ln for ln in out.splitlines() if ln.startswith("RESULT "))
-    rounds = json.loads(line.removeprefix("RESULT "))["rounds"]
+    ).stdout
+    rounds = result(out)["rounds"]
     return summarize(rounds, helpers_s)
 
 

@@ -25,7 +25,9 @@ from pathlib import Path
 import ray
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import job_processes, job_state, process_tree, pss_kib, wait_for  # noqa: E402
+from common import job_processes, process_tree, pss_kib  # noqa: E402
+from support.jobs import job_state  # noqa: E402
+from support.procs import wait_for  # noqa: E402
 
 from ray_slurm.backends.jobscript import parse_job_name  # noqa: E402
 from ray_slurm.nodes import JobState  # noqa: E402

@@ -15,7 +15,9 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
-from common import BenchCluster, driver, log, median, run, wait_for
+from common import driver, log, median
+from support.cluster import Cluster
+from support.procs import WaitTimeout, run, wait_for
 
 REQUEST = """
 import json, time, ray
@@ -44,7 +46,7 @@ def submit_held(job_name: str, count: int, workdir: Path) -> list[str]:
     ]
 
     def one(_: int) -> str:
-        return run(args, timeout=60).strip().split(";")[0]
+        return run(args, timeout=60).stdout.strip().split(";")[0]
 
     with ThreadPoolExecutor(max_workers=8) as pool:
         return list(pool.map(one, range(count)))
@@ -66,9 +68,9 @@ def counting_scancel(workdir: Path) -> tuple[Path, Path]:
     return bin_dir, calls
 
 
-def one_run(cluster: BenchCluster, workdir: Path, workers: int, held: int) -> dict[str, Any]:
+def one_run(cluster: Cluster, workdir: Path, workers: int, held: int) -> dict[str, Any]:
     if not cluster.is_up:
-        cluster.up()
+        cluster.up("--no-config-cache")
     got = driver(cluster, REQUEST.format(n=workers))["cpus"]
     if got < workers:
         raise RuntimeError(f"only {got} of {workers} worker CPUs joined")
@@ -86,7 +88,7 @@ def one_run(cluster: BenchCluster, workdir: Path, workers: int, held: int) -> di
     try:
         wait_for(lambda: not cluster.jobs(), 30, "no job of the cluster left", 1)
         left: list[str] = []
-    except TimeoutError:
+    except WaitTimeout:
         left = [j.job_id for j in cluster.jobs()]
     log(f"teardown: {nodes} worker jobs + head in {wall:.1f} s, scancel calls {ids_per_call}")
     return {
@@ -98,7 +100,7 @@ def one_run(cluster: BenchCluster, workdir: Path, workers: int, held: int) -> di
     }
 
 
-def measure(clusters: list[BenchCluster], workdir: Path, workers: int, held: int) -> dict[str, Any]:
+def measure(clusters: list[Cluster], workdir: Path, workers: int, held: int) -> dict[str, Any]:
     runs = []
     for cluster in clusters:
         try:

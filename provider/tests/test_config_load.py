@@ -90,8 +90,9 @@ def test_validate_text_and_exit_status(config_file, tmp_path, capsys):
     assert "cannot read" in capsys.readouterr().err
 
 
-def test_validate_can_leave_image_versions_to_where_ray_runs(raw_config, tmp_path, capsys):
-    """On an Ansible controller the site's Ray is not known: ``--head-versions=`` skips that."""
+def test_validate_off_site_leaves_the_sites_files_and_versions_to_it(raw_config, tmp_path,
+                                                                     capsys):  # fmt: skip
+    """On an Ansible controller the site's Ray and files are not there: ``--off-site``."""
     raw_config["available_node_types"]["burst"] = {
         "node_config": {"backend": "kubernetes", "image": "rayproject/ray:2.59.0-py311",
                         "cpus": 1, "memory": "2G"}, "max_workers": 1}  # fmt: skip
@@ -99,5 +100,14 @@ def test_validate_can_leave_image_versions_to_where_ray_runs(raw_config, tmp_pat
     path.write_text(yaml.safe_dump(raw_config))
     assert main(["validate", str(path)]) == 1
     assert "its tag says Ray 2.59.0" in capsys.readouterr().out
-    assert main(["validate", "--head-versions=", str(path)]) == 0
-    assert main(["validate", "--head-versions=2.59.0 3.11", str(path)]) == 0
+    assert main(["validate", "--off-site", str(path)]) == 0
+    capsys.readouterr()
+    del raw_config["available_node_types"]["burst"]
+    raw_config["provider"]["node_map"] = str(tmp_path / "not-here-yet.yaml")
+    path.write_text(yaml.safe_dump(raw_config))
+    assert main(["validate", str(path)]) == 1
+    assert "not-here-yet.yaml: cannot read" in capsys.readouterr().out
+    assert main(["validate", "--off-site", str(path)]) == 0
+    raw_config["provider"]["node_map"] = 7  # what the config says is still checked
+    path.write_text(yaml.safe_dump(raw_config))
+    assert main(["validate", "--off-site", str(path)]) == 1

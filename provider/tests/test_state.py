@@ -9,7 +9,7 @@ import os
 import pytest
 from conftest import mode
 
-from ray_slurm.state import STATE_VERSION, ClusterDir, write_private
+from ray_slurm.state import STATE_VERSION, ClusterDir, Head, write_private
 
 
 @pytest.fixture
@@ -252,3 +252,16 @@ def test_state_survives_a_writer_killed_mid_write(tmp_path):
             state["after_kill"] = delay
     leftovers = [p for p in os.listdir(cluster.root) if p.startswith(".state.json.")]
     assert len(leftovers) <= 3  # a killed writer may leave its temp file, never a torn state
+
+
+def test_a_head_record_needs_only_an_address(cdir):
+    """A head that published only where the GCS is (as an old head did) is still found."""
+    cdir.publish_head({"ip": "10.0.0.1", "gcs_port": 6379})
+    head = cdir.head()
+    assert head is not None and head.address == "10.0.0.1:6379"
+    assert head.dashboard_port == 0
+
+
+def test_a_head_record_without_an_address_names_the_missing_field():
+    with pytest.raises(KeyError, match="gcs_port"):
+        Head.from_record({"ip": "10.0.0.1"})

@@ -7,6 +7,7 @@ files at every path of the victim's she can predict, before the victim's command
 
 from __future__ import annotations
 
+import copy
 import hashlib
 import json
 import os
@@ -17,9 +18,8 @@ from pathlib import Path
 import pytest
 import yaml
 from conftest import ALICE, BOB, EVE, SITE_CONFIG, User, parse_result, run, wait_for, where_tasks
-
-from ray_slurm.backends.jobscript import parse_job_name
-from ray_slurm.nodes import JobState
+from support.cluster import SLURM_HEAD_TYPE
+from support.jobs import cluster_jobs
 
 CLUSTER = yaml.safe_load(SITE_CONFIG.read_text())["cluster_name"]  # the same for everyone
 
@@ -37,11 +37,7 @@ class SiteCluster:
         if head_mode == "slurm":  # the one change a user makes for a head in a job of its own
             cfg = yaml.safe_load(text)
             cfg["provider"]["head_mode"] = "slurm"
-            cfg["available_node_types"]["head"] = {
-                "resources": {"CPU": 1}, "max_workers": 0,
-                "node_config": {"partition": "debug", "cpus": 1, "memory": "1500M",
-                                "time": "00:30:00"},
-            }  # fmt: skip
+            cfg["available_node_types"]["head"] = copy.deepcopy(SLURM_HEAD_TYPE)
             text = yaml.safe_dump(cfg)
         user.write(self.config, text)
         self.state = user.home / ".ray-slurm" / CLUSTER
@@ -65,12 +61,7 @@ class SiteCluster:
         return self.sh(f'eval "$(ray-slurm env ray-slurm.yaml)" && python {script}', check=check)
 
     def jobs(self, kind: str | None = None):
-        found = []
-        for job in self.user.jobs():
-            owner = parse_job_name(job.name, CLUSTER)
-            if owner and kind in (None, owner[0]) and job.state is not JobState.GONE:
-                found.append(job)
-        return found
+        return cluster_jobs(self.user.jobs(), CLUSTER, kind)
 
     def head(self) -> dict:
         return json.loads((self.state / "head.json").read_text())

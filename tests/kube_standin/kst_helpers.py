@@ -14,15 +14,14 @@ from __future__ import annotations
 
 import os
 import subprocess
-import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import pytest
 from kubernetes import client
 from kubernetes.client.rest import ApiException
+from support import procs
 
 REPO = Path(__file__).resolve().parents[2]
 LAUNCHER = REPO / "scripts" / "kube-standin"
@@ -75,13 +74,8 @@ def gone(read: Callable[[], Any]) -> bool:
 
 
 def wait_for(predicate: Callable[[], Any], timeout: float, what: str, interval: float = 0.1) -> Any:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(interval)
-    pytest.fail(f"timed out after {timeout} s waiting for {what}")
+    """The harness's wait (support.procs), polling faster: the stand-in answers in milliseconds."""
+    return procs.wait_for(predicate, timeout, what, interval)
 
 
 def pod(

@@ -74,7 +74,7 @@ def cmd_check(args: argparse.Namespace) -> int:
 def cmd_validate(args: argparse.Namespace) -> int:
     """The config alone, as `ray up` checks it (no site): for tools such as the Ansible role."""
     try:
-        loaded = config.load_file(args.config, args.head_versions)
+        loaded = config.load_file(args.config, on_site=not args.off_site)
     except OSError as exc:
         print(f"ray-slurm validate: cannot read {args.config}: {exc.strerror or exc}",
               file=sys.stderr)  # fmt: skip
@@ -260,10 +260,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("config", help="the cluster's ray-slurm.yaml")
     p.add_argument("--json", action="store_true",
                    help="print {config, problems: [{field, message, fix}]} as JSON")  # fmt: skip
-    p.add_argument("--head-versions", metavar="'RAY PYTHON'", default=None,
-                   help="the Ray and Python versions (e.g. '2.60.0 3.12') Kubernetes images "
-                   "must have (default: this environment's; '' = unknown here: not checked)",
-                   )  # fmt: skip
+    p.add_argument("--off-site", action="store_true",
+                   help="checked away from the site the config is for (e.g. on an Ansible "
+                   "controller): the node map file and the Ray/Python versions Kubernetes "
+                   "images must match are left to `ray up` and `ray-slurm check`")  # fmt: skip
     p.set_defaults(func=cmd_validate)
 
     p = sub.add_parser("status", help="the cluster's nodes, their jobs and pending reasons")

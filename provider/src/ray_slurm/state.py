@@ -63,7 +63,7 @@ class Head:
 
     ip: str
     gcs_port: int
-    dashboard_port: int
+    dashboard_port: int = 0
     client_port: int = 0
     node_id: str = ""
     temp_dir: str = ""
@@ -73,10 +73,11 @@ class Head:
 
     @classmethod
     def from_record(cls, record: dict[str, Any]) -> Head:
-        """Raises KeyError naming the first missing field of an incomplete record."""
-        required = {key: record[key] for key in ("ip", "gcs_port", "dashboard_port")}
-        optional = {k: record[k] for k in ("client_port", "node_id", "temp_dir", "autoscaler_log",
-                                           "host", "started") if k in record}  # fmt: skip
+        """Raises KeyError naming the missing field when the record has no address."""
+        required = {key: record[key] for key in ("ip", "gcs_port")}
+        known = ("dashboard_port", "client_port", "node_id", "temp_dir", "autoscaler_log", "host",
+                 "started")  # fmt: skip
+        optional = {k: record[k] for k in known if k in record}
         return cls(**required, **optional)
 
     @property

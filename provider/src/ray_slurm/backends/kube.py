@@ -8,6 +8,7 @@ the first launch and deleted by ``cleanup`` at ``ray down``.
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 from collections.abc import Callable, Sequence
@@ -39,8 +40,6 @@ class KubeError(BackendError):
 
 def _api_message(exc: Exception) -> str:
     """The API server's own message from an ApiException (its body is a Status object)."""
-    import json
-
     body = getattr(exc, "body", None)
     if body:
         try:

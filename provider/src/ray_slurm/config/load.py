@@ -78,22 +78,22 @@ class Loaded:
         return self.config, self.settings
 
 
-def load(raw: Any, source: str = "the config", expect: str | None = None) -> Loaded:
+def load(raw: Any, source: str = "the config", on_site: bool = True) -> Loaded:
     """Check a raw cluster config (not changed) the way ``ray up`` does, every problem at once.
 
-    ``expect``: the head's ``"<ray> <python>"`` for Kubernetes images (None: this process's;
-    "": not known where this runs, e.g. on an Ansible controller: not checked)."""
+    ``on_site=False``: checked away from the site it is for (see ``bootstrap``)."""
     if not isinstance(raw, dict) or not isinstance(raw.get("provider"), dict):
         return _refused(raw, f"{source}: not a Ray cluster config (no provider section)",
                         f"start from {EXAMPLE}")  # fmt: skip
     cfg = copy.deepcopy(raw)
     try:
         try:
-            bootstrap(fillout_resources(cfg), expect)
+            bootstrap(fillout_resources(cfg), on_site)
         except ConfigError as exc:  # what can still be told, for the checks of the site
-            settings = resolve_settings(cfg["provider"], cfg.get("cluster_name", ""), [], expect)
+            settings = resolve_settings(cfg["provider"], cfg.get("cluster_name", ""), [],
+                                        None if on_site else "")  # fmt: skip
             return Loaded(raw, None, settings, [Problem.from_rule(p) for p in exc.problems])
-        settings = load_settings(cfg["provider"], cfg["cluster_name"], expect)
+        settings = load_settings(cfg["provider"], cfg["cluster_name"], None if on_site else "")
     except (TypeError, AttributeError, KeyError, ValueError) as exc:  # a shape no rule expects
         return _refused(raw, f"{source}: cannot be read as a cluster config "
                         f"({type(exc).__name__}: {exc})",
@@ -101,7 +101,7 @@ def load(raw: Any, source: str = "the config", expect: str | None = None) -> Loa
     return Loaded(raw, cfg, settings)
 
 
-def load_file(path: str | Path, expect: str | None = None) -> Loaded:
+def load_file(path: str | Path, on_site: bool = True) -> Loaded:
     """``load`` a YAML file; raises OSError only if it cannot be read at all."""
     text = Path(path).read_text()
     try:
@@ -109,7 +109,7 @@ def load_file(path: str | Path, expect: str | None = None) -> Loaded:
     except yaml.YAMLError as exc:
         return _refused(None, f"{path} is not valid YAML: {' '.join(str(exc).split())}",
                         "correct the YAML syntax")  # fmt: skip
-    return load(raw, str(path), expect)
+    return load(raw, str(path), on_site)
 
 
 def _refused(raw: Any, message: str, fix: str) -> Loaded:

@@ -215,13 +215,16 @@ def partial_node_type(name: str, type_cfg: Any, kind: str, backend: str) -> Node
                         complete=False)  # fmt: skip
 
 
-def bootstrap(config: dict[str, Any], expect: str | None = None) -> dict[str, Any]:
+def bootstrap(config: dict[str, Any], on_site: bool = True) -> dict[str, Any]:
     """Validate a whole cluster config and record in ``provider`` what the provider needs later.
 
     The provider is constructed with the provider section only, but must know the head's node
     type and every type's resources (the head is created through ``create_node``, which gets no
-    resources). Raises ConfigError listing every problem.
+    resources). Raises ConfigError listing every problem. ``on_site=False``: checked away from
+    the site it is for (an Ansible controller): what only the site has (the node map file, the
+    Ray and Python of its Ray environment, which Kubernetes images must match) is not checked.
     """
+    expect = None if on_site else ""
     provider = config["provider"]
     provider["_head_node_type"] = config.get("head_node_type")
     provider["_node_types"] = {
@@ -240,7 +243,7 @@ def bootstrap(config: dict[str, Any], expect: str | None = None) -> dict[str, An
             problems.append(f"{where}.min_workers: {low} is more than max_workers ({high})")
     try:
         settings = load_settings(provider, config.get("cluster_name", ""), expect)
-        if settings.node_map:
+        if settings.node_map and on_site:
             load_node_map(settings.node_map)  # unreadable or malformed: refused now, not in a job
     except NodeMapError as exc:
         problems.append(f"provider.node_map: {exc}")

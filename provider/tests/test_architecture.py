@@ -1,0 +1,76 @@
+"""The package's shape (docs/architecture.md): no import cycles, small modules.
+
+Every import counts, those inside functions too (they defer Ray and the Kubernetes client for
+start-up time and must not hide a cycle). ``from pkg import mod`` is an import of ``pkg.mod``.
+"""
+
+from __future__ import annotations
+
+import ast
+from pathlib import Path
+
+import ray_slurm
+
+PACKAGE = Path(ray_slurm.__file__).parent
+MAX_LINES = 420  # "no module over ~400 lines"
+
+
+def _modules() -> dict[str, Path]:
+    found = {}
+    for path in PACKAGE.rglob("*.py"):
+        parts = path.relative_to(PACKAGE.parent).with_suffix("").parts
+        name = ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
+        found[name] = path
+    return found
+
+
+def _imports(path: Path, modules: dict[str, Path]) -> set[str]:
+    deps = set()
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.ImportFrom) and node.module in modules:
+            subs = {f"{node.module}.{a.name}" for a in node.names} & modules.keys()
+            deps |= subs
+            if len(subs) < len(node.names):
+                deps.add(node.module)
+        elif isinstance(node, ast.Import):
+            deps |= {a.name for a in node.names} & modules.keys()
+    return deps
+
+
+def _cycles(graph: dict[str, set[str]]) -> list[list[str]]:
+    state: dict[str, int] = {}
+    path: list[str] = []
+    found: list[list[str]] = []
+
+    def visit(module: str) -> None:
+        state[module] = 1
+        path.append(module)
+        for dep in sorted(graph.get(module, ())):
+            if state.get(dep) == 1:
+                found.append([*path[path.index(dep) :], dep])
+            elif dep not in state:
+                visit(dep)
+        path.pop()
+        state[module] = 2
+
+    for module in sorted(graph):
+        if module not in state:
+            visit(module)
+    return found
+
+
+def test_the_cycle_finder_finds_a_cycle():
+    assert _cycles({"a": {"b"}, "b": {"c"}, "c": {"a"}}) == [["a", "b", "c", "a"]]
+    assert _cycles({"a": {"b"}, "b": set()}) == []
+
+
+def test_no_import_cycles():
+    modules = _modules()
+    graph = {name: _imports(path, modules) - {name} for name, path in modules.items()}
+    assert "ray_slurm.backends.slurm" in graph["ray_slurm.backends"]  # the graph is read
+    assert _cycles(graph) == []
+
+
+def test_every_module_is_small():
+    sizes = {name: len(path.read_text().splitlines()) for name, path in _modules().items()}
+    assert {name: n for name, n in sizes.items() if n > MAX_LINES} == {}

@@ -1,0 +1,45 @@
+"""SLURM's queue as the harness reads it: a cluster's jobs, one job's state."""
+
+from __future__ import annotations
+
+import time
+
+from ray_slurm.backends.jobscript import parse_job_name
+from ray_slurm.nodes import JobState
+from ray_slurm.slurm import Job, Slurm
+from support.procs import WaitTimeout, run
+
+
+def cluster_jobs(jobs: list[Job], cluster_name: str, kind: str | None = None) -> list[Job]:
+    """The cluster's jobs among ``jobs`` that still exist, found from their names alone."""
+    found = []
+    for job in jobs:
+        owner = parse_job_name(job.name, cluster_name)
+        if owner and job.state is not JobState.GONE and kind in (None, owner[0]):
+            found.append(job)
+    return found
+
+
+def job_state(job_id: str) -> str:
+    """squeue's state of one job ("" once squeue no longer shows it)."""
+    out = run(["squeue", "--noheader", f"--jobs={job_id}", "--states=all", "--format=%T"],
+              timeout=60, check=False).stdout  # fmt: skip
+    return out.strip().splitlines()[0].strip() if out.strip() else ""
+
+
+def wait_running(job_id: str, timeout: float = 60, interval: float = 0.02) -> float:
+    """Poll squeue until the job runs; returns time.time() of the first RUNNING answer."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        state = job_state(job_id)
+        if state == "RUNNING":
+            return time.time()
+        if state in ("FAILED", "CANCELLED", "COMPLETED", "TIMEOUT", "NODE_FAIL"):
+            raise RuntimeError(f"job {job_id} ended ({state}) before it ran")
+        time.sleep(interval)
+    raise WaitTimeout(f"job {job_id} not RUNNING after {timeout:.0f} s")
+
+
+def cancel(jobs: list[Job]) -> None:
+    if jobs:
+        Slurm().scancel([j.job_id for j in jobs])
