@@ -29,13 +29,14 @@ GOAL_MS = 50.0
 
 def tick(p: provider.SlurmNodeProvider) -> tuple[int, float, int]:
     """One autoscaler tick: (SLURM calls, milliseconds, nodes seen)."""
-    calls = p.slurm.calls
+    slurm = p.backends["slurm"].slurm  # the SLURM backend's wrapper counts the commands it runs
+    calls = slurm.calls
     t0 = time.perf_counter()
     ids = p.non_terminated_nodes({})
     for node_id in ids:
         p.node_tags(node_id)
         p.is_running(node_id)
-    return p.slurm.calls - calls, (time.perf_counter() - t0) * 1000, len(ids)
+    return slurm.calls - calls, (time.perf_counter() - t0) * 1000, len(ids)
 
 
 def timed(fn) -> float:
