@@ -2,12 +2,10 @@
 
 from __future__ import annotations
 
-import time
-
 from ray_slurm.backends.jobscript import parse_job_name
 from ray_slurm.nodes import JobState
 from ray_slurm.slurm import Job, Slurm
-from support.procs import WaitTimeout, run
+from support.procs import run
 
 
 def cluster_jobs(jobs: list[Job], cluster_name: str, kind: str | None = None) -> list[Job]:
@@ -25,19 +23,6 @@ def job_state(job_id: str) -> str:
     out = run(["squeue", "--noheader", f"--jobs={job_id}", "--states=all", "--format=%T"],
               timeout=60, check=False).stdout  # fmt: skip
     return out.strip().splitlines()[0].strip() if out.strip() else ""
-
-
-def wait_running(job_id: str, timeout: float = 60, interval: float = 0.02) -> float:
-    """Poll squeue until the job runs; returns time.time() of the first RUNNING answer."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        state = job_state(job_id)
-        if state == "RUNNING":
-            return time.time()
-        if state in ("FAILED", "CANCELLED", "COMPLETED", "TIMEOUT", "NODE_FAIL"):
-            raise RuntimeError(f"job {job_id} ended ({state}) before it ran")
-        time.sleep(interval)
-    raise WaitTimeout(f"job {job_id} not RUNNING after {timeout:.0f} s")
 
 
 def cancel(jobs: list[Job]) -> None:

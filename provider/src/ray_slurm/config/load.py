@@ -20,6 +20,7 @@ from ray_slurm.config.nodetypes import ConfigError
 from ray_slurm.config.provider import (
     Settings,
     bootstrap,
+    expected_versions,
     fillout_resources,
     load_settings,
     resolve_settings,
@@ -86,14 +87,14 @@ def load(raw: Any, source: str = "the config", on_site: bool = True) -> Loaded:
         return _refused(raw, f"{source}: not a Ray cluster config (no provider section)",
                         f"start from {EXAMPLE}")  # fmt: skip
     cfg = copy.deepcopy(raw)
+    expect = expected_versions(on_site)
     try:
         try:
             bootstrap(fillout_resources(cfg), on_site)
         except ConfigError as exc:  # what can still be told, for the checks of the site
-            settings = resolve_settings(cfg["provider"], cfg.get("cluster_name", ""), [],
-                                        None if on_site else "")  # fmt: skip
+            settings = resolve_settings(cfg["provider"], cfg.get("cluster_name", ""), [], expect)
             return Loaded(raw, None, settings, [Problem.from_rule(p) for p in exc.problems])
-        settings = load_settings(cfg["provider"], cfg["cluster_name"], None if on_site else "")
+        settings = load_settings(cfg["provider"], cfg["cluster_name"], expect)
     except (TypeError, AttributeError, KeyError, ValueError) as exc:  # a shape no rule expects
         return _refused(raw, f"{source}: cannot be read as a cluster config "
                         f"({type(exc).__name__}: {exc})",

@@ -215,6 +215,12 @@ def partial_node_type(name: str, type_cfg: Any, kind: str, backend: str) -> Node
                         complete=False)  # fmt: skip
 
 
+def expected_versions(on_site: bool) -> str | None:
+    """What Kubernetes images must run (``kubetypes.check_pod_options``' ``expect``): this
+    environment's Ray and Python on the site (None), nothing checked away from it ("")."""
+    return None if on_site else ""
+
+
 def bootstrap(config: dict[str, Any], on_site: bool = True) -> dict[str, Any]:
     """Validate a whole cluster config and record in ``provider`` what the provider needs later.
 
@@ -224,7 +230,7 @@ def bootstrap(config: dict[str, Any], on_site: bool = True) -> dict[str, Any]:
     the site it is for (an Ansible controller): what only the site has (the node map file, the
     Ray and Python of its Ray environment, which Kubernetes images must match) is not checked.
     """
-    expect = None if on_site else ""
+    expect = expected_versions(on_site)
     provider = config["provider"]
     provider["_head_node_type"] = config.get("head_node_type")
     provider["_node_types"] = {
