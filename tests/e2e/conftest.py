@@ -44,14 +44,27 @@ ALICE, BOB, EVE = (User(name, TEST_ENV) for name in ("rsl-alice", "rsl-bob", "rs
 
 @pytest.fixture(scope="session", autouse=True)
 def _fresh_users() -> None:
-    """Each session starts like a fresh login node: no Ray temp files of the test users, and
-    none at the shared names Ray would use without the provider's private temp root."""
+    """Each session starts like fresh login and compute nodes: no Ray temp files of the test
+    users, and none at the shared names Ray would use without the provider's private temp root.
+
+    The nodes' temp dirs (``/tmp/rs-<job id>.*``) of an earlier site session go too: job ids
+    start again at 1 with each site, and a test that checks that a job's temp dir went with it
+    must not find one an earlier session's job of the same id left (a fault test's killed node).
+    """
     try:
         site_ray_env()
     except SiteNotDeployed as e:
         pytest.exit(str(e), 2)
-    for user in (ALICE, BOB, EVE):
-        shutil.rmtree(f"/tmp/ray-slurm-{user.uid}", ignore_errors=True)
+    uids = {user.uid for user in (ALICE, BOB, EVE)}
+    for node_dir in Path("/tmp").glob("rs-*"):
+        if node_dir.lstat().st_uid not in uids:
+            continue
+        if node_dir.is_dir() and not node_dir.is_symlink():
+            shutil.rmtree(node_dir, ignore_errors=True)
+        else:
+            node_dir.unlink()  # a neighbour's planted file or symlink
+    for uid in uids:
+        shutil.rmtree(f"/tmp/ray-slurm-{uid}", ignore_errors=True)
     shutil.rmtree("/tmp/ray", ignore_errors=True)
     for stale in Path("/tmp").glob("ray-config-*"):
         stale.unlink()
