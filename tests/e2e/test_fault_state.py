@@ -16,6 +16,7 @@ import subprocess
 from pathlib import Path
 
 from conftest import Cluster, gcs_open, wait_for
+from support.procs import WaitTimeout
 
 
 def head_jobs_ever(cluster: Cluster) -> list[str]:
@@ -53,7 +54,19 @@ def test_two_ray_up_at_once_start_one_head(make_cluster):
     cluster.is_up = True
     command = [user.bin("ray"), "up", "-y", str(cluster.config_path)]
     ups = [user.popen(command), user.popen(command)]
-    wait_for(lambda: flock_waiters(lock) == 2, 180, "both ray up to wait for the head lock")
+
+    def both_waiting() -> bool:
+        ended = [p for p in ups if p.poll() is not None]
+        assert not ended, [(out + err)[-3000:] for out, err in (p.communicate() for p in ended)]
+        return flock_waiters(lock) == 2
+
+    try:
+        wait_for(both_waiting, 180, "both ray up to wait for the head lock")
+    except WaitTimeout as exc:  # say where each one is instead
+        for p in ups:
+            p.kill()
+        outputs = [(out + err)[-3000:] for out, err in (p.communicate() for p in ups)]
+        raise AssertionError(f"/proc/locks:\n{Path('/proc/locks').read_text()}\n{outputs}") from exc
     holder.communicate(input="", timeout=30)
 
     outputs = [p.communicate(timeout=420) for p in ups]
