@@ -7,6 +7,8 @@ SHELL := /bin/bash
 VENV := .venv
 PY := $(VENV)/bin/python
 SITE := scripts/localsite
+# The second local site (scripts/sites/gpu-centre.yaml), beside the default campus site.
+GPU_SITE := scripts/localsite --site gpu-centre
 CONSTRAINTS := requirements/constraints.txt
 # Python 3.12 for the tool venv (pyenv's shim may not be active: try its install dir too).
 PYTHON312 ?= $(shell for p in python3.12 $$HOME/.pyenv/versions/3.12*/bin/python3.12 /usr/bin/python3.12; do \
@@ -39,7 +41,7 @@ lint: setup
 	bash -n scripts/kube-standin
 
 unit: setup
-	$(VENV)/bin/pytest -q provider/tests
+	$(VENV)/bin/pytest -q provider/tests tests/harness
 
 # The local site, deployed as its sysadmin would (playbooks/site.yml: the site's Ray
 # environment, the provider, the site's files), with its unprivileged users.
@@ -55,8 +57,10 @@ site-down:
 e2e: setup
 	$(SITE) up
 	$(SITE) deploy
+	$(GPU_SITE) up
+	$(GPU_SITE) deploy
 	status=0; $(SITE) login $(abspath $(VENV))/bin/pytest -v -p no:cacheprovider --durations=25 --timeout=900 tests/e2e || status=$$?; \
-	$(SITE) down; exit $$status
+	$(GPU_SITE) down; $(SITE) down; exit $$status
 
 # The Ansible collection: ansible-lint (production profile, offline: .config/ansible-lint.yml),
 # run plainly, as editors, pre-commit and Galaxy users run it. Then: every role option in
@@ -74,15 +78,16 @@ molecule: setup
 	status=0; PATH=$(abspath $(VENV))/bin:$$PATH scripts/molecule-test || status=$$?; \
 	$(SITE) down; exit $$status
 
-# Everything that needs the local site, in one session of it: the e2e and fault suites, the
-# Kubernetes stand-in's tests, the molecule scenarios. The site is stopped whatever the result.
+# Everything that needs the local sites, in one session of them: the e2e and fault suites (the
+# GPU centre beside the campus site), the Kubernetes stand-in's tests, the molecule scenarios.
+# The sites are stopped whatever the result.
 site-tests: setup
 	$(SITE) up
-	status=0; $(SITE) deploy || status=1; \
+	status=0; $(SITE) deploy || status=1; { $(GPU_SITE) up && $(GPU_SITE) deploy; } || status=1; \
 	$(SITE) login $(abspath $(VENV))/bin/pytest -v -p no:cacheprovider --durations=25 --timeout=900 tests/e2e || status=1; \
 	$(SITE) login $(abspath $(VENV))/bin/pytest -v -p no:cacheprovider --timeout=300 tests/kube_standin || status=1; \
 	PATH=$(abspath $(VENV))/bin:$$PATH scripts/molecule-test || status=1; \
-	scripts/kube-standin down || true; $(SITE) down; exit $$status
+	scripts/kube-standin down || true; $(GPU_SITE) down; $(SITE) down; exit $$status
 
 test: lint unit sanity units ansible-lint site-tests
 
@@ -111,7 +116,7 @@ ANSIBLE_TEST := cd $(COLLECTION_DIR) && PATH=$(abspath $(VENV))/bin:$$PATH ansib
 
 collection:
 	rm -rf $(COLLECTION_DIR) && mkdir -p $(COLLECTION_DIR)
-	git ls-files -z --cached --others --exclude-standard | grep -zvE '^((\.collections|provider|tests/(e2e|kube_standin|fixtures|support)|bench)/|pytest\.ini$$)' \
+	git ls-files -z --cached --others --exclude-standard | grep -zvE '^((\.collections|provider|tests/(e2e|kube_standin|fixtures|support|harness)|bench)/|pytest\.ini$$)' \
 	  | tar -c --null --ignore-failed-read -T - | tar -x -C $(COLLECTION_DIR)
 	git init -q $(COLLECTION_DIR)
 
