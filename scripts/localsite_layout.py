@@ -6,15 +6,19 @@ namespace or daemon exists. The format is documented in scripts/README-localsite
 
     localsite_layout.py shell FILE            # NAME=value lines for bash's eval
     localsite_layout.py slurm-conf FILE DIR   # slurm.conf of the site whose state dir is DIR
-    localsite_layout.py gres-conf FILE        # gres.conf (count-only GPUs: no device files)
+    localsite_layout.py gres-conf FILE DIR    # gres.conf: GPUs on placeholder devices in DIR/dev
+    localsite_layout.py slurmdbd-conf FILE DIR  # slurmdbd.conf ($RSL_DB_PASSWORD: MariaDB's)
+    localsite_layout.py accounting FILE       # runs sacctmgr: the cluster, QOS, accounts, users
 """
 
 from __future__ import annotations
 
 import argparse
 import ipaddress
+import os
 import re
 import shlex
+import subprocess
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -28,9 +32,15 @@ PART_RE = re.compile(r"^[a-z][a-z0-9_]{0,19}$")
 TIME_RE = re.compile(r"^(INFINITE|(\d+-)?\d{1,2}(:\d{2}){0,2})$")
 FIRST_NODE = 11  # compute nodes' last octet starts here; .1 is the login node
 KEYS = {"name", "prefix", "subnet", "login", "state_dir", "inventory", "munge", "node_groups",
-        "partitions"}  # fmt: skip
+        "partitions", "accounting"}  # fmt: skip
 GROUP_KEYS = {"name", "count", "cpus", "memory_mb", "gpus", "features"}
 PART_KEYS = {"name", "nodes", "default", "max_time", "max_nodes", "priority_tier"}
+ACCOUNTING_KEYS = {"qos", "accounts"}
+QOS_KEYS = {"name", "max_submit_jobs_per_user", "grp_tres"}
+ACCOUNT_KEYS = {"name", "users", "qos"}
+USER_RE = re.compile(r"^[a-z_][a-z0-9_-]{0,31}$")
+TRES_RE = re.compile(r"^(cpu|mem|node|gres/gpu)=\d+[MG]?(,(cpu|mem|node|gres/gpu)=\d+[MG]?)*$")
+DBD_PORT = 6819
 
 
 class LayoutError(Exception):
@@ -59,6 +69,28 @@ class Partition:
 
 
 @dataclass
+class Qos:
+    name: str
+    max_submit_jobs_per_user: int = 0
+    grp_tres: str = ""
+
+
+@dataclass
+class Account:
+    name: str
+    users: list[str]
+    qos: list[str]
+
+
+@dataclass
+class Accounting:
+    """SLURM accounting: slurmdbd with MariaDB, AccountingStorageEnforce, these QOS/accounts."""
+
+    qos: list[Qos]
+    accounts: list[Account]
+
+
+@dataclass
 class Layout:
     name: str
     prefix: str
@@ -69,6 +101,7 @@ class Layout:
     munge: str
     nodes: list[Node] = field(default_factory=list)
     partitions: list[Partition] = field(default_factory=list)
+    accounting: Accounting | None = None
 
 
 def _want(value: Any, kind: type, where: str, what: str) -> Any:
@@ -100,7 +133,7 @@ def parse(raw: Any, source: str) -> Layout:
     """The layout in ``raw`` (a YAML mapping), or LayoutError naming the first bad value."""
     _want(raw, dict, source, "a mapping")
     _unknown(raw, KEYS, source)
-    missing = sorted(k for k in KEYS if k not in raw)
+    missing = sorted(k for k in KEYS - {"accounting"} if k not in raw)
     if missing:
         raise LayoutError(f"{source}: {missing[0]!r} is missing")
     subnet = _want(raw["subnet"], str, f"{source}: subnet", "a /24 as its first three octets")
@@ -127,7 +160,47 @@ def parse(raw: Any, source: str) -> Layout:
         raise LayoutError(f"{source}: state_dir: {layout.state_dir!r} is not an absolute path")
     _nodes(layout, _want(raw["node_groups"], list, f"{source}: node_groups", "a list"), source)
     _partitions(layout, _want(raw["partitions"], list, f"{source}: partitions", "a list"), source)
+    if "accounting" in raw:
+        layout.accounting = _accounting(raw["accounting"], f"{source}: accounting")
     return layout
+
+
+def _accounting(raw: Any, where: str) -> Accounting:
+    _want(raw, dict, where, "a mapping")
+    _unknown(raw, ACCOUNTING_KEYS, where)
+    qos: list[Qos] = []
+    for i, q in enumerate(_want(raw.get("qos", []), list, f"{where}.qos", "a list")):
+        at = f"{where}.qos[{i}]"
+        _want(q, dict, at, "a mapping")
+        _unknown(q, QOS_KEYS, at)
+        qos.append(Qos(
+            name=_match(q.get("name"), PART_RE, f"{at}.name", "a QOS name (a-z0-9_)"),
+            max_submit_jobs_per_user=_count(q.get("max_submit_jobs_per_user", 0),
+                                            f"{at}.max_submit_jobs_per_user", 0, 100000),
+            grp_tres=_match(q.get("grp_tres", ""), TRES_RE, f"{at}.grp_tres",
+                            "TRES limits such as cpu=2,mem=4000M") if "grp_tres" in q else "",
+        ))  # fmt: skip
+    known_qos = {"normal"} | {q.name for q in qos}
+    accounts: list[Account] = []
+    for i, a in enumerate(_want(raw.get("accounts"), list, f"{where}.accounts", "a list")):
+        at = f"{where}.accounts[{i}]"
+        _want(a, dict, at, "a mapping")
+        _unknown(a, ACCOUNT_KEYS, at)
+        users = _want(a.get("users"), list, f"{at}.users", "a list of user names")
+        for user in users:
+            _match(user, USER_RE, f"{at}.users", "a user name")
+        allowed = _want(a.get("qos", ["normal"]), list, f"{at}.qos", "a list of QOS names")
+        for name in allowed:
+            if name not in known_qos:
+                raise LayoutError(f"{at}.qos: {name!r} is not a QOS of the layout "
+                                  f"(known: {', '.join(sorted(known_qos))})")  # fmt: skip
+        accounts.append(Account(
+            name=_match(a.get("name"), PART_RE, f"{at}.name", "an account name (a-z0-9_)"),
+            users=users, qos=allowed,
+        ))  # fmt: skip
+    if not accounts:
+        raise LayoutError(f"{where}.accounts: accounting needs at least one account")
+    return Accounting(qos=qos, accounts=accounts)
 
 
 def _nodes(layout: Layout, groups: list[Any], source: str) -> None:
@@ -198,7 +271,9 @@ def shell(layout: Layout) -> str:
     q = shlex.quote
     values = {"SITE_NAME": layout.name, "RSL_PREFIX": layout.prefix, "SUBNET": layout.subnet,
               "LOGIN_HOST": layout.login, "LAYOUT_STATE": layout.state_dir,
-              "LAYOUT_INVENTORY": layout.inventory, "MUNGE_MODE": layout.munge}  # fmt: skip
+              "LAYOUT_INVENTORY": layout.inventory, "MUNGE_MODE": layout.munge,
+              "ACCOUNTING": "yes" if layout.accounting else "no",
+              "GPUS_MAX": str(max(n.gpus for n in layout.nodes))}  # fmt: skip
     lines = [f"{k}={q(v)}" for k, v in values.items()]
     lines.append(f"NODES=({' '.join(q(n.name) for n in layout.nodes)})")
     lines.append(f"NODE_ADDRS=({' '.join(q(n.addr) for n in layout.nodes)})")
@@ -213,6 +288,12 @@ def slurm_conf(layout: Layout, state: str) -> str:
     lines = [text.replace("@CTLD@", f"{layout.login}({layout.subnet}.1)").rstrip("\n")]
     if layout.munge == "own":
         lines.append(f"AuthInfo=socket={munge_socket}")
+    if layout.accounting:
+        lines += ["AccountingStorageType=accounting_storage/slurmdbd",
+                  f"AccountingStorageHost={layout.subnet}.1", f"AccountingStoragePort={DBD_PORT}",
+                  "AccountingStorageEnforce=associations,limits,qos"]  # fmt: skip
+    else:
+        lines.append("AccountingStorageType=accounting_storage/none")
     if any(n.gpus for n in layout.nodes):
         lines.append("GresTypes=gpu")
     for n in layout.nodes:
@@ -229,15 +310,65 @@ def slurm_conf(layout: Layout, state: str) -> str:
     return "\n".join(lines) + "\n"
 
 
-def gres_conf(layout: Layout) -> str:
-    lines = ["# Generated by scripts/localsite: count-only GPUs (no device files, no real GPU)."]
-    lines += [f"NodeName={n.name} Name=gpu Count={n.gpus}" for n in layout.nodes if n.gpus]
+def gres_conf(layout: Layout, state: str) -> str:
+    """GPUs on placeholder devices: slurmd 22.05 drops a GPU without ``File=`` from the node's
+    GRES ("Removing file-less GPU"), so each is a character device like /dev/null that localsite
+    makes in ``<state>/dev`` (``gpu0``...): SLURM counts, allocates and binds them; no GPU."""
+    lines = ["# Generated by scripts/localsite: GPUs on placeholder devices (no real GPU)."]
+    lines += [f"NodeName={n.name} Name=gpu File={state}/dev/gpu[0-{n.gpus - 1}]"
+              for n in layout.nodes if n.gpus]  # fmt: skip
     return "\n".join(lines) + "\n"
+
+
+def slurmdbd_conf(layout: Layout, state: str, password: str) -> str:
+    """slurmdbd.conf: slurmdbd on the login node, MariaDB on its loopback (TCP, port 3306)."""
+    lines = ["# Generated by scripts/localsite: the accounting of this site.",
+             "AuthType=auth/munge", f"DbdHost={layout.login}", f"DbdAddr={layout.subnet}.1",
+             f"DbdPort={DBD_PORT}", "SlurmUser=root", "StorageType=accounting_storage/mysql",
+             "StorageHost=127.0.0.1", "StoragePort=3306", "StorageUser=slurm",
+             f"StoragePass={password}", "StorageLoc=slurm_acct_db",
+             f"PidFile={state}/run/slurmdbd.pid", f"LogFile={state}/log/slurmdbd.log",
+             "DebugLevel=info"]  # fmt: skip
+    if layout.munge == "own":
+        lines.insert(2, f"AuthInfo=socket={state}/munge/munge.socket")
+    return "\n".join(lines) + "\n"
+
+
+def sacctmgr_commands(layout: Layout) -> list[list[str]]:
+    """The associations and limits of the layout, as ``sacctmgr -i`` argv lists, in order."""
+    acct = layout.accounting
+    assert acct is not None
+    cmds = [["add", "cluster", layout.name]]
+    for q in acct.qos:
+        limits = (
+            [f"MaxSubmitJobsPerUser={q.max_submit_jobs_per_user}"]
+            if q.max_submit_jobs_per_user
+            else []
+        )
+        limits += [f"GrpTRES={q.grp_tres}"] if q.grp_tres else []
+        cmds.append(["add", "qos", q.name, *limits])
+    for a in acct.accounts:
+        cmds.append(["add", "account", a.name, f"Cluster={layout.name}"])
+        qos = f"QOS={','.join(a.qos)}"
+        cmds.append(["add", "user", ",".join(a.users), f"Account={a.name}",
+                     f"Cluster={layout.name}", qos, "DefaultQOS=normal"])  # fmt: skip
+    return [["sacctmgr", "-i", *c] for c in cmds]
+
+
+def apply_accounting(layout: Layout) -> int:
+    """Run the sacctmgr commands (on the login node, SLURM_CONF set); the first failure stops."""
+    for argv in sacctmgr_commands(layout):
+        proc = subprocess.run(argv, capture_output=True, text=True, check=False)
+        if proc.returncode != 0:
+            sys.stderr.write(f"localsite: {' '.join(argv)} failed: {proc.stdout}{proc.stderr}")
+            return 1
+    return 0
 
 
 def main() -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
-    p.add_argument("what", choices=["shell", "slurm-conf", "gres-conf"])
+    p.add_argument("what", choices=["shell", "slurm-conf", "gres-conf", "slurmdbd-conf",
+                                    "accounting"])  # fmt: skip
     p.add_argument("layout", type=Path)
     p.add_argument("state_dir", nargs="?")
     args = p.parse_args()
@@ -248,10 +379,20 @@ def main() -> int:
         return 2
     if args.what == "shell":
         sys.stdout.write(shell(layout))
+    elif args.what == "slurmdbd-conf":
+        password = os.environ.get("RSL_DB_PASSWORD", "")
+        if not password:
+            print("localsite: slurmdbd-conf needs RSL_DB_PASSWORD", file=sys.stderr)
+            return 2
+        sys.stdout.write(slurmdbd_conf(layout, args.state_dir or layout.state_dir, password))
+    elif args.what == "accounting":
+        if layout.accounting is None:
+            return 0
+        return apply_accounting(layout)
     elif args.what == "slurm-conf":
         sys.stdout.write(slurm_conf(layout, args.state_dir or layout.state_dir))
     else:
-        sys.stdout.write(gres_conf(layout))
+        sys.stdout.write(gres_conf(layout, args.state_dir or layout.state_dir))
     return 0
 
 

@@ -3,8 +3,9 @@
 `make test` brings up the GPU centre (scripts/sites/gpu-centre.yaml) beside the campus site these
 tests run on, and deploys it with its own inventory. Here: each site has the shape its layout
 gives, the two do not trust each other (a munge key each), and a user of the GPU centre runs a
-workload there with the site's own ray-slurm.yaml: the head in a SLURM job, a worker on a GPU
-node, `ray down`, no job left.
+workload there with the site's own ray-slurm.yaml: the head in a SLURM job, a `num_gpus=1` task
+on a GPU worker (SLURM allocates the GPU: placeholder devices, no real GPU), `ray down`, no job
+left.
 """
 
 from __future__ import annotations
@@ -49,6 +50,8 @@ def test_each_site_has_its_layouts_shape() -> None:
     assert set(centre) == {"cpu1", "gpu1", "gpu2"}
     assert set(centre["cpu1"][:-1]) == {"service", "cpu"} and centre["cpu1"][-1] == "cpu"
     assert centre["gpu1"] == ("gpu", "gpu,a100")
+    gres = dict(ln.split() for ln in gpu("sinfo", "-N", "-h", "-o", "%N %G").splitlines())
+    assert gres == {"cpu1": "(null)", "gpu1": "gpu:2", "gpu2": "gpu:2"}
     config = gpu("scontrol", "show", "config")
     assert "ClusterName             = gpu-centre" in config
     assert "Slurmctld(primary) at gpulogin is UP" in gpu("scontrol", "ping")
@@ -80,15 +83,17 @@ trap 'ray down -y gpu.yaml >/dev/null 2>&1 || true' EXIT
 ray up -y gpu.yaml >/dev/null
 eval "$(ray-slurm env gpu.yaml)"
 python - <<'PY'
+import os
 import socket
 import ray
 ray.init()
 
-@ray.remote(num_cpus=1, resources={"a100": 1})
+@ray.remote(num_gpus=1)
 def where():
-    return socket.gethostname()
+    return socket.gethostname(), os.environ.get("SLURM_JOB_GPUS", "-"), ray.get_gpu_ids()
 
-print("RAN_ON", ray.get(where.remote(), timeout=600))
+host, slurm_gpus, ray_gpus = ray.get(where.remote(), timeout=600)
+print("RAN_ON", host, slurm_gpus, ray_gpus)
 PY
 ray down -y gpu.yaml >/dev/null
 trap - EXIT
@@ -96,9 +101,12 @@ echo "LEFT $(squeue --me --noheader --format=%i | wc -l)"
 """
 
 
-def test_a_user_of_the_gpu_centre_runs_a_workload_on_a_gpu_node() -> None:
+def test_a_num_gpus_task_runs_on_a_gpu_worker_of_the_gpu_centre() -> None:
     out = run([*GPU_SITE, "user", "rsl-bob", "bash", "-c", WORKLOAD], timeout=900).stdout
-    ran_on = next(ln.split()[1] for ln in out.splitlines() if ln.startswith("RAN_ON "))
-    assert ran_on in {"gpu1", "gpu2"}, out
+    ran_on = next(ln.split(maxsplit=3)[1:] for ln in out.splitlines() if ln.startswith("RAN_ON "))
+    host, slurm_gpus, ray_gpus = ran_on
+    assert host in {"gpu1", "gpu2"}, out
+    assert slurm_gpus in {"0", "1"}, out  # SLURM allocated the worker's job one GPU
+    assert ray_gpus == "['0']", out  # and Ray gave the task the one GPU it has
     assert "LEFT 0" in out, out
     assert gpu("squeue", "--noheader", "--user", "rsl-bob") == ""

@@ -32,6 +32,23 @@ def test_campus_renders_the_site_the_tests_know() -> None:
     assert "PartitionName=debug Nodes=n1,n2,n3 MaxTime=INFINITE PriorityTier=1 Default=YES" in conf
     assert "StateSaveLocation=/var/tmp/x/state" in conf
     assert "AuthInfo" not in conf and "Gres" not in conf  # the machine's munged, no GRES
+    assert "AccountingStorageEnforce=associations,limits,qos" in conf
+    assert "AccountingStorageHost=10.77.0.1\nAccountingStoragePort=6819" in conf
+
+
+def test_campus_accounting_becomes_sacctmgr_commands_and_a_slurmdbd_conf() -> None:
+    layout = layout_mod.parse(CAMPUS, "campus.yaml")
+    assert layout_mod.sacctmgr_commands(layout) == [
+        ["sacctmgr", "-i", "add", "cluster", "campus"],
+        ["sacctmgr", "-i", "add", "qos", "onejob", "MaxSubmitJobsPerUser=1"],
+        ["sacctmgr", "-i", "add", "qos", "twocpus", "GrpTRES=cpu=2"],
+        ["sacctmgr", "-i", "add", "account", "physics", "Cluster=campus"],
+        ["sacctmgr", "-i", "add", "user", "rsl-alice,rsl-bob,rsl-eve", "Account=physics",
+         "Cluster=campus", "QOS=normal,onejob,twocpus", "DefaultQOS=normal"],
+    ]  # fmt: skip
+    dbd = layout_mod.slurmdbd_conf(layout, "/s", "f00")
+    assert "DbdAddr=10.77.0.1\n" in dbd and "StoragePass=f00\n" in dbd
+    assert "PidFile=/s/run/slurmdbd.pid" in dbd and "AuthInfo" not in dbd
 
 
 def helper(*args: object, check: bool = True) -> subprocess.CompletedProcess[str]:
@@ -47,8 +64,10 @@ def test_the_gpu_centre_has_its_own_munge_and_gpu_nodes() -> None:
     assert ("NodeName=gpu1 NodeAddr=10.78.0.12 NodeHostname=gpu1 CPUs=2 RealMemory=4000 "
             "Gres=gpu:2 Features=gpu,a100 State=UNKNOWN") in out  # fmt: skip
     assert "PartitionName=gpu Nodes=gpu1,gpu2 MaxTime=1-00:00:00 PriorityTier=1 MaxNodes=2" in out
-    gres = helper("gres-conf", SCRIPTS / "sites" / "gpu-centre.yaml").stdout
-    assert "NodeName=gpu2 Name=gpu Count=2" in gres and "cpu1" not in gres
+    gres = helper("gres-conf", SCRIPTS / "sites" / "gpu-centre.yaml", "/s").stdout
+    assert "NodeName=gpu2 Name=gpu File=/s/dev/gpu[0-1]" in gres and "cpu1" not in gres
+    assert "GPUS_MAX=2" in helper("shell", SCRIPTS / "sites" / "gpu-centre.yaml").stdout
+    assert "AccountingStorageType=accounting_storage/none" in out  # no accounting there
 
 
 def test_shell_variables_list_the_nodes_in_order() -> None:
@@ -88,6 +107,10 @@ def _changed(path: str, value: Any) -> dict[str, Any]:
         ("partitions.1.max_time", "1 day", "partitions[1].max_time: '1 day' is not a SLURM time"),
         ("partitions.1.default", True, "exactly one must be default: true"),
         ("partitions.2.name", "debug", "partitions[2].name: 'debug' is used twice"),
+        ("accounting.qos.1.grp_tres", "cpus=2", "accounting.qos[1].grp_tres: 'cpus=2' is not TRES"),
+        ("accounting.accounts.0.qos", ["gold"], "accounting.accounts[0].qos: 'gold' is not a QOS"),
+        ("accounting.accounts.0.users", ["Alice Smith"], "users: 'Alice Smith' is not a user"),
+        ("accounting.accounts", [], "accounting needs at least one account"),
     ],
 )
 def test_a_bad_layout_is_refused_naming_the_value(path: str, value: Any, message: str) -> None:
