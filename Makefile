@@ -71,12 +71,13 @@ ansible-lint: setup
 
 # Molecule scenarios (extensions/molecule/) on the local site's login node: deploy it with
 # playbooks/site.yml, idempotence, verify with a real cluster; a deployment killed half-way
-# converges. The site is stopped afterwards whatever the result.
+# converges; from the controller, both sites over SSH (ssh-sites). The sites are stopped
+# afterwards whatever the result.
 molecule: setup
 	$(SITE) up
-	$(SITE) deploy
-	status=0; PATH=$(abspath $(VENV))/bin:$$PATH scripts/molecule-test || status=$$?; \
-	$(SITE) down; exit $$status
+	status=0; $(SITE) deploy || status=1; { $(GPU_SITE) up && $(GPU_SITE) deploy; } || status=1; \
+	{ ((status)) || PATH=$(abspath $(VENV))/bin:$$PATH scripts/molecule-test; } || status=1; \
+	$(GPU_SITE) down; $(SITE) down; exit $$status
 
 # Everything that needs the local sites, in one session of them: the e2e and fault suites (the
 # GPU centre beside the campus site), the Kubernetes stand-in's tests, the molecule scenarios.

@@ -2,10 +2,10 @@
 
 `make test` brings up the GPU centre (scripts/sites/gpu-centre.yaml) beside the campus site these
 tests run on, and deploys it with its own inventory. Here: each site has the shape its layout
-gives, the two do not trust each other (a munge key each), and a user of the GPU centre runs a
-workload there with the site's own ray-slurm.yaml: the head in a SLURM job, a `num_gpus=1` task
-on a GPU worker (SLURM allocates the GPU: placeholder devices, no real GPU), `ray down`, no job
-left.
+gives, and the two do not trust each other (a munge key each). A user's cluster on each site
+(on the GPU centre a `num_gpus=1` task on a GPU worker; SLURM allocates the GPU on placeholder
+devices, no real GPU exists) is the verify step of the molecule scenario `ssh-sites`, which
+deploys both sites over SSH.
 """
 
 from __future__ import annotations
@@ -74,39 +74,3 @@ def test_the_sites_do_not_trust_each_other() -> None:
     assert "Protocol authentication error" in log
     # The GPU centre's own clients are answered (the same command, the site's own conf).
     assert "JOBID" in gpu("squeue")
-
-
-WORKLOAD = """
-set -euo pipefail
-cp /var/tmp/rayhpc-gpu-centre/shared/ray-slurm.yaml gpu.yaml
-trap 'ray down -y gpu.yaml >/dev/null 2>&1 || true' EXIT
-ray up -y gpu.yaml >/dev/null
-eval "$(ray-slurm env gpu.yaml)"
-python - <<'PY'
-import os
-import socket
-import ray
-ray.init()
-
-@ray.remote(num_gpus=1)
-def where():
-    return socket.gethostname(), os.environ.get("SLURM_JOB_GPUS", "-"), ray.get_gpu_ids()
-
-host, slurm_gpus, ray_gpus = ray.get(where.remote(), timeout=600)
-print("RAN_ON", host, slurm_gpus, ray_gpus)
-PY
-ray down -y gpu.yaml >/dev/null
-trap - EXIT
-echo "LEFT $(squeue --me --noheader --format=%i | wc -l)"
-"""
-
-
-def test_a_num_gpus_task_runs_on_a_gpu_worker_of_the_gpu_centre() -> None:
-    out = run([*GPU_SITE, "user", "rsl-bob", "bash", "-c", WORKLOAD], timeout=900).stdout
-    ran_on = next(ln.split(maxsplit=3)[1:] for ln in out.splitlines() if ln.startswith("RAN_ON "))
-    host, slurm_gpus, ray_gpus = ran_on
-    assert host in {"gpu1", "gpu2"}, out
-    assert slurm_gpus in {"0", "1"}, out  # SLURM allocated the worker's job one GPU
-    assert ray_gpus == "['0']", out  # and Ray gave the task the one GPU it has
-    assert "LEFT 0" in out, out
-    assert gpu("squeue", "--noheader", "--user", "rsl-bob") == ""

@@ -5,8 +5,9 @@ each site's login node by SSH as the unprivileged ``rsl-admin`` with the key and
 harness made, and becomes root by sudo (``inventories/localsite-ssh``: a group a site). One
 ``ansible-playbook`` run deploys every site: the wheel is built once on the controller and copied
 to each; each site gets its own ``ray-slurm.yaml``, job scripts and node map; ``--check --diff``
-after a change shows exactly that change and writes nothing; the run after it reports
-changed=0; ``validate.yml`` runs remotely and changes nothing.
+after a change shows exactly that change and writes nothing; ``validate.yml`` runs remotely and
+changes nothing. That the next run reports changed=0 (idempotence) and that each site's users
+run clusters with what it deployed is the molecule scenario ``ssh-sites``.
 """
 
 from __future__ import annotations
@@ -57,7 +58,7 @@ def test_the_controller_reaches_each_login_node_as_the_admin_and_becomes_root() 
     assert ids() == {"campus-login": "root", "gpu-centre-login": "root"}
 
 
-def test_one_run_deploys_both_sites_and_converges() -> None:
+def test_one_run_deploys_both_sites_with_the_wheel_built_once() -> None:
     # Drift on both sites: what --check --diff must show, and the real run must put back.
     campus_yaml = CAMPUS / "ray-slurm.yaml"
     campus_yaml.write_text(campus_yaml.read_text() + "# edited by hand\n")
@@ -78,13 +79,6 @@ def test_one_run_deploys_both_sites_and_converges() -> None:
     assert not campus_yaml.read_text().endswith("# edited by hand\n")
     assert (CENTRE / "node-map.yaml").exists()
     assert recap(first)["gpu-centre-login"]["failed"] == 0
-
-    again = recap(playbook("playbooks/site.yml"))
-    assert {h: c["changed"] for h, c in again.items()} == {
-        "campus-login": 0,
-        "gpu-centre-login": 0,
-        "localhost": 0,
-    }
 
     # Each site got its own files.
     campus = yaml.safe_load(campus_yaml.read_text())
