@@ -191,3 +191,43 @@ def test_a_requeue_is_said_even_when_ray_cancelled_the_job_first(queue, caplog):
         assert queue.backend.list_nodes() == []
     assert caplog.text.count("worker job 61 (node type rq) was requeued by SLURM") == 1
     assert queue.lost == [["61"]]
+
+
+def test_a_job_the_controller_forgot_before_it_was_seen_ended_is_read_from_accounting(
+    settings, queue, fake_bin, caplog, tmp_path
+):
+    """MinJobAge passed between two looks: squeue no longer lists the job at all. Its end is
+    read from sacct once and handled as if squeue had shown it; without accounting it is said
+    that nobody knows how it ended. A job submitted while squeue runs is not taken as gone."""
+    fake_bin("sacct", f'echo "$2" >> {tmp_path}/sacct-asked\n'
+                      '[ "$2" = 52 ] && echo "FAILED|3:0|None|n2|1"; '
+                      '[ "$2" = 53 ] && echo "NODE_FAIL|0:0|None|n3|500"; exit 0')  # fmt: skip
+    worker = f"ray.{settings.cluster_name}.worker.cpu"
+    queue.shows(_squeue_lines(("51", "PENDING", worker), ("52", "RUNNING", worker),
+                              ("53", "RUNNING", worker)))  # fmt: skip
+    assert len(queue.backend.list_nodes()) == 3
+    queue.shows("")
+    caplog.set_level("INFO")
+    assert queue.backend.list_nodes() == []
+    assert queue.backend.list_nodes() == []  # asked once
+    log = f"{queue.backend.cluster.logs_dir}/{worker}-52.log"
+    assert queue.failures == [("cpu", f"job 52 ended FAILED (exit code 3:0) on n2 after 1 s; "
+                                      f"its log {log} is empty or unreadable")]  # fmt: skip
+    assert queue.lost == [["53"]]  # it ran: its processes may live on
+    assert "job 51 (node type cpu) ended and SLURM forgot it" in caplog.text
+    assert "no accounting" in caplog.text
+    assert (tmp_path / "sacct-asked").read_text().split() == ["51", "52", "53"]
+
+
+def test_a_job_launched_while_squeue_ran_is_not_taken_for_gone(settings, queue, monkeypatch):
+    squeue = queue.backend.slurm.squeue
+
+    def squeue_then_a_launch(user=None):
+        jobs = squeue(user)
+        queue.backend._watched["61"] = ("worker", "cpu")  # sbatch answered in another thread
+        return jobs
+
+    monkeypatch.setattr(queue.backend.slurm, "squeue", squeue_then_a_launch)
+    assert queue.backend.list_nodes() == []
+    assert queue.backend._watched == {"61": ("worker", "cpu")}
+    assert queue.failures == [] and queue.lost == []

@@ -5,11 +5,21 @@ The campus site runs slurmdbd with MariaDB and ``AccountingStorageEnforce=associ
 ``onejob`` allows one submitted job per user (sbatch beyond it is refused), ``twocpus`` two CPUs
 for the whole QOS (a job beyond them waits, ``QOSGrpCpuLimit``). The provider names the type and
 SLURM's words, backs the type off (which is what lets a cluster burst), and leaves no job behind.
+Where the controller forgot an ended job before the provider saw it end, ``sacct`` tells how it
+ended.
 """
 
 from __future__ import annotations
 
+import json
+import os
+import re
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
 from conftest import run, start_driver, wait_for
+from test_fault_start import FAILING_SETUP
 
 
 def with_node_config(**settings):
@@ -93,3 +103,76 @@ def test_a_job_held_by_a_qos_limit_is_shown_then_cancelled_and_its_type_backed_o
     finally:
         driver.kill()
     cluster.down()
+
+
+@pytest.fixture
+def controller_forgets_at_once() -> Iterator[None]:
+    """The site's slurmctld keeps an ended job for 2 s instead of 300 (``MinJobAge``, which busy
+    sites lower; it then purges every 10 s): an ended job is gone from squeue and scontrol
+    before a provider may look again. Put back afterwards."""
+    conf = Path(os.environ["SLURM_CONF"])
+    text = conf.read_text()
+    assert "\nMinJobAge=300\n" in text
+    conf.write_text(text.replace("\nMinJobAge=300\n", "\nMinJobAge=2\n"))
+    try:
+        run(["scontrol", "reconfigure"])
+        yield
+    finally:
+        conf.write_text(text)
+        run(["scontrol", "reconfigure"])
+    assert "MinJobAge               = 300 sec" in run(["scontrol", "show", "config"]).stdout
+
+
+# The head's SLURM backend, as the user: launch a worker job whose setup line fails, let the
+# controller forget it unseen, then list the cluster's jobs once.
+FORGOTTEN = """
+import json, logging, subprocess, sys, time
+from ray_slurm.backends.base import LaunchRequest
+from ray_slurm.backends.slurm import SlurmBackend
+from ray_slurm.config import load_file
+from ray_slurm.slurm import Slurm
+from ray_slurm.state import ClusterDir
+
+logging.basicConfig(level=logging.INFO)  # what the head's autoscaler log would say
+_, settings = load_file(sys.argv[1]).required()
+cluster = ClusterDir(settings.state_dir, settings.cluster_name).create()
+failures = []
+backend = SlurmBackend(settings, Slurm(), cluster,
+                       on_failure=lambda node_type, why: failures.append([node_type, why]))
+job = backend.launch(LaunchRequest(settings.spec("cpu"), head_address="10.77.0.1:6379"))
+squeue = ["squeue", "--noheader", "--states=all", "--format=%T", f"--jobs={job}"]
+seen = set()
+deadline = time.monotonic() + 120
+while time.monotonic() < deadline:
+    state = subprocess.run(squeue, capture_output=True, text=True).stdout.strip()
+    if not state:
+        break
+    seen.add(state)
+    time.sleep(0.5)
+listed = [node.node_id for node in backend.list_nodes()]
+print("RESULT " + json.dumps({"job": job, "seen": sorted(seen), "listed": listed,
+                              "failures": failures}))
+"""
+
+
+def test_a_failed_job_the_controller_forgot_unseen_is_read_from_sacct(
+    make_cluster, controller_forgets_at_once
+):
+    def failing_setup(cfg):
+        cfg["available_node_types"]["cpu"]["node_config"]["setup"] = FAILING_SETUP
+
+    cluster = make_cluster("f-forgot", max_workers=1, change=failing_setup)  # never `ray up`
+    proc = cluster.user.run([cluster.user.bin("python"), "-c", FORGOTTEN, str(cluster.config_path)],
+                            timeout=180)  # fmt: skip
+    result = json.loads(next(ln[7:] for ln in proc.stdout.splitlines() if ln.startswith("RESULT ")))
+    job = result["job"]
+    assert result["seen"], result  # squeue showed it (queued or running), then not at all
+    gone = run(["squeue", "--noheader", "--states=all", f"--jobs={job}"], check=False)
+    assert job not in gone.stdout  # forgotten: only accounting knows the job now
+    assert result["listed"] == []
+    assert len(result["failures"]) == 1, (result, proc.stderr[-3000:])
+    [(node_type, why)] = result["failures"]
+    assert node_type == "cpu"
+    assert re.match(rf"job {job} ended FAILED \(exit code 3:0\) on n[123] after \d+ s; "
+                    rf"last lines of .*-{job}\.log: ", why), why  # fmt: skip
+    assert "module nosuch: not found" in why, why

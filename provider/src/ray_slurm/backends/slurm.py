@@ -47,6 +47,10 @@ class SlurmBackend:
     catches a site's or user's ``--requeue`` and an admin's ``scontrol requeue``.
     ``on_lost(job_ids)`` hears of such jobs and of running jobs that ended NODE_FAIL or
     PREEMPTED: their Ray processes may live on (``raynodes``).
+
+    A watched job that is gone from squeue without having been seen ended (the controller forgot
+    it first: a short ``MinJobAge``, or no tick in between) is looked up once in SLURM's records
+    (``sacct`` where the site keeps accounting) and handled as if it had been seen ending.
     """
 
     name = "slurm"
@@ -68,13 +72,17 @@ class SlurmBackend:
         self.on_failure = on_failure
         self.on_lost = on_lost
         self._cancelled: dict[str, float] = {}  # job id -> when we cancelled it (monotonic)
-        self._watched: set[str] = set()  # jobs launched or seen alive by this process
+        # jobs launched or seen alive by this process -> their (kind, node type)
+        self._watched: dict[str, tuple[str, str]] = {}
         self._ran: set[str] = set()  # jobs seen running by this process
         self._requeued: set[str] = set()  # of those, the ones pending again: being cancelled
 
     def list_nodes(self) -> list[Node]:
         """One squeue call for every job of this cluster (every state but terminal ones)."""
         nodes, lost, seen = [], [], set()
+        # Only jobs watched before squeue ran must be in its answer (a launcher thread may
+        # submit one meanwhile).
+        watched = dict(self._watched)
         for job in self.slurm.squeue():
             owner = parse_job_name(job.name, self.settings.cluster_name)
             if owner is None:
@@ -82,13 +90,13 @@ class SlurmBackend:
             kind, node_type = owner
             seen.add(job.job_id)
             if job.state is JobState.GONE:
-                if job.job_id in self._watched:
-                    self._watched.discard(job.job_id)
-                    if self._ended(job, kind, node_type) and job.job_id in self._ran:
+                if self._watched.pop(job.job_id, None):
+                    state = job.slurm_state.split()[0]
+                    if self._ended(job.job_id, state, kind, node_type) and job.job_id in self._ran:
                         lost.append(job.job_id)
                 self._ran.discard(job.job_id)
                 continue
-            self._watched.add(job.job_id)
+            self._watched[job.job_id] = (kind, node_type)
             if job.state is JobState.RUNNING:
                 self._ran.add(job.job_id)
             elif job.state is JobState.PENDING and job.job_id in self._ran | self._requeued:
@@ -105,26 +113,41 @@ class SlurmBackend:
             nodes.append(Node(job.job_id, self.name, kind, node_type, job.state, job.node,
                               job.reason, job.time_left, time_left_s=_seconds(job),
                               what=self.noun))  # fmt: skip
+        for job_id in sorted(watched.keys() - seen):
+            # Ended and forgotten by the controller between two looks: ask SLURM's records.
+            owner = self._watched.pop(job_id, None)
+            if owner is None or job_id in self._cancelled:  # ours: no need to ask how it ended
+                continue
+            if self._ended(job_id, "", *owner) and job_id in self._ran:
+                lost.append(job_id)
         self._ran &= seen  # forget the jobs SLURM forgot
         self._requeued &= seen
         if lost and self.on_lost is not None:
             self.on_lost(lost)
         return nodes
 
-    def _ended(self, job: Job, kind: str, node_type: str) -> bool:
-        """A watched job ended: say how if it failed, and report a broken type. Returns whether
-        its node was lost under it (its processes may outlive the job: NODE_FAIL, PREEMPTED)."""
-        state = job.slurm_state.split()[0]
+    def _ended(self, job_id: str, state: str, kind: str, node_type: str) -> bool:
+        """A watched job ended in ``state`` (squeue's; "" if it was gone before it was seen
+        ended): say how if it failed, and report a broken type. Returns whether its node was
+        lost under it (its processes may outlive the job: NODE_FAIL, PREEMPTED)."""
+        log = job_log(self.cluster, self.settings.cluster_name, kind, node_type, job_id)
+        end = None
+        if not state:
+            end = how_job_ended(self.slurm, job_id, state, log)
+            if not end.state:
+                logger.info("%s job %s (node type %s) ended and SLURM forgot it before it was "
+                            "seen ended; the site keeps no record of how (no accounting)",
+                            kind, job_id, node_type)  # fmt: skip
+            state = end.state
         # Ray may ask to cancel a job whose node it saw die (preempted, node failed) before
         # SLURM's verdict is in: only a FAILED after our own scancel is ours.
-        if state not in FAILED_STATES or (state == "FAILED" and job.job_id in self._cancelled):
+        if state not in FAILED_STATES or (state == "FAILED" and job_id in self._cancelled):
             return False
-        log = job_log(self.cluster, self.settings.cluster_name, kind, node_type, job.job_id)
-        end = how_job_ended(self.slurm, job.job_id, state, log)
+        end = end or how_job_ended(self.slurm, job_id, state, log)
         logger.warning("%s node of type %s: %s", kind, node_type, end.describe())
         if kind == "worker" and end.types_fault and self.on_failure is not None:
             self.on_failure(node_type, end.describe())
-        return state in LOST_STATES
+        return end.state in LOST_STATES
 
     def launch(self, request: LaunchRequest) -> str:
         script = render(self.settings, self.cluster, request.spec, request.head_address)
@@ -133,7 +156,7 @@ class SlurmBackend:
         if request.time_limit_minutes is not None:
             extra_args.append(f"--time={request.time_limit_minutes}")
         job_id = self.slurm.sbatch(script.path, extra_args)
-        self._watched.add(job_id)
+        self._watched[job_id] = (request.spec.kind, request.spec.name)
         return job_id
 
     def terminate(self, node_ids: Sequence[str]) -> None:
