@@ -53,11 +53,10 @@ def measure(cluster: Cluster, workdir: Path, runs: int) -> dict[str, Any]:
 
 
 def helper_time() -> float:
-    """What the worker script runs before `ray start`: `ray-slurm node-ip` and `free-ports`."""
-    t0 = time.monotonic()
+    """What the worker script runs before `ray start`: `ray-slurm-node` (address and a port)."""
     node = next(iter(Slurm().nodes()))
-    run([str(BIN / "ray-slurm"), "node-ip", "--node", node])
-    run([str(BIN / "ray-slurm"), "free-ports", "1", "--seed", "1"])
+    t0 = time.monotonic()
+    run([str(BIN / "ray-slurm-node"), "1", "--seed", "1", "--node", node])
     return time.monotonic() - t0
 
 
@@ -92,7 +91,7 @@ def summarize(rounds: list[dict[str, Any]], helpers_s: float) -> dict[str, Any]:
             f"{phases['demand_to_submit_s']:.1f} s; RUNNING -> joined took "
             f"{phases['running_to_join_s']:.1f} s ({min(joins):.1f}-{max(joins):.1f}) vs "
             f"{floor_parts['join_s']:.1f} s ({min(bare):.1f}-{max(bare):.1f}) bare, of which the "
-            f"node script's helpers (node-ip, free-ports) take {helpers_s:.1f} s; joined -> task "
+            f"node script's helper (ray-slurm-node) takes {helpers_s:.1f} s; joined -> task "
             f"{phases['join_to_task_s']:.1f} s (Ray starts a worker process on the new node; "
             f"the floor stops when the CPU shows)"
         )

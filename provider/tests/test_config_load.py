@@ -111,3 +111,17 @@ def test_validate_off_site_leaves_the_sites_files_and_versions_to_it(raw_config,
     raw_config["provider"]["node_map"] = 7  # what the config says is still checked
     path.write_text(yaml.safe_dump(raw_config))
     assert main(["validate", "--off-site", str(path)]) == 1
+
+
+def test_the_autoscaler_and_squeue_intervals_are_whole_seconds_of_at_least_one(raw_config):
+    loaded = config.load(raw_config)
+    assert (loaded.settings.autoscaler_interval_s, loaded.settings.squeue_interval_s) == (1, 5)
+    raw_config["provider"].update(autoscaler_interval_s=0, squeue_interval_s=2.5)
+    fields = {p.field: p.message for p in config.load(raw_config).problems}
+    assert fields == {
+        "provider.autoscaler_interval_s": "must be >= 1, got 0",
+        "provider.squeue_interval_s": "expected a whole number, got 2.5",
+    }
+    raw_config["provider"].update(autoscaler_interval_s=2, squeue_interval_s=10)
+    settings = config.load(raw_config).settings
+    assert (settings.autoscaler_interval_s, settings.squeue_interval_s) == (2, 10)

@@ -120,6 +120,7 @@ def test_worker_identity_and_auth(worker_text, cluster):
     assert "export RAY_AUTH_MODE=token" in lines
     assert f"export RAY_AUTH_TOKEN_PATH={shlex.quote(str(cluster.token_file))}" in lines
     assert "RAY_GRACEFUL_SHUTDOWN_DRAIN_TIMEOUT_S" not in worker_text  # head only
+    assert "AUTOSCALER_UPDATE_INTERVAL_S" not in worker_text
 
 
 def test_worker_ray_start_arguments(worker_text, settings):
@@ -208,7 +209,8 @@ def test_login_head_script(settings, cluster):
     assert "export RAY_NODE_TYPE_NAME=head" in lines
     assert "export RAY_AUTH_MODE=token" in lines
     assert "export RAY_GRACEFUL_SHUTDOWN_DRAIN_TIMEOUT_S=0" in lines
-    assert "node_ip=10.0.0.9" in lines
+    assert "export AUTOSCALER_UPDATE_INTERVAL_S=1" in lines  # new demand acted on within 1 s
+    assert " 4 --seed " in text and " --ip 10.0.0.9)" in text  # its address is known
     assert "--head " in text
     assert '--autoscaling-config="$autoscaling_config"' in text
     assert 'export RAY_SLURM_AUTOSCALING_CONFIG="$autoscaling_config"' in text
@@ -275,11 +277,15 @@ exit 3
         "ray-slurm": f"""
 printf '%s\\n' "$*" >> {record}/ray-slurm.calls
 case "$1" in
-  node-ip) echo 10.0.0.5 ;;
-  free-ports) shift; n=$1; seq 25001 $((25000 + n)) | tr '\\n' ' '; echo ;;
   publish-head) ;;
   *) exit 9 ;;
 esac
+""",
+        "ray-slurm-node": f"""
+printf 'ray-slurm-node %s\\n' "$*" >> {record}/ray-slurm.calls
+ip=10.0.0.5
+[ "$4" = --ip ] && ip=$5
+echo "$ip $(seq 25001 $((25000 + $1)) | tr '\\n' ' ')"
 """,
     }
     for name, body in scripts.items():
@@ -355,7 +361,7 @@ def test_running_the_worker_script(make_settings, fake_ray_env, short_temp_root,
     assert (record / "node-dir.mode").read_text().strip() == "700"
     assert (tmp_path / "setup.mark").read_text() == "setup ran\n"
     calls = (record / "ray-slurm.calls").read_text().splitlines()
-    assert calls == ["node-ip", "free-ports 1 --seed 4242"]
+    assert calls == ["ray-slurm-node 1 --seed 4242"]  # one quick helper before `ray start`
     assert (record / "temp-dir.existed").exists()  # Ray got its private temp dir
     assert not Path(temp_dir).exists()  # removed when the job ends
     assert os.listdir(short_temp_root) == ["rs-4242"]  # the planted one: never used, left alone
@@ -395,7 +401,7 @@ def test_running_the_login_head_script(make_settings, fake_ray_env, short_temp_r
     assert os.listdir(short_temp_root) == []  # the head's temp dir is gone with it
     calls = (record / "ray-slurm.calls").read_text().splitlines()
     assert calls == [
-        f"free-ports 4 --seed {cluster.root}",
+        f"ray-slurm-node 4 --seed {cluster.root} --ip 10.0.0.9",
         f"publish-head {cluster.root} --node-id login-head --ip 10.0.0.9 "
         "--gcs-port 25001 --dashboard-port 25002 --client-port 25003 "
         f"--temp-dir {calls[1].rsplit(' ', 1)[1]}",

@@ -333,3 +333,33 @@ def test_commands_reach_a_node_through_its_own_backend(provider, fakes):
     assert provider.get_command_runner("p", "31337", {}, "example", None, True)[0] == "login"
     ctx.stop_ray()  # `ray stop` through `ray exec`: this node only
     assert fakes["login"].terminated == [["900"]] and fakes["slurm"].terminated == []
+
+
+# ------------------------------------------------------------------------------ SLURM's load
+
+
+def test_squeue_runs_at_most_once_per_squeue_interval_while_the_autoscaler_loops_faster(
+    make_provider, fakes, monkeypatch
+):
+    """The autoscaler loops every second (autoscaler_interval_s); the listing (squeue) is
+    reused for squeue_interval_s, and renewed at once after the provider's own launches and
+    terminations, whose effect the autoscaler must see."""
+    now = [1000.0]
+    monkeypatch.setattr(provider_module.time, "monotonic", lambda: now[0])
+    provider = make_provider(lambda cfg: cfg["provider"].update(squeue_interval_s=3))
+    publish_head(provider)
+    assert (provider.settings.autoscaler_interval_s, provider.settings.squeue_interval_s) == (1, 3)
+    for _ in range(3):  # three autoscaler loops, a second apart
+        provider.non_terminated_nodes({})
+        now[0] += 1
+    assert fakes["slurm"].listings == 1
+    provider.non_terminated_nodes({})  # 3 s after the first
+    assert fakes["slurm"].listings == 2
+
+    provider.create_node({}, WORKER_TAGS, 1)
+    [new] = provider.non_terminated_nodes(WORKER_TAGS)  # seen at once, not in 3 s
+    assert fakes["slurm"].listings == 3
+    provider.terminate_nodes([new])
+    before = fakes["slurm"].listings
+    assert provider.non_terminated_nodes(WORKER_TAGS) == []
+    assert fakes["slurm"].listings == before + 1

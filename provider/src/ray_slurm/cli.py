@@ -1,8 +1,9 @@
 """``ray-slurm``: the command-line helpers.
 
-Users run ``ray-slurm env CONFIG`` to point a driver at a cluster. The node scripts run the other
-subcommands inside their jobs, so the logic they need (node address lookup, port choice, the
-head's address record) is Python, tested once, instead of shell written twice.
+Users run ``ray-slurm env CONFIG`` to point a driver at a cluster. A head's script runs
+``publish-head`` inside its job, so the head's address record is Python, tested once, instead of
+shell written twice. (The node address and ports every node script needs come from the quicker
+``ray-slurm-node``: ``jobnode``.)
 """
 
 from __future__ import annotations
@@ -23,8 +24,7 @@ import yaml
 
 from ray_slurm import backends, check, config
 from ray_slurm.config import ConfigError, Settings
-from ray_slurm.net import free_ports
-from ray_slurm.nodemap import NodeAddresses, NodeMapError
+from ray_slurm.nodemap import NodeMapError
 from ray_slurm.private import UnsafePathError
 from ray_slurm.slurm import Slurm, SlurmError
 from ray_slurm.state import ClusterDir, StateLockError, write_private
@@ -122,34 +122,6 @@ def print_failures(failures: dict[str, dict[str, Any]]) -> None:
         else:
             when = "trying again, one node at a time until one starts"
         print(f"node type {node_type} failed {record['count']} time(s), {when}: {record['why']}")
-
-
-NODE_IP_WAIT_S = 180  # a job that starts while slurmctld is away waits this long for it
-
-
-def cmd_node_ip(args: argparse.Namespace) -> int:
-    """This node's address for Ray. A job can start while slurmctld is unreachable (it was
-    allocated just before): it waits for SLURM to answer instead of failing, as SLURM jobs
-    themselves ride out a controller restart."""
-    node = args.node or os.environ.get("SLURMD_NODENAME") or socket.gethostname()
-    addresses = NodeAddresses(Slurm(), args.node_map)
-    deadline = time.monotonic() + args.wait
-    while True:
-        try:
-            ip = addresses.ip(node)
-            break
-        except SlurmError as exc:
-            if time.monotonic() >= deadline:
-                raise
-            logger.warning("%s; retrying for up to %.0f s", exc, deadline - time.monotonic())
-            time.sleep(5)
-    print(ip)
-    return 0
-
-
-def cmd_free_ports(args: argparse.Namespace) -> int:
-    print(" ".join(str(p) for p in free_ports(args.count, args.seed)))
-    return 0
 
 
 def cmd_publish_head(args: argparse.Namespace) -> int:
@@ -269,18 +241,6 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("status", help="the cluster's nodes, their jobs and pending reasons")
     p.add_argument("config", help="the cluster's ray-slurm.yaml")
     p.set_defaults(func=cmd_status)
-
-    p = sub.add_parser("node-ip", help="(in a job) this node's address for Ray")
-    p.add_argument("--wait", type=float, default=NODE_IP_WAIT_S,
-                   help="seconds to wait for an unreachable slurmctld")  # fmt: skip
-    p.add_argument("--node", help="SLURM node name (default: $SLURMD_NODENAME)")
-    p.add_argument("--node-map", default="", help="map file instead of SLURM's NodeAddr")
-    p.set_defaults(func=cmd_node_ip)
-
-    p = sub.add_parser("free-ports", help="(in a job) pick free ports on this host")
-    p.add_argument("count", type=int, help="how many ports")
-    p.add_argument("--seed", required=True, help="e.g. the job id: spreads jobs apart")
-    p.set_defaults(func=cmd_free_ports)
 
     p = sub.add_parser("publish-head", help="(in the head's job) record the head's address")
     p.add_argument("cluster_dir", help="the cluster's state directory")

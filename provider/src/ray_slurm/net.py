@@ -1,6 +1,6 @@
 """This host's side of the network: which ports are free, which address reaches a node.
 
-Used by the node scripts (``ray-slurm free-ports``), the provider (the login head's address)
+Used by the node scripts (``ray-slurm-node``), the provider (the login head's address)
 and ``ray-slurm check`` alike, so that the check tests exactly what ``ray up`` will use.
 """
 

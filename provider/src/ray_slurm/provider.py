@@ -4,8 +4,11 @@ Ray loads it with ``provider: {type: external, module: ray_slurm.SlurmNodeProvid
 ``ray up``/``ray down`` on the login node and in the head's autoscaler (v2, which wraps it in
 ``NodeProviderAdapter``). Both processes share the cluster directory on the shared filesystem.
 
-Per autoscaler tick the provider lists nodes once (one ``squeue`` for all SLURM jobs, cached for
-a moment) and reads the state file once; every other call of the tick is answered from that.
+The provider lists nodes (one ``squeue`` for all SLURM jobs) and reads the state file at most
+once per ``squeue_interval_s`` (5 s), and again after each launch or termination; every other
+call is answered from that listing. The autoscaler itself loops faster
+(``autoscaler_interval_s``, 1 s), so new demand is acted on at once without asking more of
+slurmctld.
 A node exists while its backend says so; the state only adds the tags Ray set, and nodes the
 state lost are recovered from their job names.
 """
@@ -54,8 +57,6 @@ from ray_slurm.watch import NodeWatch
 logger = logging.getLogger(__name__)
 quiet_ray_legacy_field_warnings()
 
-LIST_CACHE_S = 1.0  # one listing serves all calls of one autoscaler tick
-
 
 class SlurmNodeProvider(NodeProvider):
     """Every Ray node is one SLURM batch job; the head may run on the login node, and burst
@@ -98,7 +99,8 @@ class SlurmNodeProvider(NodeProvider):
 
     def _refresh(self, force: bool = False) -> dict[str, Node]:
         with self._lock:
-            if not force and time.monotonic() - self._listed_at < LIST_CACHE_S:
+            age = time.monotonic() - self._listed_at
+            if not force and age < self.settings.squeue_interval_s:
                 return self._nodes
             listed_after = time.time()
             nodes: dict[str, Node] = {}

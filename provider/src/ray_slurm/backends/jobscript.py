@@ -94,7 +94,7 @@ def render(
     text = _env.get_template("ray-node.sh.j2").render(
         sbatch=sbatch,
         spec=spec,
-        start=ray_start(spec),
+        start=ray_start(spec, settings.autoscaler_interval_s),
         cluster_name=settings.cluster_name,
         job_name=job_name(settings.cluster_name, spec.kind, spec.name),
         log_dir=str(cluster.logs_dir),
@@ -111,6 +111,7 @@ def render(
         node_map=settings.node_map,
         head_address=head_address,
         cli=shlex.quote(os.path.join(bin_dir, "ray-slurm")),
+        node_helper=shlex.quote(os.path.join(bin_dir, "ray-slurm-node")),
         ray=os.path.join(bin_dir, "ray"),
     )
     path = os.path.join(cluster.jobs_dir, f"{spec.kind}-{spec.name}.sh")

@@ -14,6 +14,7 @@ import json
 from dataclasses import dataclass
 
 from ray_slurm.config import NodeTypeSpec
+from ray_slurm.config.provider import DEFAULT_AUTOSCALER_INTERVAL_S
 
 # A worker whose head is gone holds an allocation (or a pod) for nothing: it leaves this soon.
 HEADLESS_EXIT_S = 15
@@ -27,7 +28,10 @@ class RayStart:
     args: list[str]  # resources and fixed flags, after the address/ip/temp-dir/port arguments
 
 
-def ray_start(spec: NodeTypeSpec) -> RayStart:
+def ray_start(
+    spec: NodeTypeSpec, autoscaler_interval_s: int = DEFAULT_AUTOSCALER_INTERVAL_S
+) -> RayStart:
+    """``autoscaler_interval_s``: how often a head's autoscaler loops (the provider's setting)."""
     env = {
         "RAY_NODE_TYPE_NAME": spec.name,
         "RAY_AUTH_MODE": "token",
@@ -38,6 +42,9 @@ def ray_start(spec: NodeTypeSpec) -> RayStart:
         # a head being stopped has nothing to drain to: it stops at once.
         env["RAY_enable_autoscaler_v2"] = "1"
         env["RAY_GRACEFUL_SHUTDOWN_DRAIN_TIMEOUT_S"] = "0"
+        # New demand waits for the autoscaler's next loop: a short loop starts nodes sooner
+        # (the provider's squeue_interval_s keeps SLURM's load what it was).
+        env["AUTOSCALER_UPDATE_INTERVAL_S"] = str(autoscaler_interval_s)
     else:
         env["RAY_gcs_rpc_server_reconnect_timeout_s"] = str(HEADLESS_EXIT_S)
     args = [

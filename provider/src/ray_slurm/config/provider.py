@@ -37,9 +37,16 @@ WORKER_BACKENDS = ("slurm", "kubernetes")
 DEFAULT_SLURM_TIMEOUT_S = 20  # a SLURM command slower than this is treated as failed
 DEFAULT_PENDING_TIMEOUT_S = 600  # a job queued longer is cancelled (per type: node_config)
 DEFAULT_BURST_IDLE_TIMEOUT_S = 60  # Kubernetes types: burst pods are the first to go when idle
+# How often the head's autoscaler looks at demand (Ray's AUTOSCALER_UPDATE_INTERVAL_S, 5 by
+# default): new demand waits for its next loop before a job is submitted.
+DEFAULT_AUTOSCALER_INTERVAL_S = 1
+# At most one squeue per cluster this often (plus one after each launch or termination): what
+# protects slurmctld from the autoscaler's faster loop. 200 clusters at rest: 40 squeue/s.
+DEFAULT_SQUEUE_INTERVAL_S = 5
 PROVIDER_KEYS = {
     "type", "module", "head_mode", "head_ip", "state_dir", "ray_env", "node_map", "slurm_bin",
     "temp_root", "slurm_timeout_s", "pending_timeout_s", "use_internal_ips", "kubernetes",
+    "autoscaler_interval_s", "squeue_interval_s",
     "disable_node_updaters",
     "disable_launch_config_check", "foreground_node_launch",
     # added by Ray and by bootstrap_config
@@ -64,6 +71,8 @@ class Settings:
     head_node_type: str
     node_types: dict[str, NodeTypeSpec]
     kube: KubeConnection = KubeConnection()
+    autoscaler_interval_s: int = DEFAULT_AUTOSCALER_INTERVAL_S
+    squeue_interval_s: int = DEFAULT_SQUEUE_INTERVAL_S
 
     @property
     def kube_types(self) -> list[NodeTypeSpec]:
@@ -105,6 +114,9 @@ def check_provider(provider: Mapping[str, Any], cluster_name: str, problems: lis
         )
     count_field(provider.get("slurm_timeout_s"), "provider.slurm_timeout_s", problems, 1)
     count_field(provider.get("pending_timeout_s"), "provider.pending_timeout_s", problems, 1)
+    count_field(provider.get("autoscaler_interval_s"), "provider.autoscaler_interval_s",
+                problems, 1)  # fmt: skip
+    count_field(provider.get("squeue_interval_s"), "provider.squeue_interval_s", problems, 1)
     head_ip = provider.get("head_ip")
     if head_ip is not None and not re.match(r"^[0-9A-Fa-f:.]+$", str(head_ip)):
         problems.append(f"provider.head_ip: {head_ip!r} is not an IP address")
@@ -202,6 +214,8 @@ def resolve_settings(provider: Mapping[str, Any], cluster_name: str, problems: l
         head_node_type=str(head_node_type or ""),
         node_types=specs,
         kube=kube,
+        autoscaler_interval_s=int(number("autoscaler_interval_s", DEFAULT_AUTOSCALER_INTERVAL_S)),
+        squeue_interval_s=int(number("squeue_interval_s", DEFAULT_SQUEUE_INTERVAL_S)),
     )
 
 
