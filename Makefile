@@ -96,6 +96,7 @@ test: lint unit sanity units ansible-lint site-tests
 # provider cost with 1,000 jobs, teardown, playbook runs, memory. Prints a table and writes
 # bench/results.json; the site is stopped afterwards whatever the result.
 bench: setup
+	$(VENV)/bin/pip install -q -c $(CONSTRAINTS) -r requirements/bench.txt
 	$(SITE) up
 	$(SITE) deploy
 	status=0; $(SITE) login $(abspath $(PY)) bench/run.py || status=$$?; \

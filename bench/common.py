@@ -156,3 +156,43 @@ def job_processes(job_id: str) -> list[int]:
         if needle in environ:
             found.append(pid)
     return found
+
+
+# What each Ray process of a node is, from its command line (first match wins: a dashboard
+# module's title names the forkserver it came from).
+COMPONENTS = (
+    ("gcs_server", "/gcs_server "),
+    ("raylet", "/raylet "),
+    ("dashboard modules (subprocesses)", "ray-dashboard-"),
+    ("dashboard head", "dashboard/dashboard.py"),
+    ("dashboard forkserver + resource tracker", "multiprocessing."),
+    ("dashboard agent", "DashboardAgent"),
+    ("dashboard agent", "dashboard/agent.py"),
+    ("runtime env agent", "RuntimeEnvAgent"),
+    ("runtime env agent", "runtime_env/agent/main.py"),
+    ("autoscaler (monitor.py)", "/monitor.py"),
+    ("log monitor", "log_monitor.py"),
+    ("Ray client server", "ray.util.client.server"),
+    ("`ray start --block` (waits)", "bin/ray start"),
+    ("Python workers", "ray::"),
+    ("Python workers", "default_worker.py"),
+)
+
+
+def command_line(pid: int) -> str:
+    try:
+        raw = Path(f"/proc/{pid}/cmdline").read_bytes()
+    except OSError:
+        return ""
+    return raw.replace(b"\0", b" ").decode(errors="replace")
+
+
+def pss_by_component(pids: Sequence[int]) -> dict[str, float]:
+    """PSS in MiB per Ray component (``COMPONENTS``; anything else is "other": the job's shell,
+    srun, sleep, ...)."""
+    found: dict[str, float] = {}
+    for pid in pids:
+        line = command_line(pid)
+        name = next((n for n, needle in COMPONENTS if needle in line), "other")
+        found[name] = found.get(name, 0.0) + pss_kib([pid]) / 1024
+    return dict(sorted(found.items(), key=lambda item: -item[1]))

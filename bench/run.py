@@ -5,7 +5,9 @@ Run on the site's login node (``scripts/localsite login .venv/bin/python bench/r
   b  provider cost per autoscaler tick with 1,000 jobs of the cluster in SLURM
   c  `ray down` of a cluster with many nodes: wall time, scancel calls
   d  playbooks/site.yml against inventories/localsite: first and second run
-  e  PSS of the head's process tree and of one worker job (measured during a)
+  e  PSS of the head's process tree and of one worker job (measured during a), by process
+  f  scale-out 0 -> 6 one-CPU workers vs 6 bare jobs at once; slurmctld RPCs per cluster
+  g  peers on the same site: Ray's `ray symmetric-run` recipe, dask-jobqueue's adapt()
 Each figure is the median of --runs runs; goals are printed next to them and a missed goal
 says why. Nothing is tuned to the numbers: product defaults except where noted.
 """
@@ -26,11 +28,17 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
+import peers  # noqa: E402
 import playbook  # noqa: E402
 import provider_cost  # noqa: E402
+import scaleout  # noqa: E402
 import scaleup  # noqa: E402
 import teardown  # noqa: E402
-from common import REPO, bench_cluster, log, median, site_info  # noqa: E402
+from common import REPO, bench_cluster, log, site_info  # noqa: E402
+from report import table  # noqa: E402
+
+from ray_slurm.net import route_ip  # noqa: E402
+from ray_slurm.slurm import Slurm  # noqa: E402
 
 IDLE_MINUTES = 0.1  # workers idle for 6 s are cancelled: the scale-up rounds follow each other
 
@@ -50,9 +58,9 @@ def attempt(name: str, fn, *args: Any) -> dict[str, Any]:
 
 
 def scale_and_teardown(
-    workdir: Path, runs: int, workers: int, held: int, want: str
-) -> tuple[dict[str, Any], dict[str, Any], list[float]]:
-    """a (+e) on the first cluster, then c on it and on runs-1 fresh ones."""
+    workdir: Path, runs: int, rounds: int, workers: int, held: int, want: str
+) -> tuple[dict[str, Any], dict[str, Any], dict[str, Any], list[float]]:
+    """a (+e) and f on the first cluster, then c on it and on runs-1 fresh ones."""
     max_workers = workers + held + 4  # adopted held jobs must not exceed it (else cancelled)
     stamp = f"{os.getpid() % 10000}"
     clusters = [
@@ -62,195 +70,30 @@ def scale_and_teardown(
     up_times: list[float] = []
     a: dict[str, Any] = {"available": False, "why": "not run"}
     c: dict[str, Any] = {"available": False, "why": "not run"}
+    f: dict[str, Any] = {"available": False, "why": "not run"}
     try:
         up_times.append(clusters[0].up("--no-config-cache"))
         if "a" in want:
-            a = attempt("a scale-up", scaleup.measure, clusters[0], workdir, runs)
+            a = attempt("a scale-up", scaleup.measure, clusters[0], workdir, rounds)
+        if "f" in want:
+            f = attempt("f scale-out", scaleout.measure, clusters[0], workdir, runs)
         if "c" in want:
             c = attempt("c teardown", teardown.measure, clusters, workdir, workers, held)
             up_times += [x.up_s for x in clusters[1:] if x.up_s]
     finally:
         for cluster in clusters:
             cluster.cleanup()
-    return a, c, up_times
-
-
-def fmt(value: float, unit: str = "s", digits: int = 1) -> str:
-    return f"{value:.{digits}f} {unit}".strip()
-
-
-def n(count: float, noun: str) -> str:
-    return f"{count:g} {noun}{'' if count == 1 else 's'}"
-
-
-def verdict(ok: bool | None) -> str:
-    return {True: "yes", False: "**no**", None: "-"}[ok]
-
-
-def table(results: dict[str, Any]) -> list[str]:
-    """The Markdown table, and a note under it for each missed goal or unavailable row."""
-    rows: list[tuple[str, str, str, str, str]] = []
-    notes: list[str] = []
-    a, b, c, d = (results.get(k, {}) for k in ("a", "b", "c", "d"))
-
-    def unavailable(key: str, what: str, r: dict[str, Any]) -> None:
-        rows.append((key, what, "unavailable", "-", "-"))
-        notes.append(f"{key}: unavailable: {r.get('why', 'not run')}")
-
-    if a.get("available"):
-        fp = a["floor_parts"]
-        ph = a["phases"]
-        rows.append(
-            (
-                "a",
-                "scale-up: task needing a CPU the cluster lacks -> running on a new SLURM worker",
-                f"{fmt(a['latency_s'], digits=2)} ({n(a['runs'], 'run')})",
-                f"floor {fmt(a['floor_s'], digits=2)} (sbatch->RUNNING "
-                f"{fp['submit_to_running_s']:.2f} + ray start join {fp['join_s']:.2f}); "
-                f"ratio {a['ratio']:.2f}, goal <= {a['goal_ratio']}",
-                verdict(a["ok"]),
-            )
-        )
-        rows.append(
-            (
-                "a",
-                "  phases: demand->sbatch / sbatch->RUNNING / RUNNING->joined / joined->task",
-                " / ".join(f"{ph[k]:.2f}" for k in ph) + " s",
-                "-",
-                "-",
-            )
-        )
-        if not a["ok"]:
-            notes.append(f"a: goal missed: {a['why']}")
-    elif a:
-        unavailable("a", "scale-up latency", a)
-    if b.get("available"):
-        first = b["first_tick"]
-        rows.append(
-            (
-                "b",
-                f"SLURM calls per autoscaler tick, {b['jobs']} jobs of the cluster in SLURM",
-                f"{b['calls_per_tick']:g} ({b['ticks']} ticks)",
-                "goal <= 2",
-                verdict(b["calls_per_tick"] <= provider_cost.GOAL_CALLS),
-            )
-        )
-        rows.append(
-            (
-                "b",
-                "provider time per tick (non_terminated_nodes + node_tags/is_running "
-                f"x {b['nodes_seen']:g})",
-                f"{fmt(b['ms_per_tick'], 'ms')} (max {b['max_ms_per_tick']:.0f})",
-                f"goal <= 50 ms; one squeue alone {b['squeue_alone_ms']:.0f} ms",
-                verdict(b["ms_per_tick"] <= provider_cost.GOAL_MS),
-            )
-        )
-        rows.append(
-            (
-                "b",
-                "  first tick (adopts all jobs into the state)",
-                f"{n(first['calls'], 'call')}, {fmt(first['ms'], 'ms', 0)}",
-                "-",
-                "-",
-            )
-        )
-        if not b["ok"]:
-            notes.append(f"b: goal missed: {b['why']}")
-        if b.get("left_after_cleanup"):
-            notes.append(f"b: {b['left_after_cleanup']} held jobs were left after cleanup")
-    elif b:
-        unavailable("b", "provider cost at scale", b)
-    if c.get("available"):
-        rows.append(
-            (
-                "c",
-                f"`ray down`, {c['worker_jobs']:g} worker jobs (6 running + held) "
-                "+ login head: wall time",
-                f"{fmt(c['wall_s'])} ({n(c['runs'], 'run')})",
-                "includes Ray's fixed 5 s wait before it re-checks",
-                "-",
-            )
-        )
-        rows.append(
-            (
-                "c",
-                "  scancel calls during `ray down`",
-                f"{c['scancel_calls']:g}",
-                "goal 1 (one batched call)",
-                verdict(c["ok"]),
-            )
-        )
-        if not c["ok"]:
-            notes.append(f"c: goal missed: {c['why'] or 'a job was left after ray down'}")
-    elif c:
-        unavailable("c", "teardown", c)
-    if d.get("available"):
-        rows.append(
-            (
-                "d",
-                "playbooks/site.yml first run (fresh target dirs)",
-                f"{fmt(d['first_s'])}, changed={d['first_changed']:g} ({n(d['runs'], 'run')})",
-                "-",
-                "-",
-            )
-        )
-        rows.append(
-            (
-                "d",
-                "playbooks/site.yml second run",
-                f"{fmt(d['second_s'])}, changed={d['second_changed']:g}",
-                "goal changed=0",
-                verdict(d["ok"]),
-            )
-        )
-        if not d["ok"]:
-            notes.append(f"d: goal missed: {d['why']}")
-    elif d:
-        unavailable("d", "playbook", d)
-    if a.get("available"):
-        rows.append(
-            (
-                "e",
-                "PSS of the head (login node: its whole process tree)",
-                fmt(a["head_pss_mib"], "MiB", 0),
-                "-",
-                "-",
-            )
-        )
-        rows.append(
-            (
-                "e",
-                "PSS of one worker job (all its processes, after one task)",
-                fmt(a["worker_pss_mib"], "MiB", 0),
-                "-",
-                "-",
-            )
-        )
-    if results.get("ray_up_s"):
-        ups = results["ray_up_s"]
-        rows.append(
-            (
-                "-",
-                "`ray up` (login head) wall time",
-                f"{fmt(median(ups))} ({n(len(ups), 'run')})",
-                "-",
-                "-",
-            )
-        )
-    lines = ["| | measure | median | floor / goal | goal met |", "|---|---|---|---|---|"]
-    lines += [f"| {' | '.join(r)} |" for r in rows]
-    if notes:
-        lines.append("")
-        lines += [f"- {n}" for n in notes]
-    return lines
+    return a, c, f, up_times
 
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--only", default="abcd", help="benchmarks to run (e runs with a)")
+    parser.add_argument("--only", default="abcdfg", help="benchmarks to run (e runs with a)")
     parser.add_argument("--runs", type=int, default=3, help="runs per figure (default 3)")
+    parser.add_argument("--rounds", type=int, default=5, help="scale-up rounds for a (default 5)")
     parser.add_argument("--jobs", type=int, default=1000, help="jobs in SLURM for b")
-    parser.add_argument("--ticks", type=int, default=10, help="ticks measured for b")
+    parser.add_argument("--ticks", type=int, default=15, help="ticks measured for b")
+    parser.add_argument("--others", type=int, default=5000, help="other users' jobs for b")
     parser.add_argument("--held", type=int, default=50, help="held jobs adopted for c")
     parser.add_argument("--playbook-runs", type=int, default=3, help="first+second pairs for d")
     parser.add_argument("--output", default=str(REPO / "bench" / "results.json"))
@@ -267,18 +110,22 @@ def main() -> int:
         "machine": {**site_info(), "host": platform.node()},
         "settings": {
             "runs": args.runs,
+            "rounds": args.rounds,
             "jobs": args.jobs,
             "held": args.held,
             "idle_timeout_minutes": IDLE_MINUTES,
         },
     }
     log(f"workdir {workdir}; machine {results['machine']}")
-    if "a" in args.only or "c" in args.only:
-        a, c, ups = scale_and_teardown(workdir, args.runs, 6, args.held, args.only)
-        results.update(a=a, c=c, ray_up_s=ups)
+    if "g" in args.only:  # first: symmetric-run needs a machine without any other Ray
+        node = next(iter(Slurm().nodes().values()))
+        results["g"] = peers.measure(args.rounds, "debug", route_ip(node.addr))
+    if set("acf") & set(args.only):
+        a, c, f, ups = scale_and_teardown(workdir, args.runs, args.rounds, 6, args.held, args.only)
+        results.update(a=a, c=c, f=f, ray_up_s=ups)
     if "b" in args.only:
         results["b"] = attempt(
-            "b provider cost", provider_cost.measure, workdir, args.jobs, args.ticks
+            "b provider cost", provider_cost.measure, workdir, args.jobs, args.ticks, args.others
         )
     if "d" in args.only:
         results["d"] = attempt("d playbook", playbook.measure, workdir, args.playbook_runs)
@@ -295,7 +142,8 @@ def main() -> int:
     print(f"\nresults: {args.output}")
     if not args.keep:
         shutil.rmtree(workdir, ignore_errors=True)
-    unavailable = [k for k in "abcd" if k in results and not results[k].get("available")]
+    unavailable = [k for k in "abcdf" if k in results and not results[k].get("available")]
+    unavailable += [k for k, peer in results.get("g", {}).items() if not peer.get("available")]
     return 1 if unavailable else 0
 
 

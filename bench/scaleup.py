@@ -22,12 +22,13 @@ GOAL_RATIO = 1.25
 DRIVER = Path(__file__).resolve().parent / "scaleup_driver.py"
 
 
-def measure(cluster: Cluster, workdir: Path, runs: int) -> dict[str, Any]:
+def driver_params(cluster: Cluster, workdir: Path, runs: int) -> dict[str, Any]:
+    """What a driver (scaleup_driver, scaleout_driver) needs to know of the cluster and site."""
     cfg = config.bootstrap(config.fillout_resources(copy.deepcopy(cluster.config)))
     settings = config.load_settings(cfg["provider"], cfg["cluster_name"])
     spec = settings.spec("cpu")
     head = cluster.head()
-    params = {
+    return {
         "cluster": cluster.name,
         "workdir": str(workdir),
         "runs": runs,
@@ -42,13 +43,18 @@ def measure(cluster: Cluster, workdir: Path, runs: int) -> dict[str, Any]:
         "ray": str(BIN / "ray"),
         "head_pid": cluster.login_head_pid(),
     }
+
+
+def run_driver(driver: Path, cluster: Cluster, params: dict[str, Any], timeout: float) -> Any:
+    out = run([sys.executable, str(driver), json.dumps(params)], timeout=timeout,
+              env=cluster.env()).stdout  # fmt: skip
+    return result(out)
+
+
+def measure(cluster: Cluster, workdir: Path, runs: int) -> dict[str, Any]:
+    params = driver_params(cluster, workdir, runs)
     helpers_s = median([helper_time() for _ in range(3)])
-    out = run(
-        [sys.executable, str(DRIVER), json.dumps(params)],
-        timeout=300 + 120 * runs,
-        env=cluster.env(),
-    ).stdout
-    rounds = result(out)["rounds"]
+    rounds = run_driver(DRIVER, cluster, params, 300 + 120 * runs)["rounds"]
     return summarize(rounds, helpers_s)
 
 
@@ -58,6 +64,12 @@ def helper_time() -> float:
     t0 = time.monotonic()
     run([str(BIN / "ray-slurm-node"), "1", "--seed", "1", "--node", node])
     return time.monotonic() - t0
+
+
+def medians(dicts: list[dict[str, float]]) -> dict[str, float]:
+    """Key by key, the median over the dicts that have it (in the first one's order)."""
+    keys = list(dict.fromkeys(k for d in dicts for k in d))
+    return {k: round(median([d[k] for d in dicts if k in d]), 3) for k in keys}
 
 
 def summarize(rounds: list[dict[str, Any]], helpers_s: float) -> dict[str, Any]:
@@ -77,6 +89,9 @@ def summarize(rounds: list[dict[str, Any]], helpers_s: float) -> dict[str, Any]:
         )
     }
     floor_parts = {k: m("floor", k) for k in ("submit_to_running_s", "join_s")}
+    join_parts = medians([r["floor"].get("join_parts", {}) for r in rounds])
+    head_pss = medians([r["provider"].get("head_pss_by_component", {}) for r in rounds])
+    worker_pss = medians([r["provider"].get("worker_pss_by_component", {}) for r in rounds])
     why = ""
     if ratio > GOAL_RATIO:
         joins = [
@@ -86,14 +101,15 @@ def summarize(rounds: list[dict[str, Any]], helpers_s: float) -> dict[str, Any]:
         ]
         bare = [r["floor"]["join_s"] for r in rounds]
         why = (
-            f"the autoscaler acts on new demand at its next tick (Ray's "
-            f"AUTOSCALER_UPDATE_INTERVAL_S = 5 s, so 0-5 s): demand -> sbatch took "
-            f"{phases['demand_to_submit_s']:.1f} s; RUNNING -> joined took "
+            f"demand -> sbatch {phases['demand_to_submit_s']:.1f} s (the autoscaler acts at "
+            f"its next loop, every provider.autoscaler_interval_s = 1 s, and the loop itself "
+            f"takes time on 2 busy cores); RUNNING -> joined "
             f"{phases['running_to_join_s']:.1f} s ({min(joins):.1f}-{max(joins):.1f}) vs "
             f"{floor_parts['join_s']:.1f} s ({min(bare):.1f}-{max(bare):.1f}) bare, of which the "
-            f"node script's helper (ray-slurm-node) takes {helpers_s:.1f} s; joined -> task "
-            f"{phases['join_to_task_s']:.1f} s (Ray starts a worker process on the new node; "
-            f"the floor stops when the CPU shows)"
+            f"node script's helper (ray-slurm-node) takes {helpers_s:.1f} s; the bare join "
+            f"itself is mostly `ray start`'s Python start-up and the dashboard agent the raylet "
+            f"waits for (see its parts); joined -> task {phases['join_to_task_s']:.1f} s (Ray "
+            f"starts a worker process on the new node; the floor stops when the CPU shows)"
         )
     log(f"scale-up: {latency:.2f} s vs floor {floor:.2f} s (ratio {ratio:.2f})")
     return {
@@ -109,5 +125,8 @@ def summarize(rounds: list[dict[str, Any]], helpers_s: float) -> dict[str, Any]:
         "why": why,
         "head_pss_mib": m("provider", "head_pss_mib"),
         "worker_pss_mib": m("provider", "worker_pss_mib"),
+        "bare_join_parts_s": join_parts,
+        "head_pss_by_component_mib": head_pss,
+        "worker_pss_by_component_mib": worker_pss,
         "rounds": rounds,
     }

@@ -13,6 +13,9 @@ Prints one line ``RESULT {json}``.
 
 from __future__ import annotations
 
+import datetime
+import glob
+import itertools
 import json
 import os
 import shlex
@@ -25,7 +28,7 @@ from pathlib import Path
 import ray
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import job_processes, process_tree, pss_kib  # noqa: E402
+from common import job_processes, process_tree, pss_by_component, pss_kib  # noqa: E402
 from support.jobs import job_state  # noqa: E402
 from support.procs import wait_for  # noqa: E402
 
@@ -54,10 +57,13 @@ def floor_script(path: Path) -> None:
 #SBATCH --cpus-per-task={P["cpus"]}
 #SBATCH --mem={P["memory_mb"]}M
 export RAY_AUTH_MODE=token RAY_AUTH_TOKEN_PATH={shlex.quote(P["token"])} RAY_USAGE_STATS_ENABLED=0
+stamps={P["workdir"]}/floor-$SLURM_JOB_ID.times
+echo "job_start $(date +%s.%N)" > "$stamps"
 case "$SLURMD_NODENAME" in {cases} esac
 tmp=/tmp/rb-$SLURM_JOB_ID
 mkdir -p -m 700 "$tmp"
 trap 'rm -rf "$tmp"' EXIT
+echo "ray_start $(date +%s.%N)" >> "$stamps"
 {ray_bin} start --address={P["address"]} --node-ip-address="$ip" --temp-dir="$tmp" \\
     --num-cpus={P["cpus"]} --memory={P["ray_memory"]} --object-store-memory={P["object_store"]} \\
     --dashboard-agent-listen-port=$((24000 + SLURM_JOB_ID % 8000)) --disable-usage-stats --block &
@@ -65,6 +71,44 @@ pid=$!
 trap 'kill -TERM "$pid" 2>/dev/null' TERM
 wait "$pid"; while kill -0 "$pid" 2>/dev/null; do wait "$pid"; done
 """)
+
+
+# Lines of a new node's raylet.out that mark its start-up, by what happened.
+RAYLET_MARKS = {
+    "raylet_started": "main.cc",  # its first line
+    "agents_spawned": "Monitor agent process with name runtime_env_agent",
+    "metrics_agent_ready": "Initializing exporter",
+    "raylet_ready": "started. Raylet consists of",
+}
+
+
+def log_time(line: str) -> float:
+    """The time of a Ray C++ log line ``[2026-12-04 20:55:16,500 I ...``: this machine's clock."""
+    stamp = datetime.datetime.strptime(line[1:24], "%Y-%m-%d %H:%M:%S,%f")
+    return stamp.timestamp()
+
+
+def join_parts(job_id: str, t_running: float, t_cpu: float) -> dict[str, float]:
+    """Where the bare join's time goes: the job script's own stamps, the raylet's log lines,
+    and the head seeing the node's CPU. Each part ends when the next begins."""
+    marks: dict[str, float] = {}
+    stamps = Path(P["workdir"]) / f"floor-{job_id}.times"
+    for line in stamps.read_text().splitlines():
+        name, value = line.split()
+        marks[name] = float(value)
+    logs = glob.glob(f"/tmp/rb-{job_id}/session_*/logs/raylet.out")
+    if logs:
+        lines = Path(logs[0]).read_text().splitlines()
+        for name, needle in RAYLET_MARKS.items():
+            hit = next((ln for ln in lines if needle in ln and ln.startswith("[")), None)
+            if hit:
+                marks[name] = log_time(hit)
+    order = ["job_start", "ray_start", "raylet_started", "agents_spawned",
+             "metrics_agent_ready", "raylet_ready"]  # fmt: skip
+    times = [("running", t_running)] + [(n, marks[n]) for n in order if n in marks]
+    times.append(("cpu_at_head", t_cpu))
+    pairs = itertools.pairwise(times)
+    return {f"{a}->{b}": round(tb - ta, 3) for (a, ta), (b, tb) in pairs}
 
 
 def measure_floor(script: Path) -> dict[str, float]:
@@ -82,6 +126,7 @@ def measure_floor(script: Path) -> dict[str, float]:
     else:
         slurm.scancel([job_id])
         raise TimeoutError(f"bare ray start job {job_id} did not join within 120 s")
+    parts = join_parts(job_id, t_running, t_cpu)
     slurm.scancel([job_id])
     wait_for(
         lambda: cpus() == 0 and job_state(job_id) not in ("RUNNING", "COMPLETING"),
@@ -93,6 +138,7 @@ def measure_floor(script: Path) -> dict[str, float]:
         "submit_to_running_s": t_running - t0,
         "join_s": t_cpu - t_running,
         "floor_s": t_cpu - t0,
+        "join_parts": parts,
     }
 
 
@@ -149,9 +195,13 @@ def measure_provider() -> dict[str, float]:
             join_to_task_s=started - watcher.joined,
         )
     # Memory while the worker is up and has run a task: the product's defaults.
-    result["head_pss_mib"] = pss_kib(process_tree(P["head_pid"])) / 1024
+    head = process_tree(P["head_pid"])
+    result["head_pss_mib"] = pss_kib(head) / 1024
+    result["head_pss_by_component"] = pss_by_component(head)
     if watcher.job_id:
-        result["worker_pss_mib"] = pss_kib(job_processes(watcher.job_id)) / 1024
+        worker = job_processes(watcher.job_id)
+        result["worker_pss_mib"] = pss_kib(worker) / 1024
+        result["worker_pss_by_component"] = pss_by_component(worker)
     # The idle worker is cancelled by the autoscaler before the next round.
     wait_for(lambda: not worker_jobs() and cpus() == 0, 240, "the idle worker to be cancelled", 1)
     return result

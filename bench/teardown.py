@@ -31,16 +31,18 @@ print("RESULT " + json.dumps({{"cpus": ray.cluster_resources().get("CPU", 0)}}))
 """
 
 
-def submit_held(job_name: str, count: int, workdir: Path) -> list[str]:
-    """``count`` held jobs named ``job_name`` (one sbatch each, 8 at a time)."""
+def submit_held(job_name: str, count: int, workdir: Path, user: str = "") -> list[str]:
+    """``count`` held jobs named ``job_name`` (one sbatch each, 8 at a time), the harness's or
+    ``user``'s (another user's jobs write no output)."""
     args = [
+        *(["runuser", "-u", user, "--"] if user else []),
         "sbatch",
         "--parsable",
         "--hold",
         f"--job-name={job_name}",
         "--cpus-per-task=1",
         "--mem=100M",
-        f"--output={workdir}/held-%j.log",
+        "--output=/dev/null" if user else f"--output={workdir}/held-%j.log",
         "--wrap",
         "true",
     ]
