@@ -72,6 +72,8 @@ def symmetric(rounds: int, partition: str) -> dict[str, Any]:
     node_addrs = {n.name: n.addr for n in Slurm().nodes().values()}
     workdir = Path(tempfile.mkdtemp(prefix="rsym-", dir="/tmp"))
     os.chown(workdir, USER.uid, USER.uid)
+    jobs: list[str] = []
+    done = False
     try:
         USER.write(workdir / "entry.py", ENTRY.format(tasks=TASKS))
         script = USER.write(workdir / "symmetric.sh",
@@ -80,6 +82,7 @@ def symmetric(rounds: int, partition: str) -> dict[str, Any]:
         for _ in range(rounds):
             t0 = time.time()
             job = USER.run(["sbatch", "--parsable", str(script)], timeout=60).stdout.strip()
+            jobs.append(job)
             times = workdir / f"times-{job}.json"
             wait_for(lambda: times.exists() and times.stat().st_size, 180,  # noqa: B023
                      f"symmetric-run job {job} to run its tasks", 0.05)  # fmt: skip
@@ -89,8 +92,14 @@ def symmetric(rounds: int, partition: str) -> dict[str, Any]:
                                           check=False).stdout.strip(), 120,
                      f"symmetric-run job {job} to end", 0.5)  # fmt: skip
             log(f"peer symmetric-run: {measured[-1]}")
+        done = True
     finally:
-        shutil.rmtree(workdir, ignore_errors=True)
+        if jobs:  # a round that timed out must not leave its job holding the site's nodes
+            USER.run(["scancel", *jobs], check=False, timeout=60)
+        if done:
+            shutil.rmtree(workdir, ignore_errors=True)
+        else:
+            log(f"peer symmetric-run failed: its job logs are kept in {workdir}")
     return {
         "rounds": len(measured),
         "first_task_s": median([m["first_task_s"] for m in measured]),
