@@ -59,6 +59,12 @@ def table(results: dict[str, Any]) -> list[str]:
         if parts:
             rows.append(("a", "  bare join by part: " + " / ".join(parts), " / ".join(
                 f"{v:.2f}" for v in parts.values()) + " s", "-", "-"))  # fmt: skip
+        ported = a.get("bare_join_all_agent_ports", {})
+        if ported:
+            rows.append(("a", "  bare join with every agent port given (raylet need not wait for "
+                         "the agents to write theirs), by part", f"{ported['join_s']:.2f} s: " +
+                         " / ".join(f"{v:.2f}" for v in ported["join_parts_s"].values()),
+                         f"Ray's defaults {fp['join_s']:.2f} s", "-"))  # fmt: skip
         if not a["ok"]:
             notes.append(f"a: goal missed: {a['why']}")
     elif a:

@@ -29,6 +29,7 @@ from support.procs import run, wait_for
 P = base.P
 COUNT = int(P["count"])
 REST_S = 60.0
+SETTLE_S = 20.0
 
 
 def sdiag(reset: bool = False) -> dict[str, int]:
@@ -117,6 +118,7 @@ def main() -> None:
         array = floor(script, array=True)
         rounds.append({"floor": bare, "floor_array": array, "ours": ours()})
         print(f"round {i + 1}: {json.dumps(rounds[-1])[:300]}", file=sys.stderr, flush=True)
+    time.sleep(SETTLE_S)  # the last jobs' ends and node messages are not the cluster at rest
     sdiag(reset=True)
     time.sleep(REST_S)
     rest = {"window_s": REST_S, "rpcs": sdiag()}

@@ -90,6 +90,15 @@ def summarize(rounds: list[dict[str, Any]], helpers_s: float) -> dict[str, Any]:
     }
     floor_parts = {k: m("floor", k) for k in ("submit_to_running_s", "join_s")}
     join_parts = medians([r["floor"].get("join_parts", {}) for r in rounds])
+    ported = [r["floor_all_agent_ports"] for r in rounds if "floor_all_agent_ports" in r]
+    all_ports = (
+        {
+            "join_s": median([f["join_s"] for f in ported]),
+            "join_parts_s": medians([f.get("join_parts", {}) for f in ported]),
+        }
+        if ported
+        else {}
+    )
     head_pss = medians([r["provider"].get("head_pss_by_component", {}) for r in rounds])
     worker_pss = medians([r["provider"].get("worker_pss_by_component", {}) for r in rounds])
     why = ""
@@ -126,6 +135,7 @@ def summarize(rounds: list[dict[str, Any]], helpers_s: float) -> dict[str, Any]:
         "head_pss_mib": m("provider", "head_pss_mib"),
         "worker_pss_mib": m("provider", "worker_pss_mib"),
         "bare_join_parts_s": join_parts,
+        "bare_join_all_agent_ports": all_ports,
         "head_pss_by_component_mib": head_pss,
         "worker_pss_by_component_mib": worker_pss,
         "rounds": rounds,

@@ -44,8 +44,20 @@ def cpus() -> float:
     return ray.cluster_resources().get("CPU", 0.0)
 
 
-def floor_script(path: Path) -> None:
-    """A plain job script: what any user would write to add a Ray worker by hand."""
+# Every port of a node's agents given, none left to the agents to pick: the raylet then need
+# not wait for the dashboard agent to start and write its ports (NodeManager::
+# WaitForDashboardAgentPorts) before it registers. Measured next to Ray's defaults.
+ALL_AGENT_PORTS = (
+    " --dashboard-agent-grpc-port=$((agent_port + 1)) --metrics-export-port=$((agent_port + 2))"
+    " --runtime-env-agent-port=$((agent_port + 3))"
+)
+
+
+def floor_script(path: Path, all_agent_ports: bool = False) -> None:
+    """A plain job script: what any user would write to add a Ray worker by hand; with
+    ``all_agent_ports``, the same with every agent port given (4 ports from one base)."""
+    base = "40000 + SLURM_JOB_ID % 5000 * 4" if all_agent_ports else "24000 + SLURM_JOB_ID % 8000"
+    more = ALL_AGENT_PORTS if all_agent_ports else ""
     cases = " ".join(f"{n}) ip={ip};;" for n, ip in P["node_addrs"].items())
     ray_bin = shlex.quote(P["ray"])
     path.write_text(f"""#!/bin/bash
@@ -63,10 +75,11 @@ case "$SLURMD_NODENAME" in {cases} esac
 tmp=/tmp/rb-$SLURM_JOB_ID
 mkdir -p -m 700 "$tmp"
 trap 'rm -rf "$tmp"' EXIT
+agent_port=$(({base}))
 echo "ray_start $(date +%s.%N)" >> "$stamps"
 {ray_bin} start --address={P["address"]} --node-ip-address="$ip" --temp-dir="$tmp" \\
     --num-cpus={P["cpus"]} --memory={P["ray_memory"]} --object-store-memory={P["object_store"]} \\
-    --dashboard-agent-listen-port=$((24000 + SLURM_JOB_ID % 8000)) --disable-usage-stats --block &
+    --dashboard-agent-listen-port=$agent_port{more} --disable-usage-stats --block &
 pid=$!
 trap 'kill -TERM "$pid" 2>/dev/null' TERM
 wait "$pid"; while kill -0 "$pid" 2>/dev/null; do wait "$pid"; done
@@ -212,11 +225,14 @@ def main() -> None:
     wait_for(lambda: cpus() == 0 and not worker_jobs(), 240, "a cluster without workers", 1)
     script = Path(P["workdir"]) / "floor.sh"
     floor_script(script)
+    ports_script = Path(P["workdir"]) / "floor-all-agent-ports.sh"
+    floor_script(ports_script, all_agent_ports=True)
     rounds = []
     for i in range(P["runs"]):
         floor = measure_floor(script)
+        floor_ports = measure_floor(ports_script)
         provider = measure_provider()
-        rounds.append({"floor": floor, "provider": provider})
+        rounds.append({"floor": floor, "floor_all_agent_ports": floor_ports, "provider": provider})
         print(
             f"round {i + 1}: floor {floor['floor_s']:.2f} s, provider "
             f"{provider['latency_s']:.2f} s",
