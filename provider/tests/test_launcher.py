@@ -5,16 +5,21 @@ from __future__ import annotations
 import click
 import pytest
 
-from ray_slurm.launcher import beyond_min_workers, keep_min_workers_requested, restart_requested
+from ray_slurm.launcher import (
+    beyond_min_workers,
+    keep_min_workers_requested,
+    restart_requested,
+    workers_only_requested,
+)
 
 
-def _seen_inside(name: str, option: str, args: list[str]) -> tuple[bool, bool]:
-    seen: list[tuple[bool, bool]] = []
+def _seen_inside(name: str, option: str, args: list[str]) -> tuple[bool, bool, bool]:
+    seen: list[tuple[bool, bool, bool]] = []
 
     @click.command(name=name)
     @click.option(f"--{option}", is_flag=True)
     def command(**_: bool) -> None:
-        seen.append((restart_requested(), keep_min_workers_requested()))
+        seen.append((restart_requested(), keep_min_workers_requested(), workers_only_requested()))
 
     @click.group()
     def ray() -> None:  # as Ray's CLI: `ray <command> [options]`
@@ -28,12 +33,14 @@ def _seen_inside(name: str, option: str, args: list[str]) -> tuple[bool, bool]:
 @pytest.mark.parametrize(
     ("name", "option", "args", "expected"),
     [
-        ("up", "restart-only", ["--restart-only"], (True, False)),
-        ("up", "restart-only", [], (False, False)),
-        ("down", "keep-min-workers", ["--keep-min-workers"], (False, True)),
-        ("down", "keep-min-workers", [], (False, False)),
+        ("up", "restart-only", ["--restart-only"], (True, False, False)),
+        ("up", "restart-only", [], (False, False, False)),
+        ("down", "keep-min-workers", ["--keep-min-workers"], (False, True, False)),
+        ("down", "keep-min-workers", [], (False, False, False)),
+        ("down", "workers-only", ["--workers-only"], (False, False, True)),
         # the same option name on another command means nothing to the provider
-        ("exec", "restart-only", ["--restart-only"], (False, False)),
+        ("exec", "restart-only", ["--restart-only"], (False, False, False)),
+        ("up", "workers-only", ["--workers-only"], (False, False, False)),
     ],
 )
 def test_options_read_from_the_ray_command(name, option, args, expected):
@@ -41,7 +48,8 @@ def test_options_read_from_the_ray_command(name, option, args, expected):
 
 
 def test_outside_a_ray_command_nothing_is_requested():
-    assert (restart_requested(), keep_min_workers_requested()) == (False, False)
+    requested = (restart_requested(), keep_min_workers_requested(), workers_only_requested())
+    assert requested == (False, False, False)
 
 
 def test_each_types_min_workers_are_kept_the_same_ones_every_time():

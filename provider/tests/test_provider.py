@@ -13,6 +13,7 @@ import time
 from collections.abc import Sequence
 from typing import Any
 
+import click
 import pytest
 from ray.autoscaler.tags import (
     NODE_KIND_HEAD,
@@ -309,6 +310,40 @@ def test_terminate_nodes_is_one_call_per_backend(provider, fakes):
     provider.terminate_nodes(["100", "101", "900", "404"])  # 404: not a node, ignored
     assert fakes["slurm"].terminated == [["100", "101"]]
     assert fakes["login"].terminated == [["900"]]
+
+
+def ray_down(*flags: str) -> click.Context:
+    """The click context the provider sees inside `ray down <flags>`."""
+    options = [click.Option([f"--{o}"], is_flag=True) for o in ("workers-only", "keep-min-workers")]
+    return click.Command("down", params=options).make_context("down", list(flags))
+
+
+WORKERS = {TAG_RAY_NODE_KIND: NODE_KIND_WORKER}
+
+
+def test_ray_down_workers_only_stops_the_workers_it_found_not_those_started_since(provider, fakes):
+    publish_head(provider)
+    provider.create_node({}, WORKER_TAGS, 2)
+    with ray_down("--workers-only"):
+        assert sorted(provider.nodes_for_teardown(WORKERS)) == ["100", "101"]
+        provider.terminate_nodes(["100"])
+        provider.create_node({}, WORKER_TAGS, 1)  # the head's autoscaler: min_workers again
+        fresh(provider)
+        assert provider.nodes_for_teardown(WORKERS) == ["101"]  # Ray's teardown asks again
+        provider.terminate_nodes(["101"])
+        fresh(provider)
+        assert provider.nodes_for_teardown(WORKERS) == []  # so it ends
+    assert provider.non_terminated_nodes(WORKERS) == ["102"]
+
+
+def test_a_whole_ray_down_stops_every_worker_even_one_launched_meanwhile(provider, fakes):
+    publish_head(provider)
+    provider.create_node({}, WORKER_TAGS, 1)
+    with ray_down():
+        assert provider.nodes_for_teardown(WORKERS) == ["100"]
+        provider.create_node({}, WORKER_TAGS, 1)  # sbatch'ed just before the head stopped
+        fresh(provider)
+        assert sorted(provider.nodes_for_teardown(WORKERS)) == ["100", "101"]  # no orphan
 
 
 def test_cleanup_forgets_the_head_and_asks_every_backend(provider, fakes):

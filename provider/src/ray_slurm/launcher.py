@@ -11,6 +11,10 @@ what Ray documents for its cloud providers:
   but Ray 2.60 reads the legacy top-level ``min_workers``, which its own config loader removes:
   it keeps none. The provider hands Ray's teardown only the workers beyond each node type's
   ``min_workers``.
+* ``ray down --workers-only`` leaves the head's autoscaler running, and it starts each type's
+  ``min_workers`` again, as on a cloud. Ray's teardown asks every 5 s until no worker is left, so
+  it would cancel each new one and wait for the next, for ever, now that the autoscaler launches
+  within a second. The provider hands it only the workers that ran when it began.
 """
 
 from __future__ import annotations
@@ -34,6 +38,11 @@ def restart_requested() -> bool:
 def keep_min_workers_requested() -> bool:
     """Whether this process is `ray down --keep-min-workers`."""
     return _option("down", "keep_min_workers")
+
+
+def workers_only_requested() -> bool:
+    """Whether this process is `ray down --workers-only`."""
+    return _option("down", "workers_only")
 
 
 def beyond_min_workers(

@@ -45,6 +45,7 @@ from ray_slurm.launcher import (
     keep_min_workers_requested,
     quiet_ray_legacy_field_warnings,
     restart_requested,
+    workers_only_requested,
 )
 from ray_slurm.nodes import JobState, Node
 from ray_slurm.policy import LaunchRefused, TypeBackoff, worker_time_limit_minutes
@@ -88,6 +89,7 @@ class SlurmNodeProvider(NodeProvider):
         self._held: dict[str, int] = {}
         self._followed: dict[str, Any] | None = None  # the uploaded config the settings are from
         self._restart_head = restart_requested()
+        self._teardown_began: dict[tuple[tuple[str, str], ...], set[str]] = {}
         self._lock = threading.RLock()
         self._nodes: dict[str, Node] = {}
         self._tags: dict[str, dict[str, str]] = {}
@@ -193,8 +195,12 @@ class SlurmNodeProvider(NodeProvider):
         return self._node(node_id) is None
 
     def nodes_for_teardown(self, tag_filters: dict[str, str]) -> list[str]:
-        """What `ray down` stops; with ``--keep-min-workers``, each type's min_workers stay."""
+        """What `ray down` stops; with ``--keep-min-workers``, each type's min_workers stay;
+        with ``--workers-only``, only the workers that ran when it began (see launcher.py)."""
         nodes = self.non_terminated_nodes(tag_filters)
+        if workers_only_requested():
+            first = self._teardown_began.setdefault(tuple(sorted(tag_filters.items())), set(nodes))
+            nodes = [n for n in nodes if n in first]
         if not keep_min_workers_requested():
             return nodes
         tags = {n: self.node_tags(n) for n in nodes}
