@@ -2,13 +2,16 @@
 
 Everything here runs on the local site's login node (``scripts/localsite login``), as a user
 would: real SLURM, real ``ray up``/``ray down``, nothing faked. Commands, waits, clusters and
-SLURM polling are the harness the end-to-end tests use (``tests/support``), run as the harness
-account (this process and its Python).
+SLURM polling are the harness the end-to-end tests use (``tests/support``). The clusters and
+their drivers are a site user's (``BENCH_USER``), with the site's Ray environment on PATH, as
+the e2e tests run them: this harness's own Python (a development build) starts Ray three times
+slower than the site's, and measuring with it measured the wrong Python.
 """
 
 from __future__ import annotations
 
 import os
+import shutil
 import statistics
 import sys
 import time
@@ -19,7 +22,7 @@ from typing import Any
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "tests"))
 
-from support.accounts import Account  # noqa: E402
+from support.accounts import Account, User  # noqa: E402
 from support.cluster import Cluster, example_config  # noqa: E402
 from support.drivers import result  # noqa: E402
 from support.procs import run  # noqa: E402
@@ -27,7 +30,20 @@ from support.procs import run  # noqa: E402
 from ray_slurm.slurm import Slurm  # noqa: E402
 
 HARNESS = Account()
-BIN = Path(HARNESS.bin("python")).parent
+BIN = Path(HARNESS.bin("python")).parent  # the harness's tools (ansible-playbook, ...)
+BENCH_USER = User("rsl-eve")  # whose clusters are measured
+
+
+def user_workdir(workdir: Path) -> Path:
+    """The benchmark's work dir, made the bench user's, with a copy of the drivers and the
+    test-support package it runs (the repository may sit in root's private home)."""
+    os.chown(workdir, BENCH_USER.uid, BENCH_USER.uid)
+    code = workdir / "code"
+    for part in ("bench", "tests/support", "examples"):
+        if not (code / part).exists():
+            shutil.copytree(REPO / part, code / part,
+                            ignore=shutil.ignore_patterns("__pycache__"))  # fmt: skip
+    return workdir
 
 
 def log(message: str) -> None:
@@ -82,14 +98,14 @@ def bench_cluster(
     name: str, workdir: Path, max_workers: int, idle_minutes: float, cpus: int = 1,
     memory: str = "1000M",
 ) -> Cluster:  # fmt: skip
-    """A login-mode cluster of the harness from a copy of the example: 1-CPU workers."""
+    """A login-mode cluster of the bench user's from a copy of the example: 1-CPU workers."""
     cfg = example_config(name, workdir / "state")
     cfg["idle_timeout_minutes"] = idle_minutes
     cfg["max_workers"] = max_workers
     cpu = cfg["available_node_types"]["cpu"]
     cpu["node_config"].update(cpus=cpus, memory=memory)
     cpu["max_workers"] = max_workers
-    return Cluster(name, workdir, HARNESS, cfg)
+    return Cluster(name, workdir, BENCH_USER, cfg)
 
 
 def driver(cluster: Cluster, code: str, timeout: float = 600) -> Any:

@@ -34,7 +34,7 @@ import provider_cost  # noqa: E402
 import scaleout  # noqa: E402
 import scaleup  # noqa: E402
 import teardown  # noqa: E402
-from common import REPO, bench_cluster, log, site_info  # noqa: E402
+from common import REPO, bench_cluster, log, site_info, user_workdir  # noqa: E402
 from report import table  # noqa: E402
 
 from ray_slurm.net import route_ip  # noqa: E402
@@ -103,7 +103,7 @@ def main() -> int:
         parser.error(
             "run on the site's login node: scripts/localsite login .venv/bin/python bench/run.py"
         )
-    workdir = Path(tempfile.mkdtemp(prefix="rsb-", dir="/tmp"))  # 0700, short paths
+    workdir = user_workdir(Path(tempfile.mkdtemp(prefix="rsb-", dir="/tmp")))  # 0700, short
     started = time.time()
     results: dict[str, Any] = {
         "date": time.strftime("%Y-%m-%d %H:%M:%S %Z", time.localtime(started)),

@@ -4,15 +4,13 @@ from __future__ import annotations
 
 import copy
 import json
-import sys
 import time
 from pathlib import Path
 from typing import Any
 
-from common import BIN, log, median
+from common import BENCH_USER, log, median
 from support.cluster import Cluster
 from support.drivers import result
-from support.procs import run
 
 from ray_slurm import config
 from ray_slurm.slurm import Slurm
@@ -40,15 +38,16 @@ def driver_params(cluster: Cluster, workdir: Path, runs: int) -> dict[str, Any]:
         "memory_mb": spec.memory_mb,
         "ray_memory": int(spec.resources["memory"]),
         "object_store": spec.object_store_bytes,
-        "ray": str(BIN / "ray"),
+        "ray": BENCH_USER.bin("ray"),
         "head_pid": cluster.login_head_pid(),
     }
 
 
 def run_driver(driver: Path, cluster: Cluster, params: dict[str, Any], timeout: float) -> Any:
-    out = run([sys.executable, str(driver), json.dumps(params)], timeout=timeout,
-              env=cluster.env()).stdout  # fmt: skip
-    return result(out)
+    """``driver`` (its copy in the work dir) run by the cluster's user with its Python."""
+    copy = Path(params["workdir"]) / "code" / "bench" / driver.name
+    args = [cluster.user.bin("python"), str(copy), json.dumps(params)]
+    return result(cluster.user.run(args, timeout=timeout, env=cluster.env()).stdout)
 
 
 def measure(cluster: Cluster, workdir: Path, runs: int) -> dict[str, Any]:
@@ -62,7 +61,7 @@ def helper_time() -> float:
     """What the worker script runs before `ray start`: `ray-slurm-node` (address and a port)."""
     node = next(iter(Slurm().nodes()))
     t0 = time.monotonic()
-    run([str(BIN / "ray-slurm-node"), "1", "--seed", "1", "--node", node])
+    BENCH_USER.run([BENCH_USER.bin("ray-slurm-node"), "1", "--seed", "1", "--node", node])
     return time.monotonic() - t0
 
 

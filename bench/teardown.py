@@ -76,7 +76,7 @@ def one_run(cluster: Cluster, workdir: Path, workers: int, held: int) -> dict[st
     got = driver(cluster, REQUEST.format(n=workers))["cpus"]
     if got < workers:
         raise RuntimeError(f"only {got} of {workers} worker CPUs joined")
-    submit_held(f"ray.{cluster.name}.worker.cpu", held, workdir)
+    submit_held(f"ray.{cluster.name}.worker.cpu", held, workdir, cluster.user.name)
     nodes = len(cluster.jobs("worker"))
     bin_dir, calls_log = counting_scancel(workdir)
     calls_log.unlink(missing_ok=True)
