@@ -10,6 +10,7 @@ SITE := scripts/localsite
 # The second local site (scripts/sites/gpu-centre.yaml), beside the default campus site.
 GPU_SITE := scripts/localsite --site gpu-centre
 CONSTRAINTS := requirements/constraints.txt
+PEERS_VENV := /var/tmp/rayhpc-bench-peers
 # Python 3.12 for the tool venv (pyenv's shim may not be active: try its install dir too).
 PYTHON312 ?= $(shell for p in python3.12 $$HOME/.pyenv/versions/3.12*/bin/python3.12 /usr/bin/python3.12; do \
 	"$$p" -c 'import sys; assert sys.version_info[:2] == (3, 12)' 2>/dev/null && { echo "$$p"; break; }; done)
@@ -96,7 +97,9 @@ test: lint unit sanity units ansible-lint site-tests
 # provider cost with 1,000 jobs, teardown, playbook runs, memory. Prints a table and writes
 # bench/results.json; the site is stopped afterwards whatever the result.
 bench: setup
-	$(VENV)/bin/pip install -q -c $(CONSTRAINTS) -r requirements/bench.txt
+	# the peers (dask-jobqueue) get a venv of the site's system Python, as the site's Ray env
+	[ -x $(PEERS_VENV)/bin/python ] || /usr/bin/python3 -m venv $(PEERS_VENV)
+	$(PEERS_VENV)/bin/pip install -q -c $(CONSTRAINTS) -r requirements/bench.txt
 	$(SITE) up
 	$(SITE) deploy
 	status=0; $(SITE) login $(abspath $(PY)) bench/run.py || status=$$?; \

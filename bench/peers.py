@@ -7,8 +7,10 @@ own documentation shows:
    them), to compare with row f (ours: 0 -> 6 one-CPU workers on a running head).
    It runs as rsl-eve with no other Ray on the machine: symmetric-run refuses to start where it
    finds any GCS process, and its final ``ray stop`` stops every Ray process of the user on the
-   host — and the local site's nodes are one host. Each node gets its own ``--temp-dir`` (the
-   nodes share /tmp here; on a real site they do not).
+   host — and the local site's nodes are one host. Each node gets its own Ray temp dir (the
+   nodes share /tmp here; on a real site they do not): ``RAY_TMPDIR``, where symmetric-run's
+   own ``ray.init()`` looks for the cluster, and ``--temp-dir`` there too, which joining nodes
+   would otherwise take from the head.
 2. dask-jobqueue ``SLURMCluster(cores=1, memory="1000MB").adapt(minimum=0, maximum=3)``
    (``peers_dask``): a task submitted with no workers -> running on a new SLURM worker, and the
    time until the idle worker is gone; to compare with row a.
@@ -18,8 +20,8 @@ from __future__ import annotations
 
 import json
 import os
+import secrets
 import shutil
-import sys
 import tempfile
 import time
 from pathlib import Path
@@ -28,12 +30,13 @@ from typing import Any
 from common import REPO, log, median
 from support.accounts import User, site_ray_env
 from support.drivers import result
-from support.procs import run, wait_for
+from support.procs import WaitTimeout, wait_for
 
 from ray_slurm.slurm import Slurm
 
 NODES, CPUS, TASKS = 3, 2, 6
 USER = User("rsl-eve")
+PEERS_VENV = Path("/var/tmp/rayhpc-bench-peers")  # dask-jobqueue's; the Makefile's PEERS_VENV
 
 ENTRY = """
 import json, sys, time, ray
@@ -60,48 +63,56 @@ def symmetric_script(workdir: Path, partition: str, node_addrs: dict[str, str]) 
 #SBATCH --mem=3000M
 #SBATCH --output={workdir}/symmetric-%j.log
 export PATH={ray_env}:$PATH RAY_USAGE_STATS_ENABLED=0
+# Ray's token auth, with one token every node reads (else each may make its own)
+export RAY_AUTH_MODE=token RAY_AUTH_TOKEN_PATH={workdir}/token
 head_node=$(scontrol show hostnames "$SLURM_JOB_NODELIST" | head -n 1)
 case "$head_node" in {cases} esac
-srun bash -c 'exec ray symmetric-run --address '"$ip"':6379 --min-nodes {NODES} \\
-    --num-cpus {CPUS} --temp-dir=/tmp/rsym-$SLURM_JOB_ID-$SLURM_NODEID \\
+srun bash -c 'export RAY_TMPDIR=/tmp/rsym-$SLURM_JOB_ID-$SLURM_NODEID
+    mkdir -p -m 700 "$RAY_TMPDIR"
+    exec ray symmetric-run --address '"$ip"':6379 --min-nodes {NODES} --num-cpus {CPUS} \\
+    --temp-dir="$RAY_TMPDIR/ray" \\
     -- python {workdir}/entry.py {workdir}/times-$SLURM_JOB_ID.json'
 """
 
 
 def symmetric(rounds: int, partition: str) -> dict[str, Any]:
+    """Rounds that fail are reported with their reason and their logs kept; the figure is the
+    median of the rounds that ran (unavailable if none did)."""
     node_addrs = {n.name: n.addr for n in Slurm().nodes().values()}
     workdir = Path(tempfile.mkdtemp(prefix="rsym-", dir="/tmp"))
     os.chown(workdir, USER.uid, USER.uid)
-    jobs: list[str] = []
-    done = False
-    try:
-        USER.write(workdir / "entry.py", ENTRY.format(tasks=TASKS))
-        script = USER.write(workdir / "symmetric.sh",
-                            symmetric_script(workdir, partition, node_addrs))  # fmt: skip
-        measured = []
-        for _ in range(rounds):
-            t0 = time.time()
-            job = USER.run(["sbatch", "--parsable", str(script)], timeout=60).stdout.strip()
-            jobs.append(job)
-            times = workdir / f"times-{job}.json"
-            wait_for(lambda: times.exists() and times.stat().st_size, 180,  # noqa: B023
+    USER.write(workdir / "entry.py", ENTRY.format(tasks=TASKS))
+    USER.write(workdir / "token", secrets.token_hex(32), mode=0o600)
+    script = USER.write(workdir / "symmetric.sh",
+                        symmetric_script(workdir, partition, node_addrs))  # fmt: skip
+    measured, failed = [], []
+    for _ in range(rounds):
+        t0 = time.time()
+        job = USER.run(["sbatch", "--parsable", str(script)], timeout=60).stdout.strip()
+        times = workdir / f"times-{job}.json"
+        try:
+            wait_for(lambda: times.exists() and times.stat().st_size, 90,  # noqa: B023
                      f"symmetric-run job {job} to run its tasks", 0.05)  # fmt: skip
             got = json.loads(times.read_text())
             measured.append({"first_task_s": got["first"] - t0, "all_started_s": got["all"] - t0})
+            log(f"peer symmetric-run: {measured[-1]}")
+        except WaitTimeout as exc:
+            failed.append(str(exc))
+            log(f"peer symmetric-run: {exc}; its log: {workdir}/symmetric-{job}.log")
+        finally:
+            # Its worker nodes' `ray start --block` outlive the head's end by Ray's GCS
+            # reconnect timeout (60 s), and srun waits for them: the job is cancelled instead.
+            USER.run(["scancel", job], timeout=60, check=False)
             wait_for(lambda: not USER.run(["squeue", "--noheader", f"--jobs={job}"],  # noqa: B023
                                           check=False).stdout.strip(), 120,
                      f"symmetric-run job {job} to end", 0.5)  # fmt: skip
-            log(f"peer symmetric-run: {measured[-1]}")
-        done = True
-    finally:
-        if jobs:  # a round that timed out must not leave its job holding the site's nodes
-            USER.run(["scancel", *jobs], check=False, timeout=60)
-        if done:
-            shutil.rmtree(workdir, ignore_errors=True)
-        else:
-            log(f"peer symmetric-run failed: its job logs are kept in {workdir}")
+    if not failed:
+        shutil.rmtree(workdir, ignore_errors=True)
+    if not measured:
+        raise RuntimeError(f"no round ran: {failed[0]}")
     return {
         "rounds": len(measured),
+        "failed_rounds": failed,
         "first_task_s": median([m["first_task_s"] for m in measured]),
         "all_started_s": median([m["all_started_s"] for m in measured]),
         "raw": measured,
@@ -109,9 +120,23 @@ def symmetric(rounds: int, partition: str) -> dict[str, Any]:
 
 
 def dask(rounds: int, partition: str, login_ip: str) -> dict[str, Any]:
+    """As rsl-eve, with dask-jobqueue in its own venv of the site's system Python (the one the
+    site's Ray environment is made of: ``make bench`` builds it), so both run the same Python."""
+    if not (PEERS_VENV / "bin" / "python").exists():
+        raise RuntimeError(
+            f"{PEERS_VENV} is missing: `make bench` builds it (requirements/bench.txt)"
+        )
     params = {"rounds": rounds, "partition": partition, "login_ip": login_ip}
-    out = run([sys.executable, str(REPO / "bench" / "peers_dask.py"), json.dumps(params)],
-              timeout=300 + 120 * rounds).stdout  # fmt: skip
+    workdir = Path(tempfile.mkdtemp(prefix="rdask-", dir="/tmp"))
+    try:
+        os.chown(workdir, USER.uid, USER.uid)
+        script = USER.write(
+            workdir / "peers_dask.py", (REPO / "bench" / "peers_dask.py").read_text()
+        )
+        out = USER.run([str(PEERS_VENV / "bin" / "python"), str(script), json.dumps(params)],
+                       timeout=300 + 120 * rounds).stdout  # fmt: skip
+    finally:
+        shutil.rmtree(workdir, ignore_errors=True)
     rs = result(out)["rounds"]
     return {
         "rounds": len(rs),

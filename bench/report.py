@@ -204,10 +204,12 @@ def table(results: dict[str, Any]) -> list[str]:
         ours = (
             f"; ours (f, head already up) {f['all_started_s']:.2f} s" if f.get("available") else ""
         )
+        failed = sym.get("failed_rounds") or []
+        failed = f"; {n(len(failed), 'round')} failed: {failed[0]}" if failed else ""
         rows.append(("g", "peer: Ray's `ray symmetric-run` (static, 3 nodes x 2 CPUs): sbatch -> "
                      f"{peers.TASKS} one-CPU tasks started",
                      f"{fmt(sym['all_started_s'], digits=2)} ({n(sym['rounds'], 'run')})",
-                     f"first task {sym['first_task_s']:.2f} s{ours}", "-"))  # fmt: skip
+                     f"first task {sym['first_task_s']:.2f} s{ours}{failed}", "-"))  # fmt: skip
     elif sym:
         unavailable("g", "peer: ray symmetric-run", sym)
     if dsk.get("available"):
