@@ -84,7 +84,8 @@ def site_info() -> dict[str, Any]:
         "memory_gib": round(mem_kb / 1024**2, 1),
         "kernel": os.uname().release,
         "ray": ray.__version__,
-        "python": sys.version.split()[0],
+        "python": sys.version.split()[0],  # the harness's (b, d)
+        "site_python": BENCH_USER.run([BENCH_USER.bin("python"), "-V"]).stdout.split()[-1],
         "slurm": limits.pop("SLURM_VERSION", "?"),
         "slurm_limits": limits,
         "site_nodes": len(nodes),

@@ -13,6 +13,8 @@ one that does not are reported apart.
 from __future__ import annotations
 
 import logging
+import shutil
+import tempfile
 import time
 from pathlib import Path
 from typing import Any
@@ -51,18 +53,22 @@ def timed(fn) -> float:
 
 def measure(workdir: Path, jobs: int, ticks: int, others: int) -> dict[str, Any]:
     name = f"bcost{int(time.time()) % 100000}"
-    cfg = config.bootstrap(config.fillout_resources(example_config(name, workdir / "state")))
+    # The provider runs here as the harness (root): its state dir must be root's all the way
+    # up, and the work dir is the bench user's.
+    own = Path(tempfile.mkdtemp(prefix="rsb-b-", dir="/tmp"))
+    cfg = config.bootstrap(config.fillout_resources(example_config(name, own / "state")))
     # The autoscaler logs at INFO into monitor.log: so does the provider here (not to stdout).
-    handler = logging.FileHandler(workdir / "provider-cost.log")
+    handler = logging.FileHandler(own / "provider-cost.log")
     logging.getLogger("ray_slurm").addHandler(handler)
     logging.getLogger("ray_slurm").setLevel(logging.INFO)
     slurm = Slurm()
     t0 = time.monotonic()
-    other_ids = submit_held("other.work", others, workdir, user=OTHER_USER)
-    ids = submit_held(f"ray.{name}.worker.cpu", jobs, workdir)
-    submit_s = time.monotonic() - t0
-    log(f"provider cost: {len(ids)} + {len(other_ids)} held jobs submitted in {submit_s:.1f} s")
+    ids: list[str] = []
     try:
+        other_ids = submit_held("other.work", others, workdir, user=OTHER_USER)
+        ids = submit_held(f"ray.{name}.worker.cpu", jobs, workdir)
+        submit_s = time.monotonic() - t0
+        log(f"provider cost: {len(ids)} + {len(other_ids)} held jobs submitted in {submit_s:.1f} s")
         p = provider.SlurmNodeProvider(cfg["provider"], name)
         first = tick(p)  # adopts every job the state does not know yet (one state write)
         interval = p.settings.autoscaler_interval_s
@@ -81,8 +87,11 @@ def measure(workdir: Path, jobs: int, ticks: int, others: int) -> dict[str, Any]
         cancel_calls = slurm.calls
         slurm.scancel(ids)  # one call for all of them
         cancel_calls = slurm.calls - cancel_calls
+        # jobs of a submission that failed half-way have no id here: cancelled by name
+        run(["scancel", f"--name=ray.{name}.worker.cpu"], timeout=120, check=False)
         run(["scancel", f"--user={OTHER_USER}", "--name=other.work"], timeout=120, check=False)
         logging.getLogger("ray_slurm").removeHandler(handler)
+        shutil.rmtree(own, ignore_errors=True)
     left = [j for j in slurm.squeue() if j.job_id in set(ids) and j.state is not JobState.GONE]
     calls = sum(s[0] for s in steady) / len(steady)
     listing = [s[1] for s in steady if s[0]]

@@ -135,7 +135,7 @@ def main() -> int:
     print(
         f"\nray_slurm benchmarks, {results['date']}, {m['cpus']} cores ({m['cpu_model']}), "
         f"{m['memory_gib']} GiB, SLURM {m['slurm']} ({m['site_nodes']} nodes), "
-        f"Ray {m['ray']}; {results['wall_s']:.0f} s\n"
+        f"Ray {m['ray']}, Python {m.get('site_python', m['python'])}; {results['wall_s']:.0f} s\n"
     )
     print("\n".join(lines))
     Path(args.output).write_text(json.dumps(results, indent=1, default=str) + "\n")
