@@ -41,7 +41,7 @@ slurm = Slurm()
 
 
 # How often the measuring loops look (squeue; the cluster's CPUs from the GCS). Each look costs
-# the 2 cores the join runs on: at 50 Hz, squeue polled through a join slowed it by half. Both
+# the 2 cores the join runs on (squeue polled at 50 Hz through a join competed with it). Both
 # the floor and the provider are watched alike, squeue only until the job runs.
 POLL_S = 0.05
 
