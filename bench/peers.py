@@ -27,7 +27,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from common import REPO, log, median
+from common import log, median
 from support.accounts import User, site_ray_env
 from support.drivers import result
 from support.procs import WaitTimeout, wait_for
@@ -119,24 +119,18 @@ def symmetric(rounds: int, partition: str) -> dict[str, Any]:
     }
 
 
-def dask(rounds: int, partition: str, login_ip: str) -> dict[str, Any]:
+def dask(rounds: int, partition: str, login_ip: str, workdir: Path) -> dict[str, Any]:
     """As rsl-eve, with dask-jobqueue in its own venv of the site's system Python (the one the
-    site's Ray environment is made of: ``make bench`` builds it), so both run the same Python."""
+    site's Ray environment is made of: ``make bench`` builds it), so both run the same Python.
+    The script is the work dir's copy of the drivers (``common.user_workdir``)."""
     if not (PEERS_VENV / "bin" / "python").exists():
         raise RuntimeError(
             f"{PEERS_VENV} is missing: `make bench` builds it (requirements/bench.txt)"
         )
     params = {"rounds": rounds, "partition": partition, "login_ip": login_ip}
-    workdir = Path(tempfile.mkdtemp(prefix="rdask-", dir="/tmp"))
-    try:
-        os.chown(workdir, USER.uid, USER.uid)
-        script = USER.write(
-            workdir / "peers_dask.py", (REPO / "bench" / "peers_dask.py").read_text()
-        )
-        out = USER.run([str(PEERS_VENV / "bin" / "python"), str(script), json.dumps(params)],
-                       timeout=300 + 120 * rounds).stdout  # fmt: skip
-    finally:
-        shutil.rmtree(workdir, ignore_errors=True)
+    script = workdir / "code" / "bench" / "peers_dask.py"
+    out = USER.run([str(PEERS_VENV / "bin" / "python"), str(script), json.dumps(params)],
+                   timeout=300 + 120 * rounds).stdout  # fmt: skip
     rs = result(out)["rounds"]
     return {
         "rounds": len(rs),
@@ -147,11 +141,12 @@ def dask(rounds: int, partition: str, login_ip: str) -> dict[str, Any]:
     }
 
 
-def measure(rounds: int, partition: str, login_ip: str) -> dict[str, Any]:
+def measure(rounds: int, partition: str, login_ip: str, workdir: Path) -> dict[str, Any]:
     """Both peers; a peer that fails is reported unavailable with its reason."""
     found: dict[str, Any] = {}
-    for name, fn, args in (("symmetric_run", symmetric, (rounds, partition)),
-                           ("dask_jobqueue", dask, (rounds, partition, login_ip))):  # fmt: skip
+    peers = (("symmetric_run", symmetric, (rounds, partition)),
+             ("dask_jobqueue", dask, (rounds, partition, login_ip, workdir)))  # fmt: skip
+    for name, fn, args in peers:
         try:
             found[name] = {"available": True, **fn(*args)}
         except Exception as exc:  # a peer that cannot run here is reported, not fatal

@@ -119,7 +119,7 @@ def main() -> int:
     log(f"workdir {workdir}; machine {results['machine']}")
     if "g" in args.only:  # first: symmetric-run needs a machine without any other Ray
         node = next(iter(Slurm().nodes().values()))
-        results["g"] = peers.measure(args.rounds, "debug", route_ip(node.addr))
+        results["g"] = peers.measure(args.rounds, "debug", route_ip(node.addr), workdir)
     if set("acf") & set(args.only):
         a, c, f, ups = scale_and_teardown(workdir, args.runs, args.rounds, 6, args.held, args.only)
         results.update(a=a, c=c, f=f, ray_up_s=ups)
