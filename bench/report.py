@@ -42,7 +42,8 @@ def table(results: dict[str, Any]) -> list[str]:
                 f"{fmt(a['latency_s'], digits=2)} ({n(a['runs'], 'run')})",
                 f"floor {fmt(a['floor_s'], digits=2)} (sbatch->RUNNING "
                 f"{fp['submit_to_running_s']:.2f} + ray start join {fp['join_s']:.2f}); "
-                f"ratio {a['ratio']:.2f}, goal <= {a['goal_ratio']}",
+                f"ratio {a['ratio']:.2f} (median of the rounds' ratios; of the medians "
+                f"{a.get('ratio_of_medians', a['ratio']):.2f}), goal <= {a['goal_ratio']}",
                 verdict(a["ok"]),
             )
         )
@@ -55,6 +56,11 @@ def table(results: dict[str, Any]) -> list[str]:
                 "-",
             )
         )
+        ts = a.get("task_start_s", {})
+        if ts:
+            rows.append(("a", "  joined->task: until Ray's worker process for the task started / "
+                         "its start-up to the task", f"{ts['join_to_worker_process_s']:.2f} / "
+                         f"{ts['worker_process_to_task_s']:.2f} s", "-", "-"))  # fmt: skip
         parts = a.get("bare_join_parts_s", {})
         if parts:
             rows.append(("a", "  bare join by part: " + " / ".join(parts), " / ".join(
@@ -224,6 +230,20 @@ def table(results: dict[str, Any]) -> list[str]:
                      f"idle worker gone after {dsk['idle_gone_s']:.1f} s{ours}", "-"))  # fmt: skip
     elif dsk:
         unavailable("g", "peer: dask-jobqueue", dsk)
+    h = results.get("h", {})
+    if h.get("available"):
+        on, off = h["default"], h["off"]
+        rows.append(("h", "login head's CPU at rest, one idle worker: acting on new demand at once "
+                     f"(demand_poll_ms {on['demand_poll_ms']}) vs waiting for the loop (0)",
+                     f"{on['head_cpu_ms_per_s']:.1f} vs {off['head_cpu_ms_per_s']:.1f} ms/s",
+                     f"{h['extra_ms_per_s']:+.1f} ms/s ({h['extra_ms_per_s'] / 10:+.2f} % of a "
+                     "core) per cluster", "-"))  # fmt: skip
+        rows.append(("h", "  by process (ms CPU per s), default", ", ".join(
+            f"{k} {v:.1f}" for k, v in on["by_component"].items()), "-", "-"))  # fmt: skip
+        rows.append(("h", "  by process (ms CPU per s), demand_poll_ms 0", ", ".join(
+            f"{k} {v:.1f}" for k, v in off["by_component"].items()), "-", "-"))  # fmt: skip
+    elif h:
+        unavailable("h", "head at rest", h)
     if results.get("ray_up_s"):
         ups = results["ray_up_s"]
         rows.append(

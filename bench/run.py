@@ -31,6 +31,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import peers  # noqa: E402
 import playbook  # noqa: E402
 import provider_cost  # noqa: E402
+import restcost  # noqa: E402
 import scaleout  # noqa: E402
 import scaleup  # noqa: E402
 import teardown  # noqa: E402
@@ -88,7 +89,7 @@ def scale_and_teardown(
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--only", default="abcdfg", help="benchmarks to run (e runs with a)")
+    parser.add_argument("--only", default="abcdfgh", help="benchmarks to run (e runs with a)")
     parser.add_argument("--runs", type=int, default=3, help="runs per figure (default 3)")
     parser.add_argument("--rounds", type=int, default=5, help="scale-up rounds for a (default 5)")
     parser.add_argument("--jobs", type=int, default=1000, help="jobs in SLURM for b")
@@ -129,6 +130,8 @@ def main() -> int:
         )
     if "d" in args.only:
         results["d"] = attempt("d playbook", playbook.measure, workdir, args.playbook_runs)
+    if "h" in args.only:
+        results["h"] = attempt("h head at rest", restcost.measure, workdir)
     results["wall_s"] = round(time.time() - started, 1)
     lines = table(results)
     m = results["machine"]
@@ -142,7 +145,7 @@ def main() -> int:
     print(f"\nresults: {args.output}")
     if not args.keep:
         shutil.rmtree(workdir, ignore_errors=True)
-    unavailable = [k for k in "abcdf" if k in results and not results[k].get("available")]
+    unavailable = [k for k in "abcdfh" if k in results and not results[k].get("available")]
     unavailable += [k for k, peer in results.get("g", {}).items() if not peer.get("available")]
     return 1 if unavailable else 0
 

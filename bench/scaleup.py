@@ -87,6 +87,9 @@ def summarize(rounds: list[dict[str, Any]], helpers_s: float) -> dict[str, Any]:
             "join_to_task_s",
         )
     }
+    # joined -> task, split: until the worker process that runs the task started, and its start-up
+    task_start = {k: m("provider", k) for k in ("join_to_worker_process_s",
+                                                "worker_process_to_task_s")}  # fmt: skip
     floor_parts = {k: m("floor", k) for k in ("submit_to_running_s", "join_s")}
     join_parts = medians([r["floor"].get("join_parts", {}) for r in rounds])
     ported = [r["floor_all_agent_ports"] for r in rounds if "floor_all_agent_ports" in r]
@@ -109,15 +112,16 @@ def summarize(rounds: list[dict[str, Any]], helpers_s: float) -> dict[str, Any]:
         ]
         bare = [r["floor"]["join_s"] for r in rounds]
         why = (
-            f"demand -> sbatch {phases['demand_to_submit_s']:.1f} s (the autoscaler acts at "
-            f"its next loop, every provider.autoscaler_interval_s = 1 s, and the loop itself "
-            f"takes time on 2 busy cores); RUNNING -> joined "
+            f"demand -> sbatch {phases['demand_to_submit_s']:.2f} s (the GCS pulls the raylets' "
+            f"queued tasks and the autoscaler asks the GCS for new demand every "
+            f"provider.demand_poll_ms = 100 ms); RUNNING -> joined "
             f"{phases['running_to_join_s']:.1f} s ({min(joins):.1f}-{max(joins):.1f}) vs "
             f"{floor_parts['join_s']:.1f} s ({min(bare):.1f}-{max(bare):.1f}) bare, of which the "
             f"node script's helper (ray-slurm-node) takes {helpers_s:.1f} s; the bare join "
             f"itself is mostly `ray start`'s Python start-up and the dashboard agent the raylet "
-            f"waits for (see its parts); joined -> task {phases['join_to_task_s']:.1f} s (Ray "
-            f"starts a worker process on the new node; the floor stops when the CPU shows)"
+            f"waits for (see its parts); joined -> task {phases['join_to_task_s']:.1f} s (the "
+            f"Python worker Ray starts on the new node once its raylet registered; the floor "
+            f"stops when the CPU shows)"
         )
     log(f"scale-up: {latency:.2f} s vs floor {floor:.2f} s (ratio {ratio:.2f})")
     return {
@@ -126,9 +130,11 @@ def summarize(rounds: list[dict[str, Any]], helpers_s: float) -> dict[str, Any]:
         "floor_s": floor,
         "floor_parts": floor_parts,
         "ratio": ratio,
+        "ratio_of_medians": latency / floor,
         "goal_ratio": GOAL_RATIO,
         "ok": ratio <= GOAL_RATIO,
         "phases": phases,
+        "task_start_s": task_start,
         "node_script_helpers_s": helpers_s,
         "why": why,
         "head_pss_mib": m("provider", "head_pss_mib"),

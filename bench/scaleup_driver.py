@@ -194,16 +194,25 @@ class Watcher(threading.Thread):
             time.sleep(POLL_S)
 
 
+def process_started() -> float:
+    """When this process started (epoch seconds, from /proc: boot time + its start tick)."""
+    with open("/proc/stat") as stat:
+        boot = next(float(line.split()[1]) for line in stat if line.startswith("btime "))
+    with open("/proc/self/stat") as mine:
+        ticks = float(mine.read().rsplit(")", 1)[1].split()[19])
+    return boot + ticks / os.sysconf("SC_CLK_TCK")
+
+
 @ray.remote(num_cpus=1)
-def where() -> tuple[float, str]:
-    return time.time(), socket.gethostname()
+def where() -> tuple[float, str, float]:
+    return time.time(), socket.gethostname(), process_started()
 
 
 def measure_provider() -> dict[str, float]:
     watcher = Watcher()
     watcher.start()
     t0 = time.time()
-    started, host = ray.get(where.remote(), timeout=300)
+    started, host, worker_started = ray.get(where.remote(), timeout=300)
     watcher.stop.set()
     watcher.join(5)
     result = {"latency_s": started - t0, "host": host}
@@ -213,6 +222,9 @@ def measure_provider() -> dict[str, float]:
             submit_to_running_s=watcher.running - watcher.seen,
             running_to_join_s=watcher.joined - watcher.running,
             join_to_task_s=started - watcher.joined,
+            # of which: until Ray's worker process for the task started; that process to the task
+            join_to_worker_process_s=worker_started - watcher.joined,
+            worker_process_to_task_s=started - worker_started,
         )
     # Memory while the worker is up and has run a task: the product's defaults.
     head = process_tree(P["head_pid"])

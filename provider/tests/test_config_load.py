@@ -125,3 +125,17 @@ def test_the_autoscaler_and_squeue_intervals_are_whole_seconds_of_at_least_one(r
     raw_config["provider"].update(autoscaler_interval_s=2, squeue_interval_s=10)
     settings = config.load(raw_config).settings
     assert (settings.autoscaler_interval_s, settings.squeue_interval_s) == (2, 10)
+
+
+def test_the_demand_poll_is_off_or_at_least_20_ms(raw_config):
+    assert config.load(raw_config).settings.demand_poll_ms == 100
+    for bad, message in ((5, "must be 0 (wait for the autoscaler's loop) or >= 20, got 5"),
+                         (-1, "must be >= 0, got -1"),
+                         ("fast", "expected a whole number, got 'fast'")):  # fmt: skip
+        raw_config["provider"]["demand_poll_ms"] = bad
+        fields = {p.field: p.message for p in config.load(raw_config).problems}
+        assert fields == {"provider.demand_poll_ms": message}
+    for good in (0, 20, 500):
+        raw_config["provider"]["demand_poll_ms"] = good
+        loaded = config.load(raw_config)
+        assert loaded.problems == [] and loaded.settings.demand_poll_ms == good

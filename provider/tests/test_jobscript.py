@@ -121,6 +121,7 @@ def test_worker_identity_and_auth(worker_text, cluster):
     assert f"export RAY_AUTH_TOKEN_PATH={shlex.quote(str(cluster.token_file))}" in lines
     assert "RAY_GRACEFUL_SHUTDOWN_DRAIN_TIMEOUT_S" not in worker_text  # head only
     assert "AUTOSCALER_UPDATE_INTERVAL_S" not in worker_text
+    assert "gcs_pull_resource_loads" not in worker_text
 
 
 def test_worker_ray_start_arguments(worker_text, settings):
@@ -209,7 +210,9 @@ def test_login_head_script(settings, cluster):
     assert "export RAY_NODE_TYPE_NAME=head" in lines
     assert "export RAY_AUTH_MODE=token" in lines
     assert "export RAY_GRACEFUL_SHUTDOWN_DRAIN_TIMEOUT_S=0" in lines
-    assert "export AUTOSCALER_UPDATE_INTERVAL_S=1" in lines  # new demand acted on within 1 s
+    assert "export AUTOSCALER_UPDATE_INTERVAL_S=1" in lines  # the autoscaler's loop
+    # and the GCS pulls the nodes' queued tasks as often as the autoscaler looks for new ones
+    assert "export RAY_gcs_pull_resource_loads_period_milliseconds=100" in lines
     assert " 4 --seed " in text and " --ip 10.0.0.9)" in text  # its address is known
     assert "--head " in text
     assert '--autoscaling-config="$autoscaling_config"' in text
@@ -496,3 +499,10 @@ while :; do sleep 0.1; done
         if pid_file.exists():
             with contextlib.suppress(ProcessLookupError):
                 os.kill(int(pid_file.read_text()), signal.SIGKILL)
+
+
+def test_a_head_that_waits_for_its_loop_leaves_the_gcs_pull_as_ray_has_it(make_settings, cluster):
+    settings = make_settings(lambda cfg: cfg["provider"].update(demand_poll_ms=0))
+    text = render(settings, cluster, settings.spec("head"), node_ip="10.0.0.9").text
+    assert "export AUTOSCALER_UPDATE_INTERVAL_S=1" in text.splitlines()
+    assert "gcs_pull_resource_loads" not in text

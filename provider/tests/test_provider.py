@@ -24,7 +24,7 @@ from ray.autoscaler.tags import (
     TAG_RAY_USER_NODE_TYPE,
 )
 
-from ray_slurm import SlurmNodeProvider, config
+from ray_slurm import SlurmNodeProvider, burst, config, demandwake
 from ray_slurm import provider as provider_module
 from ray_slurm.backends.base import LaunchRequest, Preview
 from ray_slurm.errors import BackendError
@@ -398,3 +398,17 @@ def test_squeue_runs_at_most_once_per_squeue_interval_while_the_autoscaler_loops
     before = fakes["slurm"].listings
     assert provider.non_terminated_nodes(WORKER_TAGS) == []
     assert fakes["slurm"].listings == before + 1
+
+
+def test_the_heads_autoscaler_wakes_on_new_demand_with_the_clusters_setting(
+    make_provider, monkeypatch
+):
+    """Only the provider in the head's autoscaler process changes its loop (``demandwake``)."""
+    installs: list[int] = []
+    monkeypatch.setattr(demandwake, "install", lambda poll, ms: installs.append(ms))
+    cli_provider = make_provider()  # `ray up`, `ray down`
+    assert installs == []
+    monkeypatch.setenv(burst.AUTOSCALING_CONFIG_ENV, str(cli_provider.cluster.autoscaling_config))
+    make_provider(lambda cfg: cfg["provider"].update(demand_poll_ms=250))
+    make_provider()
+    assert installs == [250, 100]

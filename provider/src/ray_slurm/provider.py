@@ -7,8 +7,8 @@ Ray loads it with ``provider: {type: external, module: ray_slurm.SlurmNodeProvid
 The provider lists nodes (one ``squeue`` for all SLURM jobs) and reads the state file at most
 once per ``squeue_interval_s`` (5 s), and again after each launch or termination; every other
 call is answered from that listing. The autoscaler itself loops faster
-(``autoscaler_interval_s``, 1 s), so new demand is acted on at once without asking more of
-slurmctld.
+(``autoscaler_interval_s``, 1 s) and wakes between loops when new demand comes (``demandwake``),
+without asking more of slurmctld.
 A node exists while its backend says so; the state only adds the tags Ray set, and nodes the
 state lost are recovered from their job names.
 """
@@ -33,7 +33,7 @@ from ray.autoscaler.tags import (
     TAG_RAY_USER_NODE_TYPE,
 )
 
-from ray_slurm import backends, burst, config, raynodes, usertmp
+from ray_slurm import backends, burst, config, demandwake, raynodes, usertmp
 from ray_slurm.backends.base import Backend, LaunchRequest
 from ray_slurm.command_runner import CommandContext, LocalCommandRunner, NodeStartTimeout
 from ray_slurm.config import ConfigError, NodeTypeSpec
@@ -86,6 +86,8 @@ class SlurmNodeProvider(NodeProvider):
             self.autoscaling = burst.AutoscalingConfig(
                 self.cluster.bootstrap_config, self.cluster.autoscaling_config
             )
+            demandwake.install(demandwake.gcs_demand(self._gcs_address),
+                               self.settings.demand_poll_ms)  # fmt: skip
         self._held: dict[str, int] = {}
         self._followed: dict[str, Any] | None = None  # the uploaded config the settings are from
         self._restart_head = restart_requested()
@@ -129,6 +131,10 @@ class SlurmNodeProvider(NodeProvider):
                     self.backends[name].terminate(ids)
                 self._hold_types(nodes)
             return self._nodes
+
+    def _gcs_address(self) -> str | None:
+        head = self.cluster.head()
+        return head.address if head else None
 
     def _stop_lost(self, job_ids: list[str]) -> None:
         """Jobs lost under their Ray nodes: the head's autoscaler stops those (``raynodes``)."""

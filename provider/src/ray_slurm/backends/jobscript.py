@@ -94,7 +94,7 @@ def render(
     text = _env.get_template("ray-node.sh.j2").render(
         sbatch=sbatch,
         spec=spec,
-        start=ray_start(spec, settings.autoscaler_interval_s),
+        start=ray_start(spec, settings.autoscaler_interval_s, settings.demand_poll_ms),
         cluster_name=settings.cluster_name,
         job_name=job_name(settings.cluster_name, spec.kind, spec.name),
         log_dir=str(cluster.logs_dir),

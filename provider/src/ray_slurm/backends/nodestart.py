@@ -14,7 +14,7 @@ import json
 from dataclasses import dataclass
 
 from ray_slurm.config import NodeTypeSpec
-from ray_slurm.config.provider import DEFAULT_AUTOSCALER_INTERVAL_S
+from ray_slurm.config.provider import DEFAULT_AUTOSCALER_INTERVAL_S, DEFAULT_DEMAND_POLL_MS
 
 # A worker whose head is gone holds an allocation (or a pod) for nothing: it leaves this soon.
 HEADLESS_EXIT_S = 15
@@ -29,9 +29,12 @@ class RayStart:
 
 
 def ray_start(
-    spec: NodeTypeSpec, autoscaler_interval_s: int = DEFAULT_AUTOSCALER_INTERVAL_S
+    spec: NodeTypeSpec,
+    autoscaler_interval_s: int = DEFAULT_AUTOSCALER_INTERVAL_S,
+    demand_poll_ms: int = DEFAULT_DEMAND_POLL_MS,
 ) -> RayStart:
-    """``autoscaler_interval_s``: how often a head's autoscaler loops (the provider's setting)."""
+    """``autoscaler_interval_s``, ``demand_poll_ms``: how often a head's autoscaler loops, and
+    how fresh its view of new demand is between loops (the provider's settings)."""
     env = {
         "RAY_NODE_TYPE_NAME": spec.name,
         "RAY_AUTH_MODE": "token",
@@ -45,6 +48,10 @@ def ray_start(
         # New demand waits for the autoscaler's next loop: a short loop starts nodes sooner
         # (the provider's squeue_interval_s keeps SLURM's load what it was).
         env["AUTOSCALER_UPDATE_INTERVAL_S"] = str(autoscaler_interval_s)
+        if demand_poll_ms:
+            # The GCS learns each node's queued tasks by pulling them (every 1 s in Ray): the
+            # autoscaler's wake-up on new demand (``demandwake``) is only as quick as that pull.
+            env["RAY_gcs_pull_resource_loads_period_milliseconds"] = str(demand_poll_ms)
     else:
         env["RAY_gcs_rpc_server_reconnect_timeout_s"] = str(HEADLESS_EXIT_S)
     args = [

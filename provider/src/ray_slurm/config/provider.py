@@ -43,10 +43,14 @@ DEFAULT_AUTOSCALER_INTERVAL_S = 1
 # At most one squeue per cluster this often (plus one after each launch or termination): what
 # protects slurmctld from the autoscaler's faster loop. 200 clusters at rest: 40 squeue/s.
 DEFAULT_SQUEUE_INTERVAL_S = 5
+# Between two loops, the head's autoscaler asks the GCS this often (ms) whether new demand came,
+# and acts at once if so (``demandwake``); 0 waits for the next loop, as Ray does.
+DEFAULT_DEMAND_POLL_MS = 100
+MIN_DEMAND_POLL_MS = 20
 PROVIDER_KEYS = {
     "type", "module", "head_mode", "head_ip", "state_dir", "ray_env", "node_map", "slurm_bin",
     "temp_root", "slurm_timeout_s", "pending_timeout_s", "use_internal_ips", "kubernetes",
-    "autoscaler_interval_s", "squeue_interval_s",
+    "autoscaler_interval_s", "squeue_interval_s", "demand_poll_ms",
     "disable_node_updaters",
     "disable_launch_config_check", "foreground_node_launch",
     # added by Ray and by bootstrap_config
@@ -73,6 +77,7 @@ class Settings:
     kube: KubeConnection = KubeConnection()
     autoscaler_interval_s: int = DEFAULT_AUTOSCALER_INTERVAL_S
     squeue_interval_s: int = DEFAULT_SQUEUE_INTERVAL_S
+    demand_poll_ms: int = DEFAULT_DEMAND_POLL_MS
 
     @property
     def kube_types(self) -> list[NodeTypeSpec]:
@@ -117,6 +122,10 @@ def check_provider(provider: Mapping[str, Any], cluster_name: str, problems: lis
     count_field(provider.get("autoscaler_interval_s"), "provider.autoscaler_interval_s",
                 problems, 1)  # fmt: skip
     count_field(provider.get("squeue_interval_s"), "provider.squeue_interval_s", problems, 1)
+    poll_ms = count_field(provider.get("demand_poll_ms"), "provider.demand_poll_ms", problems)
+    if poll_ms is not None and 0 < poll_ms < MIN_DEMAND_POLL_MS:
+        problems.append(f"provider.demand_poll_ms: must be 0 (wait for the autoscaler's loop) or "
+                        f">= {MIN_DEMAND_POLL_MS}, got {poll_ms}")  # fmt: skip
     head_ip = provider.get("head_ip")
     if head_ip is not None and not re.match(r"^[0-9A-Fa-f:.]+$", str(head_ip)):
         problems.append(f"provider.head_ip: {head_ip!r} is not an IP address")
@@ -216,7 +225,16 @@ def resolve_settings(provider: Mapping[str, Any], cluster_name: str, problems: l
         kube=kube,
         autoscaler_interval_s=int(number("autoscaler_interval_s", DEFAULT_AUTOSCALER_INTERVAL_S)),
         squeue_interval_s=int(number("squeue_interval_s", DEFAULT_SQUEUE_INTERVAL_S)),
+        demand_poll_ms=demand_poll_ms(provider.get("demand_poll_ms", DEFAULT_DEMAND_POLL_MS)),
     )
+
+
+def demand_poll_ms(value: Any) -> int:
+    """The checked ``demand_poll_ms`` (``check_provider`` reports a bad one; this falls back)."""
+    if isinstance(value, bool) or not isinstance(value, int | float) or value != int(value):
+        return DEFAULT_DEMAND_POLL_MS
+    ms = int(value)
+    return ms if ms == 0 or ms >= MIN_DEMAND_POLL_MS else DEFAULT_DEMAND_POLL_MS
 
 
 def partial_node_type(name: str, type_cfg: Any, kind: str, backend: str) -> NodeTypeSpec:
