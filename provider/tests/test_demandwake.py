@@ -13,7 +13,7 @@ from collections.abc import Iterator
 from typing import Any
 
 import pytest
-from ray.core.generated.autoscaler_pb2 import ClusterResourceState
+from ray.core.generated.autoscaler_pb2 import ClusterResourceState, GetClusterResourceStateReply
 
 from ray_slurm import demandwake
 from ray_slurm.demandwake import DemandAwareTime, demand_of, grew
@@ -196,12 +196,15 @@ def test_the_poll_asks_the_gcs_the_head_published(monkeypatch):
         def __init__(self, address: str) -> None:
             asked.append(address)
 
+        def get_cluster_resource_state(self, timeout_s: float) -> bytes:
+            assert timeout_s == demandwake.GCS_TIMEOUT_S  # a GCS that hangs cannot hold the loop
+            reply = GetClusterResourceStateReply()
+            reply.cluster_resource_state.CopyFrom(state(({"CPU": 1.0}, 1)))
+            return reply.SerializeToString()
+
     import ray._raylet
-    import ray.autoscaler.v2.sdk
 
     monkeypatch.setattr(ray._raylet, "GcsClient", FakeGcsClient)
-    monkeypatch.setattr(ray.autoscaler.v2.sdk, "get_cluster_resource_state",
-                        lambda client: state(({"CPU": 1.0}, 1)))  # fmt: skip
     head: list[str | None] = [None]
     poll = demandwake.gcs_demand(lambda: head[0])
     with pytest.raises(LookupError):

@@ -213,7 +213,7 @@ def test_login_head_script(settings, cluster):
     assert "export AUTOSCALER_UPDATE_INTERVAL_S=1" in lines  # the autoscaler's loop
     # and the GCS pulls the nodes' queued tasks as often as the autoscaler looks for new ones
     assert "export RAY_gcs_pull_resource_loads_period_milliseconds=100" in lines
-    assert " 4 --seed " in text and " --ip 10.0.0.9)" in text  # its address is known
+    assert " 7 --seed " in text and " --ip 10.0.0.9)" in text  # its address is known
     assert "--head " in text
     assert '--autoscaling-config="$autoscaling_config"' in text
     assert 'export RAY_SLURM_AUTOSCALING_CONFIG="$autoscaling_config"' in text
@@ -341,9 +341,13 @@ def test_running_the_worker_script(make_settings, fake_ray_env, short_temp_root,
     assert re.fullmatch(rf"{re.escape(short_temp_root)}/rs-4242\.[A-Za-z0-9]{{6}}/r", temp_dir)
     assert args[1:-1] == [
         f"--address={HEAD_ADDRESS}",
-        "--dashboard-agent-listen-port=25001",
         "--node-ip-address=10.0.0.5",
         f"--temp-dir={temp_dir}",
+        # every agent port given: the raylet need not wait for its agents to report theirs
+        "--dashboard-agent-listen-port=25001",
+        "--dashboard-agent-grpc-port=25002",
+        "--metrics-export-port=25003",
+        "--runtime-env-agent-port=25004",
         "--disable-usage-stats",
         "--num-cpus=2",
         "--num-gpus=0",
@@ -364,7 +368,7 @@ def test_running_the_worker_script(make_settings, fake_ray_env, short_temp_root,
     assert (record / "node-dir.mode").read_text().strip() == "700"
     assert (tmp_path / "setup.mark").read_text() == "setup ran\n"
     calls = (record / "ray-slurm.calls").read_text().splitlines()
-    assert calls == ["ray-slurm-node 1 --seed 4242"]  # one quick helper before `ray start`
+    assert calls == ["ray-slurm-node 4 --seed 4242"]  # one quick helper before `ray start`
     assert (record / "temp-dir.existed").exists()  # Ray got its private temp dir
     assert not Path(temp_dir).exists()  # removed when the job ends
     assert os.listdir(short_temp_root) == ["rs-4242"]  # the planted one: never used, left alone
@@ -385,15 +389,20 @@ def test_running_the_login_head_script(make_settings, fake_ray_env, short_temp_r
 
     assert proc.returncode == 3, proc.stderr
     args = (record / "ray.args").read_text().splitlines()
-    assert args[:8] == [
+    assert args[:13] == [
         "start",
         "--head",
         "--port=25001",
         "--dashboard-host=10.0.0.9",
         "--dashboard-port=25002",
         "--ray-client-server-port=25003",
-        "--dashboard-agent-listen-port=25004",
         f"--autoscaling-config={cluster.autoscaling_config}",
+        "--node-ip-address=10.0.0.9",
+        f"--temp-dir={args[8].removeprefix('--temp-dir=')}",
+        "--dashboard-agent-listen-port=25004",
+        "--dashboard-agent-grpc-port=25005",
+        "--metrics-export-port=25006",
+        "--runtime-env-agent-port=25007",
     ]
     # the autoscaler reads a private copy of what `ray up` uploaded (burst limits go there)
     assert cluster.autoscaling_config.read_text() == "cluster_name: example\n"
@@ -404,7 +413,7 @@ def test_running_the_login_head_script(make_settings, fake_ray_env, short_temp_r
     assert os.listdir(short_temp_root) == []  # the head's temp dir is gone with it
     calls = (record / "ray-slurm.calls").read_text().splitlines()
     assert calls == [
-        f"ray-slurm-node 4 --seed {cluster.root} --ip 10.0.0.9",
+        f"ray-slurm-node 7 --seed {cluster.root} --ip 10.0.0.9",
         f"publish-head {cluster.root} --node-id login-head --ip 10.0.0.9 "
         "--gcs-port 25001 --dashboard-port 25002 --client-port 25003 "
         f"--temp-dir {calls[1].rsplit(' ', 1)[1]}",

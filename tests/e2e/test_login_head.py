@@ -72,3 +72,24 @@ def test_login_head_scales_slurm_workers_up_and_down(make_cluster, site_nodes, w
     env_after = cluster.user.run([cluster.user.bin("ray-slurm"), "env", str(cluster.config_path)],
                                  timeout=30, check=False)  # fmt: skip
     assert env_after.returncode == 1
+
+
+def test_new_demand_wakes_the_autoscaler_between_its_loops(make_cluster, site_nodes):
+    """Issue #14: the head's autoscaler acts on new demand at once (``demandwake``). With its
+    loop 5 minutes apart, a task that needs a worker still runs within a minute: the loop was
+    woken by the demand the GCS saw, and says so in its log."""
+    cluster = make_cluster("e2e-wake", change=lambda cfg: cfg["provider"].update(
+        autoscaler_interval_s=300))  # fmt: skip
+    cluster.up()
+    log = cluster.autoscaler_log()
+    assert "the autoscaler acts on new demand within 100 ms" in log, log[-3000:]
+    assert "new demand woke the autoscaler" not in log  # nothing asked for a worker yet
+
+    driver = start_driver(cluster, tasks=1, seconds=1)
+    out, err = driver.communicate(timeout=60)  # the next regular loop is minutes away
+    assert driver.returncode == 0, err[-3000:]
+    [(host, _)] = parse_result(out)
+    assert host in site_nodes, f"the task ran on {host}, not on a new worker"
+    assert "new demand woke the autoscaler" in cluster.autoscaler_log()
+    cluster.down()
+    assert cluster.jobs() == []

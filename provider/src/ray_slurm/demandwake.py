@@ -31,6 +31,7 @@ from typing import Any
 logger = logging.getLogger(__name__)
 
 Demand = Counter[Hashable]
+GCS_TIMEOUT_S = 1  # a GCS slower than this: the sleep goes on as Ray's would
 MONITOR_FILES = (os.path.join("autoscaler", "v2", "monitor.py"),
                  os.path.join("autoscaler", "_private", "monitor.py"))  # fmt: skip
 
@@ -88,7 +89,7 @@ class DemandAwareTime:
                 continue
             now = self._demand()
             if now is not None and grew(before, now):
-                logger.debug("new demand, the autoscaler acts now: %s", dict(now))
+                logger.info("new demand woke the autoscaler: %s", dict(now))
                 self._woke_early = True
                 self.early_wakes += 1
                 return
@@ -116,9 +117,13 @@ def gcs_demand(gcs_address: Callable[[], str | None]) -> Callable[[], Demand]:
             from ray._raylet import GcsClient  # type: ignore[attr-defined]
 
             client = GcsClient(address=address)
-        from ray.autoscaler.v2.sdk import get_cluster_resource_state
+        from ray.core.generated.autoscaler_pb2 import (  # type: ignore[attr-defined]
+            GetClusterResourceStateReply,
+        )
 
-        return demand_of(get_cluster_resource_state(client))
+        reply = GetClusterResourceStateReply()
+        reply.ParseFromString(client.get_cluster_resource_state(timeout_s=GCS_TIMEOUT_S))
+        return demand_of(reply.cluster_resource_state)
 
     return poll
 

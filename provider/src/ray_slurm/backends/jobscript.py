@@ -15,7 +15,7 @@ from dataclasses import dataclass
 
 import jinja2
 
-from ray_slurm.backends.nodestart import ray_start
+from ray_slurm.backends.nodestart import AGENT_PORTS, HEAD_PORTS, ray_start
 from ray_slurm.config import NodeTypeSpec, Settings
 from ray_slurm.state import ClusterDir
 
@@ -112,6 +112,7 @@ def render(
         head_address=head_address,
         cli=shlex.quote(os.path.join(bin_dir, "ray-slurm")),
         node_helper=shlex.quote(os.path.join(bin_dir, "ray-slurm-node")),
+        ports=HEAD_PORTS if spec.kind == "head" else AGENT_PORTS,
         ray=os.path.join(bin_dir, "ray"),
     )
     path = os.path.join(cluster.jobs_dir, f"{spec.kind}-{spec.name}.sh")

@@ -16,6 +16,12 @@ from dataclasses import dataclass
 from ray_slurm.config import NodeTypeSpec
 from ray_slurm.config.provider import DEFAULT_AUTOSCALER_INTERVAL_S, DEFAULT_DEMAND_POLL_MS
 
+# The free ports a node's script asks ``ray-slurm-node`` for: a head's own (GCS, dashboard, Ray
+# client), then every agent's (dashboard agent listen and gRPC, metrics export, runtime env
+# agent). Given all, the raylet need not wait for its agents to report the ports they picked.
+AGENT_PORTS = 4
+HEAD_PORTS = 3 + AGENT_PORTS
+
 # A worker whose head is gone holds an allocation (or a pod) for nothing: it leaves this soon.
 HEADLESS_EXIT_S = 15
 

@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from ray_slurm import usertmp
+from ray_slurm.backends.nodestart import HEAD_PORTS
 from ray_slurm.check.report import Report
 from ray_slurm.config import Settings
 from ray_slurm.net import free_ports, is_local_address
@@ -244,7 +245,7 @@ def check_login_head(site: Site, slurm: Slurm, report: Report) -> None:
             "use a short node-local directory that exists everywhere, such as /tmp",
         )
     try:
-        free_ports(4, str(ClusterDir(site.state_dir, site.cluster_name).root))
+        free_ports(HEAD_PORTS, str(ClusterDir(site.state_dir, site.cluster_name).root))
     except RuntimeError as exc:
         report.add(
             f"ports for the head: {exc} on this host",
