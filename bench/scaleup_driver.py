@@ -62,7 +62,9 @@ ALL_AGENT_PORTS = (
 def floor_script(path: Path, all_agent_ports: bool = False) -> None:
     """A plain job script: what any user would write to add a Ray worker by hand; with
     ``all_agent_ports``, the same with every agent port given (4 ports from one base)."""
-    base = "40000 + SLURM_JOB_ID % 5000 * 4" if all_agent_ports else "24000 + SLURM_JOB_ID % 8000"
+    # below the kernel's ephemeral ports (32768+), where other processes' random ports could
+    # already hold one of the four (the raylet then dies at start)
+    base = "24000 + SLURM_JOB_ID % 2000 * 4" if all_agent_ports else "24000 + SLURM_JOB_ID % 8000"
     more = ALL_AGENT_PORTS if all_agent_ports else ""
     cases = " ".join(f"{n}) ip={ip};;" for n, ip in P["node_addrs"].items())
     ray_bin = shlex.quote(P["ray"])
