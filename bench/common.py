@@ -207,12 +207,17 @@ def command_line(pid: int) -> str:
     return raw.replace(b"\0", b" ").decode(errors="replace")
 
 
+def component(pid: int) -> str:
+    """The Ray component a process is (``COMPONENTS``; anything else is "other": the job's
+    shell, srun, sleep, ...)."""
+    line = command_line(pid)
+    return next((n for n, needle in COMPONENTS if needle in line), "other")
+
+
 def pss_by_component(pids: Sequence[int]) -> dict[str, float]:
-    """PSS in MiB per Ray component (``COMPONENTS``; anything else is "other": the job's shell,
-    srun, sleep, ...)."""
+    """PSS in MiB per Ray component (``component``)."""
     found: dict[str, float] = {}
     for pid in pids:
-        line = command_line(pid)
-        name = next((n for n, needle in COMPONENTS if needle in line), "other")
+        name = component(pid)
         found[name] = found.get(name, 0.0) + pss_kib([pid]) / 1024
     return dict(sorted(found.items(), key=lambda item: -item[1]))

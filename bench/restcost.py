@@ -16,8 +16,9 @@ import time
 from pathlib import Path
 from typing import Any
 
-from common import COMPONENTS, bench_cluster, command_line, log, process_tree
+from common import bench_cluster, component, log, process_tree
 
+from ray_slurm.config.provider import DEFAULT_DEMAND_POLL_MS
 from ray_slurm.nodes import JobState
 
 SETTLE_S = 15  # after the worker joined: ray up's and the join's own work is over
@@ -35,11 +36,10 @@ def cpu_ticks(pid: int) -> int:
 
 def cpu_by_component(pids: list[int], seconds: float) -> dict[str, float]:
     """ms of CPU per second per Ray component of ``pids`` over ``seconds``."""
-    names = {pid: next((n for n, needle in COMPONENTS if needle in command_line(pid)), "other")
-             for pid in pids}  # fmt: skip
+    names = {pid: component(pid) for pid in pids}
     before = {pid: cpu_ticks(pid) for pid in pids}
     time.sleep(seconds)
-    tick_ms = 1000 / 100  # USER_HZ
+    tick_ms = 1000 / os.sysconf("SC_CLK_TCK")
     found: dict[str, float] = {}
     for pid in pids:
         used = max(cpu_ticks(pid) - before[pid], 0) * tick_ms / seconds
@@ -61,7 +61,7 @@ def one(workdir: Path, name: str, poll_ms: int | None) -> dict[str, Any]:
         by = cpu_by_component(process_tree(cluster.login_head_pid()), WINDOW_S)
     finally:
         cluster.cleanup()
-    return {"demand_poll_ms": 100 if poll_ms is None else poll_ms,
+    return {"demand_poll_ms": DEFAULT_DEMAND_POLL_MS if poll_ms is None else poll_ms,
             "head_cpu_ms_per_s": round(sum(by.values()), 2), "by_component": by}  # fmt: skip
 
 

@@ -122,10 +122,7 @@ def check_provider(provider: Mapping[str, Any], cluster_name: str, problems: lis
     count_field(provider.get("autoscaler_interval_s"), "provider.autoscaler_interval_s",
                 problems, 1)  # fmt: skip
     count_field(provider.get("squeue_interval_s"), "provider.squeue_interval_s", problems, 1)
-    poll_ms = count_field(provider.get("demand_poll_ms"), "provider.demand_poll_ms", problems)
-    if poll_ms is not None and 0 < poll_ms < MIN_DEMAND_POLL_MS:
-        problems.append(f"provider.demand_poll_ms: must be 0 (wait for the autoscaler's loop) or "
-                        f">= {MIN_DEMAND_POLL_MS}, got {poll_ms}")  # fmt: skip
+    demand_poll_ms(provider.get("demand_poll_ms"), problems)
     head_ip = provider.get("head_ip")
     if head_ip is not None and not re.match(r"^[0-9A-Fa-f:.]+$", str(head_ip)):
         problems.append(f"provider.head_ip: {head_ip!r} is not an IP address")
@@ -225,16 +222,21 @@ def resolve_settings(provider: Mapping[str, Any], cluster_name: str, problems: l
         kube=kube,
         autoscaler_interval_s=int(number("autoscaler_interval_s", DEFAULT_AUTOSCALER_INTERVAL_S)),
         squeue_interval_s=int(number("squeue_interval_s", DEFAULT_SQUEUE_INTERVAL_S)),
-        demand_poll_ms=demand_poll_ms(provider.get("demand_poll_ms", DEFAULT_DEMAND_POLL_MS)),
+        demand_poll_ms=demand_poll_ms(provider.get("demand_poll_ms"), []),
     )
 
 
-def demand_poll_ms(value: Any) -> int:
-    """The checked ``demand_poll_ms`` (``check_provider`` reports a bad one; this falls back)."""
-    if isinstance(value, bool) or not isinstance(value, int | float) or value != int(value):
+def demand_poll_ms(value: Any, problems: list[str]) -> int:
+    """``provider.demand_poll_ms``: 0 or at least ``MIN_DEMAND_POLL_MS``; a bad value is added to
+    ``problems`` and the default is used (unset: the default)."""
+    if value is None:
         return DEFAULT_DEMAND_POLL_MS
-    ms = int(value)
-    return ms if ms == 0 or ms >= MIN_DEMAND_POLL_MS else DEFAULT_DEMAND_POLL_MS
+    ms = count_field(value, "provider.demand_poll_ms", problems)
+    if ms is not None and 0 < ms < MIN_DEMAND_POLL_MS:
+        problems.append(f"provider.demand_poll_ms: must be 0 (wait for the autoscaler's loop) or "
+                        f">= {MIN_DEMAND_POLL_MS}, got {ms}")  # fmt: skip
+        ms = None
+    return DEFAULT_DEMAND_POLL_MS if ms is None else ms
 
 
 def partial_node_type(name: str, type_cfg: Any, kind: str, backend: str) -> NodeTypeSpec:
