@@ -6,9 +6,11 @@ user's are rsl-bob's. The provider is the real SlurmNodeProvider of a bootstrapp
 the site's Python (``provider_cost_driver``, as a head's autoscaler runs it); a tick
 is what autoscaler v2's NodeProviderAdapter.get_non_terminated does: non_terminated_nodes({}),
 then node_tags and is_running for every node. Ticks are the autoscaler's interval apart (the
-provider's default, 1 s), so most reuse the last listing (squeue_interval_s, 5 s): SLURM calls
-are counted by the provider's own wrapper (Slurm.calls); the time of a tick that lists and of
-one that does not are reported apart.
+provider's default, 1 s). As in the head's autoscaler, the provider renews its listing
+(squeue_interval_s, 5 s) in a thread of its own (``listing``), so a tick answers from memory:
+reported are the tick's own time (what the autoscaler's loop waits), the time of one listing in
+that thread, and the provider's time per tick with the thread's listings spread over the ticks.
+SLURM calls are counted by the provider's own wrapper (Slurm.calls), the thread's included.
 """
 
 from __future__ import annotations
@@ -30,7 +32,7 @@ from ray_slurm.nodes import JobState
 from ray_slurm.slurm import Slurm
 
 GOAL_CALLS = 1  # per tick
-GOAL_MS = 30.0  # per tick that lists
+GOAL_MS = 30.0  # per tick: the loop's wait, and the provider's time with its listing thread
 OTHER_USER = "rsl-bob"
 DRIVER = Path(__file__).resolve().parent / "provider_cost_driver.py"
 
@@ -67,24 +69,25 @@ def measure(workdir: Path, jobs: int, ticks: int, others: int) -> dict[str, Any]
         got["state_kib"],
     )
     left = [j for j in slurm.squeue() if j.job_id in set(ids) and j.state is not JobState.GONE]
-    calls = sum(s[0] for s in steady) / len(steady)
-    listing = [s[1] for s in steady if s[0]]
-    cached = [s[1] for s in steady if not s[0]]
-    ms = median(listing)
+    ticks_ms = [s[1] for s in steady]
+    calls = got["steady_calls"] / len(steady)  # the listing thread's calls included
+    tick_ms = median(ticks_ms)
+    listing_ms = got["steady_listing_s"] * 1000 / max(1, got["steady_listings"])
+    provider_ms = (sum(ticks_ms) + got["steady_listing_s"] * 1000) / len(steady)
     why = []
     if calls > GOAL_CALLS:
         why.append(f"{calls:.2f} SLURM calls per tick")
-    if ms > GOAL_MS:
+    if max(tick_ms, provider_ms) > GOAL_MS:
         why.append(
-            f"one squeue of {jobs}+ jobs (with parsing) alone takes {squeue_alone_ms:.0f} ms "
-            f"here (process start, munge, slurmctld RPC, 2 cores); the provider's own "
-            f"{ms - squeue_alone_ms:.0f} ms include reading its state file "
-            f"({state_kib:.0f} KiB: the tags of {jobs} nodes) twice per listing, "
-            f"{state_ms:.1f} ms each"
+            f"the autoscaler's tick takes {tick_ms:.0f} ms, the provider {provider_ms:.0f} ms per "
+            f"tick with its listing thread: one squeue of {jobs}+ jobs (with parsing) alone takes "
+            f"{squeue_alone_ms:.0f} ms here, and a listing also reads its state file "
+            f"({state_kib:.0f} KiB: the tags of {jobs} nodes), {state_ms:.1f} ms each"
         )
     log(
-        f"provider cost: {calls:.2f} calls per tick, {ms:.1f} ms per listing tick; squeue alone "
-        f"{squeue_alone_ms:.1f} ms"
+        f"provider cost: {calls:.2f} calls per tick, {tick_ms:.1f} ms per tick, a listing "
+        f"{listing_ms:.1f} ms (in its thread), {provider_ms:.1f} ms of the provider per tick; "
+        f"squeue alone {squeue_alone_ms:.1f} ms"
     )
     return {
         "jobs": len(ids),
@@ -93,9 +96,11 @@ def measure(workdir: Path, jobs: int, ticks: int, others: int) -> dict[str, Any]
         "calls_per_tick": calls,
         "other_users_jobs": len(other_ids),
         "tick_interval_s": interval,
-        "ms_per_listing_tick": ms,
-        "ms_per_cached_tick": median(cached),
-        "max_ms_per_tick": max(s[1] for s in steady),
+        "ms_per_tick": tick_ms,
+        "max_ms_per_tick": max(ticks_ms),
+        "listings": got["steady_listings"],
+        "ms_per_listing": listing_ms,
+        "provider_ms_per_tick": provider_ms,
         "first_tick": {"calls": first[0], "ms": first[1], "nodes": first[2]},
         "squeue_alone_ms": squeue_alone_ms,
         "state_read_ms": state_ms,
@@ -103,6 +108,6 @@ def measure(workdir: Path, jobs: int, ticks: int, others: int) -> dict[str, Any]
         "submit_s": submit_s,
         "cleanup_scancel_calls": cancel_calls,
         "left_after_cleanup": len(left),
-        "ok": calls <= GOAL_CALLS and ms <= GOAL_MS,
+        "ok": calls <= GOAL_CALLS and max(tick_ms, provider_ms) <= GOAL_MS,
         "why": "; ".join(why),
     }

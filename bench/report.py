@@ -90,13 +90,22 @@ def table(results: dict[str, Any]) -> list[str]:
         rows.append(
             (
                 "b",
-                "provider time per tick that lists (non_terminated_nodes + node_tags/is_running "
-                f"x {b['nodes_seen']:g}); a tick that reuses the listing",
-                f"{fmt(b['ms_per_listing_tick'], 'ms')} (max {b['max_ms_per_tick']:.0f}); "
-                f"{fmt(b['ms_per_cached_tick'], 'ms')}",
-                f"goal <= {provider_cost.GOAL_MS:g} ms; one squeue alone "
-                f"{b['squeue_alone_ms']:.0f} ms",
-                verdict(b["ms_per_listing_tick"] <= provider_cost.GOAL_MS),
+                "provider time per tick (non_terminated_nodes + node_tags/is_running "
+                f"x {b['nodes_seen']:g}): what the autoscaler's loop waits (max); the provider's "
+                "time per tick with its listing thread's spread over the ticks",
+                f"{fmt(b['ms_per_tick'], 'ms')} (max {b['max_ms_per_tick']:.0f}); "
+                f"{fmt(b['provider_ms_per_tick'], 'ms')}",
+                f"goal <= {provider_cost.GOAL_MS:g} ms each",
+                verdict(max(b["ms_per_tick"], b["provider_ms_per_tick"]) <= provider_cost.GOAL_MS),
+            )
+        )
+        rows.append(
+            (
+                "b",
+                "  one listing, in the provider's thread (squeue + reconciling the state)",
+                f"{fmt(b['ms_per_listing'], 'ms')} ({n(b['listings'], 'listing')})",
+                f"one squeue alone {b['squeue_alone_ms']:.0f} ms",
+                "-",
             )
         )
         rows.append(

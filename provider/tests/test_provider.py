@@ -9,6 +9,7 @@ tests and, for real, in tests/e2e.
 from __future__ import annotations
 
 import copy
+import threading
 import time
 from collections.abc import Sequence
 from typing import Any
@@ -108,15 +109,20 @@ def fakes(monkeypatch: pytest.MonkeyPatch) -> dict[str, FakeBackend]:
 
 @pytest.fixture
 def make_provider(raw_config, fakes):
+    made: list[SlurmNodeProvider] = []
+
     def make(change=None) -> SlurmNodeProvider:
         cfg = copy.deepcopy(raw_config)
         if change is not None:
             change(cfg)
         cfg = SlurmNodeProvider.bootstrap_config(cfg)
         provider = SlurmNodeProvider(cfg["provider"], cfg["cluster_name"])
+        made.append(provider)
         return provider
 
-    return make
+    yield make
+    for provider in made:
+        provider.listing.stop()  # the head's autoscaler's listing thread
 
 
 @pytest.fixture
@@ -130,7 +136,7 @@ def publish_head(provider: SlurmNodeProvider) -> None:
 
 def fresh(provider: SlurmNodeProvider) -> None:
     """The next call lists again (as in the next autoscaler tick)."""
-    provider._listed_at = float("-inf")
+    provider.listing.invalidate()
 
 
 # ------------------------------------------------------------------------------ launching
@@ -412,3 +418,13 @@ def test_the_heads_autoscaler_wakes_on_new_demand_with_the_clusters_setting(
     make_provider(lambda cfg: cfg["provider"].update(demand_poll_ms=250))
     make_provider()
     assert installs == [250, 100]
+
+
+def test_only_the_heads_autoscaler_lists_in_a_thread_of_its_own(make_provider, monkeypatch):
+    """There the loop never waits for squeue (``listing``); `ray up` lists in its calls."""
+    cli_provider = make_provider()
+    assert not any(t.name == "ray-slurm-listing" for t in threading.enumerate())
+    cli_provider.non_terminated_nodes({})
+    monkeypatch.setenv(burst.AUTOSCALING_CONFIG_ENV, str(cli_provider.cluster.autoscaling_config))
+    make_provider()
+    assert [t.name for t in threading.enumerate()].count("ray-slurm-listing") == 1

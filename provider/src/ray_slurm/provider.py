@@ -6,7 +6,8 @@ Ray loads it with ``provider: {type: external, module: ray_slurm.SlurmNodeProvid
 
 The provider lists nodes (one ``squeue`` for all SLURM jobs) and reads the state file at most
 once per ``squeue_interval_s`` (5 s), and again after each launch or termination; every other
-call is answered from that listing. The autoscaler itself loops faster
+call is answered from that listing (``listing``: in the head's autoscaler a thread renews it, so
+the loop never waits for ``squeue``). The autoscaler itself loops faster
 (``autoscaler_interval_s``, 1 s) and wakes between loops when new demand comes (``demandwake``),
 without asking more of slurmctld.
 A node exists while its backend says so; the state only adds the tags Ray set, and nodes the
@@ -17,7 +18,6 @@ from __future__ import annotations
 
 import logging
 import os
-import threading
 import time
 from collections import Counter
 from typing import Any
@@ -47,10 +47,10 @@ from ray_slurm.launcher import (
     restart_requested,
     workers_only_requested,
 )
+from ray_slurm.listing import Listing
 from ray_slurm.nodes import JobState, Node
 from ray_slurm.policy import LaunchRefused, TypeBackoff, worker_time_limit_minutes
 from ray_slurm.private import UnsafePathError
-from ray_slurm.reconcile import nodes_in_state, reconcile
 from ray_slurm.slurm import Slurm
 from ray_slurm.state import ClusterDir, StateLockError
 from ray_slurm.watch import NodeWatch
@@ -92,45 +92,23 @@ class SlurmNodeProvider(NodeProvider):
         self._followed: dict[str, Any] | None = None  # the uploaded config the settings are from
         self._restart_head = restart_requested()
         self._teardown_began: dict[tuple[tuple[str, str], ...], set[str]] = {}
-        self._lock = threading.RLock()
-        self._nodes: dict[str, Node] = {}
-        self._tags: dict[str, dict[str, str]] = {}
-        self._created: dict[str, float] = {}
-        self._listed_at = float("-inf")
         self._terminated: set[str] = set()  # nodes this process stopped (may still be listed)
+        self.listing = Listing(self.backends, self.cluster, cluster_name, self.watch,
+                               lambda: self.settings.squeue_interval_s, self._listed)  # fmt: skip
+        self._lock = self.listing.lock
+        if self.autoscaling is not None:
+            self.listing.start()  # the autoscaler's loop answers from memory (``listing``)
 
     # ----------------------------------------------------------------- listing
 
     def _refresh(self, force: bool = False) -> dict[str, Node]:
-        with self._lock:
-            age = time.monotonic() - self._listed_at
-            if not force and age < self.settings.squeue_interval_s:
-                return self._nodes
-            listed_after = time.time()
-            nodes: dict[str, Node] = {}
-            complete = True
-            for backend in self.backends.values():
-                try:
-                    listed = backend.list_nodes()
-                except BackendError as exc:
-                    # SLURM (or the API) is unreachable: a node we cannot see is not a node that
-                    # is gone.
-                    logger.warning("cannot list %s nodes, keeping the last known: %s",
-                                   backend.name, exc)  # fmt: skip
-                    listed = self._last_known(backend)
-                    complete = False
-                nodes.update({n.node_id: n for n in listed})
-            if complete:
-                nodes.update(self.watch.ended_unseen(nodes))
-            self._tags, self._created = reconcile(self.cluster, self.cluster_name, nodes,
-                                                  listed_after, prune=complete)  # fmt: skip
-            self._nodes = nodes
-            self._listed_at = time.monotonic()
-            if complete:
-                for name, ids in self.watch.observe(nodes, self._created).items():
-                    self.backends[name].terminate(ids)
-                self._hold_types(nodes)
-            return self._nodes
+        return self.listing.current(force)
+
+    def _listed(self, nodes: dict[str, Node], created: dict[str, float]) -> None:
+        """After each complete listing: stop what the watch gave up on, apply the burst policy."""
+        for name, ids in self.watch.observe(nodes, created).items():
+            self.backends[name].terminate(ids)
+        self._hold_types(nodes)
 
     def _gcs_address(self) -> str | None:
         head = self.cluster.head()
@@ -141,12 +119,6 @@ class SlurmNodeProvider(NodeProvider):
         head = self.cluster.head()
         if self.autoscaling is not None and head:
             raynodes.stop_ray_nodes(head.address, job_ids)
-
-    def _last_known(self, backend: Backend) -> list[Node]:
-        """The last listing of a backend, or (in a fresh process) what the state says exists."""
-        if self._listed_at > float("-inf"):
-            return [n for n in self._nodes.values() if n.backend == backend.name]
-        return nodes_in_state(self.cluster, backend.name)
 
     def _hold_types(self, nodes: dict[str, Node]) -> None:
         """The burst policy: tell the autoscaler which types must not grow now (``burst``)."""
@@ -186,7 +158,9 @@ class SlurmNodeProvider(NodeProvider):
             return [
                 node_id
                 for node_id in nodes
-                if all(self._tags.get(node_id, {}).get(k) == v for k, v in tag_filters.items())
+                if all(
+                    self.listing.tags.get(node_id, {}).get(k) == v for k, v in tag_filters.items()
+                )  # fmt: skip
             ]
 
     def _node(self, node_id: str) -> Node | None:
@@ -218,7 +192,7 @@ class SlurmNodeProvider(NodeProvider):
     def node_tags(self, node_id: str) -> dict[str, str]:
         self._refresh()
         with self._lock:
-            tags = dict(self._tags.get(node_id, {}))
+            tags = dict(self.listing.tags.get(node_id, {}))
         if self._restart_head and tags.get(TAG_RAY_NODE_KIND) == NODE_KIND_HEAD:
             # `ray up --restart-only`: a node's Ray runtime is its job (or the login head's
             # process), so restarting it means a new head. Reported out of date once, the head
@@ -306,7 +280,7 @@ class SlurmNodeProvider(NodeProvider):
             with self._lock, self.cluster.update() as state:
                 state["nodes"][node_id] = {"backend": backend.name, "created": time.time(),
                                            "tags": dict(tags)}  # fmt: skip
-                self._listed_at = float("-inf")
+                self.listing.invalidate()
                 self.watch.launched(Node(node_id, backend.name, spec.kind, spec.name,
                                          JobState.PENDING, what=backend.noun))  # fmt: skip
             logger.info("launched %s node %s of type %s", spec.backend, node_id, spec.name)
@@ -325,7 +299,7 @@ class SlurmNodeProvider(NodeProvider):
                 logger.warning("set_node_tags: unknown node %s", node_id)
                 return
             entry["tags"].update(tags)
-            self._tags[node_id] = dict(entry["tags"])
+            self.listing.set_tags(node_id, entry["tags"])
 
     def terminate_node(self, node_id: str) -> None:
         self.terminate_nodes([node_id])
@@ -341,8 +315,7 @@ class SlurmNodeProvider(NodeProvider):
             logger.info("terminating %s node(s): %s", name, ", ".join(ids))
             self._terminated.update(ids)
             self.backends[name].terminate(ids)
-        with self._lock:
-            self._listed_at = float("-inf")
+        self.listing.invalidate()
 
     def cleanup_cluster_resources(self) -> None:
         """After `ray down`: forget the head's address and config (token and logs stay), and
@@ -394,7 +367,7 @@ class SlurmNodeProvider(NodeProvider):
         with NodeStartTimeout: `ray up` fails with SLURM's reason instead of hanging.
         """
         node = self._refresh(force=True).get(node_id)
-        why, expired = self.watch.not_ready(node_id, node, self._created.get(node_id))
+        why, expired = self.watch.not_ready(node_id, node, self.listing.created.get(node_id))
         if expired:
             self.terminate_nodes([node_id])
             raise NodeStartTimeout(why)
