@@ -35,6 +35,7 @@ class SlowBackend:
         self.listings = 0
         self.threads: set[str] = set()
         self.fail_next = False
+        self.observed: list[tuple[str, list[str]]] = []  # what the listing's ``after`` was given
 
     def list_nodes(self) -> list[Node]:
         self.threads.add(threading.current_thread().name)
@@ -65,7 +66,8 @@ def make_listing(
     def make(interval_s: float) -> Listing:
         watch = NodeWatch(settings, cluster, TypeBackoff())
         listing = Listing({"slurm": backend}, cluster, "c", watch, lambda: interval_s,
-                          lambda nodes, created: None)  # fmt: skip
+                          lambda nodes, created: backend.observed.append(
+                              (threading.current_thread().name, sorted(nodes))))  # fmt: skip
         made.append(listing)
         return listing
 
@@ -148,3 +150,26 @@ def test_the_thread_survives_a_failed_listing_and_tries_again(make_listing, back
     listing.start()
     wait_for(lambda: backend.listings >= 1, "a listing after the failure")
     assert "the background listing failed" in caplog.text
+
+
+def test_a_new_provider_of_the_cluster_stops_the_earlier_ones_thread(make_listing, backend):
+    """Ray's v1 autoscaler makes a new provider when the provider section changes."""
+    old, new = make_listing(0.05), make_listing(0.05)
+    old.start()
+    new.start()
+    running = [t for t in threading.enumerate() if t.name == "ray-slurm-listing"]
+    assert len(running) == 1 and old._thread is None and new._thread is not None
+
+
+def test_what_the_threads_listing_teaches_is_applied_in_the_next_call(make_listing, backend):
+    """Not in the thread: the autoscaler's loop learns of a failed job in its own order."""
+    listing = make_listing(0.05)
+    backend.add("1")
+    listing.start()
+    wait_for(lambda: backend.listings >= 2, "two listings")
+    assert backend.observed == []
+    listing.current()
+    me = threading.current_thread().name
+    assert backend.observed == [(me, ["1"])]
+    listing.current()  # the same listing is not applied twice
+    assert len(backend.observed) <= 2 and all(o == (me, ["1"]) for o in backend.observed)

@@ -35,6 +35,10 @@ from ray_slurm.watch import NodeWatch
 logger = logging.getLogger(__name__)
 
 RETRY_S = 1.0  # the background listing failed unexpectedly: it tries again after this
+# One listing thread per cluster and process: Ray's v1 autoscaler makes a new provider when the
+# provider section changes, and the old one's thread must not go on calling squeue.
+_threads: dict[str, Listing] = {}
+_threads_lock = threading.Lock()
 
 
 class Listing:
@@ -49,7 +53,11 @@ class Listing:
         interval_s: Callable[[], float],
         after: Callable[[dict[str, Node], dict[str, float]], None],
     ) -> None:
-        """``after`` runs, under the lock, after each listing every backend answered."""
+        """``after`` runs, under the lock, on each listing every backend answered: in the
+        first call that follows it, never in the thread. So what a listing teaches (a job that
+        failed, a type to hold) reaches the autoscaler in its own loop, in the order it had
+        without the thread: the loop that learns a type failed still tries it and sees its
+        launch refused (Ray's status shows the failure)."""
         self.backends = backends
         self.cluster = cluster
         self.cluster_name = cluster_name
@@ -65,6 +73,7 @@ class Listing:
         self.generation = 0
         self.listings = 0  # listings made, in the loop or in the thread
         self.listing_s = 0.0  # time spent listing, in the loop or in the thread
+        self._unobserved: tuple[dict[str, Node], dict[str, float]] | None = None
         self._thread: threading.Thread | None = None
         self._stop = threading.Event()
 
@@ -75,12 +84,16 @@ class Listing:
 
         Never call it holding ``lock``: a listing under way needs it to publish.
         """
-        if not force and self._fresh():
-            return self.nodes
-        with self._listing:
-            if not force and self._fresh():  # listed by the thread while this call waited
-                return self.nodes
-            return self._list()
+        if force or not self._fresh():
+            with self._listing:
+                if force or not self._fresh():  # else listed by the thread meanwhile
+                    self._list()
+        if self._unobserved is not None:
+            with self.lock:
+                unobserved, self._unobserved = self._unobserved, None
+                if unobserved is not None:
+                    self.after(*unobserved)
+        return self.nodes
 
     def invalidate(self) -> None:
         """The provider changed what exists: the next call lists again."""
@@ -97,7 +110,7 @@ class Listing:
         age = time.monotonic() - self.listed_at
         return age < self.interval_s() * (2 if self._thread is not None else 1)
 
-    def _list(self) -> dict[str, Node]:
+    def _list(self) -> None:
         """List every backend (outside ``lock``), then reconcile and publish (under it)."""
         t0 = time.perf_counter()
         with self.lock:
@@ -125,10 +138,9 @@ class Listing:
             if self.generation == generation:
                 self.listed_at = time.monotonic()
             if complete:
-                self.after(nodes, self.created)
+                self._unobserved = (nodes, self.created)
             self.listings += 1
             self.listing_s += time.perf_counter() - t0
-        return nodes
 
     def _last_known(self, backend: Backend) -> list[Node]:
         """The last listing of a backend, or (in a fresh process) what the state says exists."""
@@ -139,7 +151,13 @@ class Listing:
     # ------------------------------------------------------ the background thread
 
     def start(self) -> None:
-        """Renew the listing from a thread before it falls due (the head's autoscaler)."""
+        """Renew the listing from a thread before it falls due (the head's autoscaler); the
+        thread of an earlier provider of the same cluster in this process stops."""
+        with _threads_lock:
+            earlier = _threads.get(str(self.cluster.root))
+            _threads[str(self.cluster.root)] = self
+        if earlier is not None and earlier is not self:
+            earlier.stop()
         if self._thread is None:
             self._stop.clear()
             self._thread = threading.Thread(target=self._keep, name="ray-slurm-listing",
