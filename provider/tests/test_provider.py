@@ -261,6 +261,16 @@ def test_an_unreachable_backend_loses_no_node(provider, fakes):
     assert set(provider.cluster.read_state()["nodes"]) == {"100", "101"}  # nothing pruned
 
 
+def test_a_node_launched_just_before_its_backend_became_unreachable_is_not_lost(provider, fakes):
+    """After its own launch the provider answers from the state, which holds the new job."""
+    publish_head(provider)
+    provider.create_node({}, WORKER_TAGS, 1)
+    assert provider.non_terminated_nodes({}) == ["100"]
+    provider.create_node({}, WORKER_TAGS, 1)
+    fakes["slurm"].down = True
+    assert sorted(provider.non_terminated_nodes({})) == ["100", "101"]
+
+
 def test_a_fresh_process_with_an_unreachable_backend_trusts_the_state(make_provider, fakes):
     first = make_provider()
     publish_head(first)

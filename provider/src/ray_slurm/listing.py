@@ -106,9 +106,11 @@ class Listing:
         with self.lock:
             self.tags[node_id] = dict(tags)
 
+    def _age(self) -> float:
+        return time.monotonic() - self.listed_at
+
     def _fresh(self) -> bool:
-        age = time.monotonic() - self.listed_at
-        return age < self.interval_s() * (2 if self._thread is not None else 1)
+        return self._age() < self.interval_s() * (2 if self._thread is not None else 1)
 
     def _list(self) -> None:
         """List every backend (outside ``lock``), then reconcile and publish (under it)."""
@@ -143,8 +145,9 @@ class Listing:
             self.listing_s += time.perf_counter() - t0
 
     def _last_known(self, backend: Backend) -> list[Node]:
-        """The last listing of a backend, or (in a fresh process) what the state says exists."""
-        if self.listings:
+        """The last listing of a backend while it is valid; else (in a fresh process, or after
+        the provider's own launches) what the state says exists, the launched nodes included."""
+        if self.listed_at > float("-inf"):
             return [n for n in self.nodes.values() if n.backend == backend.name]
         return nodes_in_state(self.cluster, backend.name)
 
@@ -186,10 +189,9 @@ class Listing:
         invalidated the view meanwhile (the loop lists then): a burst of launches cannot make it
         list back to back.
         """
-        due = self.listed_at + self.interval_s() - time.monotonic()
-        if due > 0:
-            return due
+        if self._age() < self.interval_s():
+            return self.interval_s() - self._age()
         with self._listing:
-            if self.listed_at + self.interval_s() - time.monotonic() <= 0:
+            if self._age() >= self.interval_s():
                 self._list()
         return self.interval_s()
