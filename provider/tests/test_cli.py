@@ -152,6 +152,25 @@ def test_env_missing_config_file_fails(tmp_path, caplog):
     assert "missing.yaml" in caplog.text
 
 
+@pytest.mark.parametrize(
+    ("text", "named"),
+    [
+        ("- a list\n", "not a Ray cluster config"),
+        ("provider: 3\n", "not a Ray cluster config"),
+        ("cluster_name: a b\nprovider: {}\n", "cluster_name: 'a b' must match"),
+        ("cluster_name: c\nprovider: {state_dir: [x]}\n", "provider.state_dir: expected a path"),
+    ],
+)
+def test_env_refuses_a_config_it_cannot_read_naming_the_value(tmp_path, caplog, text, named):
+    """``env`` reads only where the cluster is; a yaml of the wrong shape is named, not a
+    traceback (it was an AttributeError)."""
+    path = tmp_path / "c.yaml"
+    path.write_text(text)
+    with caplog.at_level(logging.ERROR, logger="ray_slurm.cli"):
+        assert main(["env", str(path)]) == 1
+    assert named in caplog.text
+
+
 def test_wait_head_gives_up(tmp_path, caplog):
     with caplog.at_level(logging.ERROR, logger="ray_slurm.cli"):
         assert main(["wait-head", "--cluster-dir", str(tmp_path / "c"), "--timeout", "0"]) == 1

@@ -117,7 +117,7 @@ def test_every_launcher_command(make_cluster, site_nodes, workdir, head_mode):
         assert tmux.returncode != 0 and not (workdir / "tmux.txt").exists()
 
     # --- ray monitor: the head's autoscaler log ----------------------------------------------
-    monitor = user.run(["timeout", "20", user.bin("ray"), "monitor", config], check=False,
+    monitor = user.run(["timeout", "10", user.bin("ray"), "monitor", config], check=False,
                        timeout=90)  # fmt: skip
     assert monitor.returncode == 124, monitor.stderr[-2000:]  # it follows the log until stopped
     assert f"==> {cluster.head()['autoscaler_log']} <==" in monitor.stdout, monitor.stdout[:500]

@@ -33,10 +33,13 @@ logger = logging.getLogger("ray_slurm.cli")
 
 
 def cluster_dir_from_config(path: str) -> ClusterDir:
+    """The cluster's directory from its yaml as written (``config.cluster_dir``), not the whole
+    config checked: a running cluster is found even if its yaml changed since ``ray up``."""
     with open(path) as f:
         cfg = yaml.safe_load(f)
-    provider = cfg.get("provider") or {}
-    return ClusterDir(provider.get("state_dir", "~/.ray-slurm"), cfg.get("cluster_name", "default"))
+    if not isinstance(cfg, dict) or not isinstance(cfg.get("provider"), dict):
+        raise ConfigError([f"{path}: not a Ray cluster config (no provider section)"])
+    return config.cluster_dir(cfg["provider"], cfg.get("cluster_name", "default"))
 
 
 def load_config(path: str) -> tuple[Settings, ClusterDir]:

@@ -16,6 +16,7 @@ from ray_slurm.config.provider import (
     Settings,
     bootstrap,
     bootstrapped_provider,
+    cluster_dir,
     fillout_resources,
     load_settings,
 )
@@ -28,6 +29,7 @@ __all__ = [
     "Settings",
     "bootstrap",
     "bootstrapped_provider",
+    "cluster_dir",
     "fillout_resources",
     "load",
     "load_file",

@@ -34,6 +34,7 @@ __all__ = ["ConfigError", "NodeTypeSpec", "Settings", "bootstrap", "load_setting
 
 HEAD_MODES = ("login", "slurm")
 WORKER_BACKENDS = ("slurm", "kubernetes")
+DEFAULT_STATE_DIR = "~/.ray-slurm"  # each cluster's files: <state_dir>/<cluster_name>
 DEFAULT_SLURM_TIMEOUT_S = 20  # a SLURM command slower than this is treated as failed
 DEFAULT_PENDING_TIMEOUT_S = 600  # a job queued longer is cancelled (per type: node_config)
 DEFAULT_BURST_IDLE_TIMEOUT_S = 60  # Kubernetes types: burst pods are the first to go when idle
@@ -94,23 +95,44 @@ class Settings:
         return spec.pending_timeout_s or self.pending_timeout_s
 
 
-def check_provider(provider: Mapping[str, Any], cluster_name: str, problems: list[str]) -> None:
+def check_cluster_name(cluster_name: Any, problems: list[str]) -> None:
     if not isinstance(cluster_name, str) or not NAME_RE.match(cluster_name):
         problems.append(
             f"cluster_name: {cluster_name!r} must match {NAME_RE.pattern} "
             "(it names the cluster's SLURM jobs and state directory)"
         )
+
+
+def check_path(provider: Mapping[str, Any], key: str, problems: list[str]) -> None:
+    value = provider.get(key)
+    if value is not None and (not isinstance(value, str) or not PATH_RE.match(value)):
+        problems.append(f"provider.{key}: expected a path without spaces or quotes, got {value!r}")
+
+
+def cluster_dir(provider: Mapping[str, Any], cluster_name: Any) -> ClusterDir:
+    """Where a cluster keeps its files, from its config as written: ``cluster_name`` (its rule)
+    and ``provider.state_dir`` (a string). What the commands that only look for a running
+    cluster need (``ray-slurm env``, ``ray get-head-ip``): they must not refuse a cluster that
+    is up because its yaml changed since. ConfigError names a bad value."""
+    problems: list[str] = []
+    check_cluster_name(cluster_name, problems)
+    state_dir = provider.get("state_dir", DEFAULT_STATE_DIR)
+    if not isinstance(state_dir, str):
+        problems.append(f"provider.state_dir: expected a path, got {state_dir!r}")
+    if problems:
+        raise ConfigError(problems)
+    return ClusterDir(state_dir, cluster_name)
+
+
+def check_provider(provider: Mapping[str, Any], cluster_name: str, problems: list[str]) -> None:
+    check_cluster_name(cluster_name, problems)
     for key in sorted(set(provider) - PROVIDER_KEYS):
         problems.append(f"provider: unknown key {key!r}")
     mode = provider.get("head_mode", "login")
     if mode not in HEAD_MODES:
         problems.append(f"provider.head_mode: {mode!r} is not one of {', '.join(HEAD_MODES)}")
     for key in ("state_dir", "ray_env", "node_map", "temp_root", "slurm_bin"):
-        value = provider.get(key)
-        if value is not None and (not isinstance(value, str) or not PATH_RE.match(value)):
-            problems.append(
-                f"provider.{key}: expected a path without spaces or quotes, got {value!r}"
-            )
+        check_path(provider, key, problems)
     temp_root = os.path.expanduser(str(provider.get("temp_root", "/tmp")))
     if len(temp_root) > 24:
         problems.append(
@@ -209,7 +231,7 @@ def resolve_settings(provider: Mapping[str, Any], cluster_name: str, problems: l
     return Settings(
         cluster_name=str(cluster_name),
         head_mode=str(mode) if mode in HEAD_MODES else "login",
-        state_dir=text("state_dir", "~/.ray-slurm"),
+        state_dir=text("state_dir", DEFAULT_STATE_DIR),
         ray_env=text("ray_env", sys.prefix),
         head_ip=str(provider.get("head_ip", "")),
         node_map=text("node_map", ""),
@@ -304,7 +326,7 @@ def bootstrapped_provider(provider_config: dict[str, Any], cluster_name: str) ->
     one `ray up` uploaded to its directory, has what the provider needs."""
     if "_node_types" in provider_config:
         return provider_config
-    uploaded = ClusterDir(provider_config.get("state_dir", "~/.ray-slurm"), cluster_name)
+    uploaded = cluster_dir(provider_config, cluster_name)
     try:
         section = yaml.safe_load(uploaded.bootstrap_config.read_text())["provider"]
     except FileNotFoundError:
