@@ -16,6 +16,7 @@ PYTHON312 ?= $(shell for p in python3.12 $$HOME/.pyenv/versions/3.12*/bin/python
 	"$$p" -c 'import sys; assert sys.version_info[:2] == (3, 12)' 2>/dev/null && { echo "$$p"; break; }; done)
 
 .PHONY: help setup lint unit e2e test demo site-up site-down clean ansible-lint molecule site-tests
+.PHONY: sites-up site-suites checks
 .PHONY: collection sanity units bench
 
 help:
@@ -56,11 +57,8 @@ site-down:
 # End-to-end tests run on the site's login node: the harness as root, every `ray` command and
 # driver as one of the site's users; the site is stopped afterwards whatever the result.
 e2e: setup
-	$(SITE) up
-	$(SITE) deploy
-	$(GPU_SITE) up
-	$(GPU_SITE) deploy
-	status=0; $(SITE) login $(abspath $(VENV))/bin/pytest -v -p no:cacheprovider --durations=25 --timeout=900 tests/e2e || status=$$?; \
+	status=0; $(MAKE) --no-print-directory sites-up || status=1; \
+	((status)) || $(SITE) login $(abspath $(VENV))/bin/pytest -v -p no:cacheprovider --durations=25 --timeout=900 tests/e2e || status=1; \
 	$(GPU_SITE) down; $(SITE) down; exit $$status
 
 # The Ansible collection: ansible-lint (production profile, offline: .config/ansible-lint.yml),
@@ -75,23 +73,44 @@ ansible-lint: setup
 # converges; from the controller, both sites over SSH (ssh-sites). The sites are stopped
 # afterwards whatever the result.
 molecule: setup
-	$(SITE) up
-	status=0; $(SITE) deploy || status=1; { $(GPU_SITE) up && $(GPU_SITE) deploy; } || status=1; \
-	{ ((status)) || PATH=$(abspath $(VENV))/bin:$$PATH scripts/molecule-test; } || status=1; \
+	status=0; $(MAKE) --no-print-directory sites-up || status=1; \
+	((status)) || PATH=$(abspath $(VENV))/bin:$$PATH scripts/molecule-test || status=1; \
 	$(GPU_SITE) down; $(SITE) down; exit $$status
 
 # Everything that needs the local sites, in one session of them: the e2e and fault suites (the
 # GPU centre beside the campus site), the Kubernetes stand-in's tests, the molecule scenarios.
 # The sites are stopped whatever the result.
 site-tests: setup
+	status=0; $(MAKE) --no-print-directory sites-up || status=1; \
+	((status)) || $(MAKE) --no-print-directory site-suites || status=1; \
+	$(GPU_SITE) down; $(SITE) down; exit $$status
+
+# Both sites up and deployed (they are left up: site-tests and test stop them).
+sites-up: setup
 	$(SITE) up
-	status=0; $(SITE) deploy || status=1; { $(GPU_SITE) up && $(GPU_SITE) deploy; } || status=1; \
+	$(SITE) deploy
+	$(GPU_SITE) up
+	$(GPU_SITE) deploy
+
+# The suites of site-tests, on sites already up.
+site-suites: setup
+	status=0; \
 	$(SITE) login $(abspath $(VENV))/bin/pytest -v -p no:cacheprovider --durations=25 --timeout=900 tests/e2e || status=1; \
 	$(SITE) login $(abspath $(VENV))/bin/pytest -v -p no:cacheprovider --timeout=300 tests/kube_standin || status=1; \
 	PATH=$(abspath $(VENV))/bin:$$PATH scripts/molecule-test || status=1; \
-	scripts/kube-standin down || true; $(GPU_SITE) down; $(SITE) down; exit $$status
+	scripts/kube-standin down || true; exit $$status
 
-test: lint unit sanity units ansible-lint site-tests
+# The checks that need no site, one after the other.
+checks: setup
+	$(MAKE) --no-print-directory -j1 lint unit sanity units ansible-lint
+
+# The checks run while the sites come up (most of a site's start is waiting for its daemons;
+# --output-sync keeps each one's output together), then the site suites; the sites are stopped
+# whatever the result.
+test: setup
+	status=0; $(MAKE) --no-print-directory -j2 --output-sync=recurse checks sites-up || status=1; \
+	((status)) || $(MAKE) --no-print-directory site-suites || status=1; \
+	$(GPU_SITE) down; $(SITE) down; exit $$status
 
 # Benchmarks (bench/run.py, ~10 min) on the site's login node: scale-up latency vs its floor,
 # provider cost with 1,000 jobs, teardown, playbook runs, memory. Prints a table and writes
