@@ -9,6 +9,7 @@ tests and, for real, in tests/e2e.
 from __future__ import annotations
 
 import copy
+import dataclasses
 import threading
 import time
 from collections.abc import Sequence
@@ -16,6 +17,7 @@ from typing import Any
 
 import click
 import pytest
+import yaml
 from ray.autoscaler.tags import (
     NODE_KIND_HEAD,
     NODE_KIND_WORKER,
@@ -101,6 +103,8 @@ def fakes(monkeypatch: pytest.MonkeyPatch) -> dict[str, FakeBackend]:
     def make(settings: config.Settings, cluster: Any, slurm: Any, **callbacks: Any):
         made["slurm"] = FakeBackend("slurm", settings, 100)
         made["login"] = FakeBackend("login", settings, 900)
+        if settings.kube_types:
+            made["kubernetes"] = FakeBackend("kubernetes", settings, 500)
         return dict(made)
 
     monkeypatch.setattr(provider_module.backends, "make", make)
@@ -313,6 +317,55 @@ def test_a_worker_pending_past_its_timeout_is_cancelled(make_provider, fakes):
     provider.non_terminated_nodes({})
     assert ["100"] in fakes["slurm"].terminated
     assert "waited" in provider.cluster.read_state()["failures"]["cpu"]["why"]
+
+
+def test_a_worker_held_by_a_qos_limit_past_its_timeout_lets_the_cluster_burst(
+    make_provider, fakes, raw_config, monkeypatch
+):
+    """A site's QOS limit (``QOSGrpCpuLimit``) keeps a job pending: shown, cancelled at its
+    ``pending_timeout_s``, its type backed off, and the Kubernetes type no longer held back
+    in the head's autoscaling config (SLURM first, pods while it cannot deliver)."""
+    image = f"rayproject/ray:{config.kubetypes.head_versions().split()[0]}"
+
+    def with_burst(cfg):
+        cfg["provider"]["pending_timeout_s"] = 60
+        cfg["available_node_types"]["cpu"]["max_workers"] = 2
+        cfg["available_node_types"]["burst"] = {
+            "node_config": {"backend": "kubernetes", "image": image, "cpus": 1, "memory": "1G"},
+            "max_workers": 2, "resources": {},
+        }  # fmt: skip
+
+    monkeypatch.setattr(demandwake, "install", lambda poll, ms: None)
+    cli = make_provider(with_burst)  # `ray up`: it uploads what the head's autoscaler reads
+    uploaded = copy.deepcopy(raw_config)
+    with_burst(uploaded)
+    cli.cluster.bootstrap_config.write_text(
+        yaml.safe_dump(SlurmNodeProvider.bootstrap_config(uploaded))
+    )
+    monkeypatch.setenv(burst.AUTOSCALING_CONFIG_ENV, str(cli.cluster.autoscaling_config))
+    head = make_provider(with_burst)
+    publish_head(head)
+
+    def limits() -> dict[str, int]:
+        held = yaml.safe_load(head.cluster.autoscaling_config.read_text())
+        return {n: t["max_workers"] for n, t in held["available_node_types"].items()}
+
+    head.create_node({}, WORKER_TAGS, 1)
+    job = fakes["slurm"].nodes["100"]
+    fakes["slurm"].nodes["100"] = dataclasses.replace(job, reason="QOSGrpCpuLimit")
+    fresh(head)
+    head.non_terminated_nodes({})
+    assert limits()["burst"] == 0, "pods were allowed while SLURM could still grow"
+    with head.cluster.update() as state:
+        state["nodes"]["100"]["created"] -= 120
+    fresh(head)
+    head.non_terminated_nodes({})
+    assert ["100"] in fakes["slurm"].terminated
+    assert "(QOSGrpCpuLimit)" in head.cluster.read_state()["failures"]["cpu"]["why"]
+    assert limits()["burst"] == 2 and limits()["cpu"] <= 1  # never below the nodes it had
+    fresh(head)  # the autoscaler's next loop: the job is gone
+    head.non_terminated_nodes({})
+    assert (limits()["cpu"], limits()["burst"]) == (0, 2)
 
 
 # --------------------------------------------------------------------------- terminating
