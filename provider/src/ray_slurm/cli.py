@@ -37,8 +37,8 @@ def cluster_dir_from_config(path: str) -> ClusterDir:
     config checked: a running cluster is found even if its yaml changed since ``ray up``."""
     with open(path) as f:
         cfg = yaml.safe_load(f)
-    if not isinstance(cfg, dict) or not isinstance(cfg.get("provider"), dict):
-        raise ConfigError([f"{path}: not a Ray cluster config (no provider section)"])
+    if (shape := config.not_a_cluster_config(cfg, path)) is not None:
+        raise ConfigError([shape])
     return config.cluster_dir(cfg["provider"], cfg.get("cluster_name", "default"))
 
 

@@ -10,7 +10,7 @@ type's SLURM request and Ray resources) and ``kubetypes`` (Kubernetes types and 
 
 from __future__ import annotations
 
-from ray_slurm.config.load import Loaded, Problem, load, load_file
+from ray_slurm.config.load import Loaded, Problem, load, load_file, not_a_cluster_config
 from ray_slurm.config.nodetypes import ConfigError, NodeTypeSpec, parse_size
 from ray_slurm.config.provider import (
     Settings,
@@ -34,5 +34,6 @@ __all__ = [
     "load",
     "load_file",
     "load_settings",
+    "not_a_cluster_config",
     "parse_size",
 ]

@@ -83,9 +83,8 @@ def load(raw: Any, source: str = "the config", on_site: bool = True) -> Loaded:
     """Check a raw cluster config (not changed) the way ``ray up`` does, every problem at once.
 
     ``on_site=False``: checked away from the site it is for (see ``bootstrap``)."""
-    if not isinstance(raw, dict) or not isinstance(raw.get("provider"), dict):
-        return _refused(raw, f"{source}: not a Ray cluster config (no provider section)",
-                        f"start from {EXAMPLE}")  # fmt: skip
+    if (shape := not_a_cluster_config(raw, source)) is not None:
+        return _refused(raw, shape, f"start from {EXAMPLE}")
     cfg = copy.deepcopy(raw)
     expect = expected_versions(on_site)
     try:
@@ -100,6 +99,13 @@ def load(raw: Any, source: str = "the config", on_site: bool = True) -> Loaded:
                         f"({type(exc).__name__}: {exc})",
                         f"compare its structure with {EXAMPLE}")  # fmt: skip
     return Loaded(raw, cfg, settings)
+
+
+def not_a_cluster_config(raw: Any, source: str) -> str | None:
+    """Why ``raw`` is not a cluster config at all (no mapping with a provider section), or None."""
+    if not isinstance(raw, dict) or not isinstance(raw.get("provider"), dict):
+        return f"{source}: not a Ray cluster config (no provider section)"
+    return None
 
 
 def load_file(path: str | Path, on_site: bool = True) -> Loaded:

@@ -103,12 +103,6 @@ def check_cluster_name(cluster_name: Any, problems: list[str]) -> None:
         )
 
 
-def check_path(provider: Mapping[str, Any], key: str, problems: list[str]) -> None:
-    value = provider.get(key)
-    if value is not None and (not isinstance(value, str) or not PATH_RE.match(value)):
-        problems.append(f"provider.{key}: expected a path without spaces or quotes, got {value!r}")
-
-
 def cluster_dir(provider: Mapping[str, Any], cluster_name: Any) -> ClusterDir:
     """Where a cluster keeps its files, from its config as written: ``cluster_name`` (its rule)
     and ``provider.state_dir`` (a string). What the commands that only look for a running
@@ -132,7 +126,11 @@ def check_provider(provider: Mapping[str, Any], cluster_name: str, problems: lis
     if mode not in HEAD_MODES:
         problems.append(f"provider.head_mode: {mode!r} is not one of {', '.join(HEAD_MODES)}")
     for key in ("state_dir", "ray_env", "node_map", "temp_root", "slurm_bin"):
-        check_path(provider, key, problems)
+        value = provider.get(key)
+        if value is not None and (not isinstance(value, str) or not PATH_RE.match(value)):
+            problems.append(
+                f"provider.{key}: expected a path without spaces or quotes, got {value!r}"
+            )
     temp_root = os.path.expanduser(str(provider.get("temp_root", "/tmp")))
     if len(temp_root) > 24:
         problems.append(
