@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 
 from ray_slurm.backends import slurm as slurm_backend
+from ray_slurm.backends.base import LaunchRequest
 from ray_slurm.backends.login import LoginBackend
 from ray_slurm.backends.slurm import SlurmBackend
 from ray_slurm.private import user_name
@@ -231,3 +232,15 @@ def test_a_job_launched_while_squeue_ran_is_not_taken_for_gone(settings, queue, 
     assert queue.backend.list_nodes() == []
     assert queue.backend._watched == {"61": ("worker", "cpu")}
     assert queue.failures == [] and queue.lost == []
+
+
+def test_a_job_runs_in_the_clusters_directory(settings, queue, fake_bin, tmp_path, monkeypatch):
+    """sbatch is told the job's directory: not the one `ray up` or the autoscaler ran in (a
+    job would inherit /tmp from a user who typed `ray up` there)."""
+    fake_bin("sbatch", f'echo "$*" > {tmp_path}/sbatch-args; echo 71')
+    monkeypatch.chdir("/tmp")
+    queue.backend.cluster.create()
+    spec = settings.node_types["cpu"]
+    assert queue.backend.launch(LaunchRequest(spec, head_address="10.0.0.1:1")) == "71"
+    args = (tmp_path / "sbatch-args").read_text().split()
+    assert f"--chdir={queue.backend.cluster.root}" in args

@@ -114,6 +114,13 @@ def test_environment_variables_override_runner_env(runner):
     assert out == "5"
 
 
+def test_commands_run_in_the_clusters_directory_not_the_callers(runner, home, monkeypatch):
+    """Python puts the working directory on sys.path: `ray exec` typed in /tmp must not run
+    there (a module another account planted would be imported)."""
+    monkeypatch.chdir("/tmp")
+    assert runner.run("pwd", with_output=True) == f"{home}\n"
+
+
 def test_with_output_returns_stdout(runner):
     out = runner.run("echo hello; echo err >&2", with_output=True)
     assert out == "hello\n"

@@ -13,25 +13,31 @@ SLURM job of that cluster is left over.
 from __future__ import annotations
 
 import copy
+import json
+import os
 import re
 import shutil
 import socket
+import stat
 import subprocess
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
+import yaml
 from support.accounts import SITE_CONFIG, SiteNotDeployed, User, site_ray_env
 from support.cluster import EXAMPLE, REPO, SLURM_HEAD_TYPE, Cluster, example_config
 from support.drivers import parse_result, where_tasks
+from support.jobs import cluster_jobs
 from support.procs import run, wait_for
 
 from ray_slurm.slurm import Slurm
 
 __all__ = [
-    "ALICE", "BOB", "EVE", "EXAMPLE", "REPO", "SITE_CONFIG", "Cluster", "User", "gcs_open",
-    "parse_result", "run", "scontrol", "site_ray_env", "start_driver", "wait_for", "where_tasks",
+    "ALICE", "BOB", "CLUSTER", "EVE", "EXAMPLE", "REPO", "SITE_CONFIG", "Cluster", "SiteCluster",
+    "User", "gcs_open", "mode", "parse_result", "run", "scontrol", "site_ray_env", "start_driver",
+    "wait_for", "where_tasks",
 ]  # fmt: skip
 
 # Test setting, like the short idle timeout below: the autoscaler loops every 2 s instead of
@@ -152,3 +158,73 @@ def gcs_open(ip: str, port: int) -> bool:
 
 def scontrol(*args: str) -> None:
     run(["scontrol", *args], timeout=30)
+
+
+# A user's copy of the site's config, as the README tells users to run it.
+CLUSTER = yaml.safe_load(SITE_CONFIG.read_text())["cluster_name"]  # the same for everyone
+
+
+class SiteCluster:
+    """A user's copy of the site's ray-slurm.yaml, unchanged, in their home; README commands."""
+
+    def __init__(self, user: User, env: dict[str, str] | None = None, umask: str = "",
+                 head_mode: str = "login") -> None:  # fmt: skip
+        self.user = user
+        self.extra_env = env or {}
+        self.umask = umask
+        self.config = user.home / "ray-slurm.yaml"
+        text = SITE_CONFIG.read_text()
+        if head_mode == "slurm":  # the one change a user makes for a head in a job of its own
+            cfg = yaml.safe_load(text)
+            cfg["provider"]["head_mode"] = "slurm"
+            cfg["available_node_types"]["head"] = copy.deepcopy(SLURM_HEAD_TYPE)
+            text = yaml.safe_dump(cfg)
+        user.write(self.config, text)
+        self.state = user.home / ".ray-slurm" / CLUSTER
+        shutil.rmtree(self.state, ignore_errors=True)  # a user who never ran this cluster
+
+    def sh(self, command: str, timeout: float = 420, check: bool = True):
+        """A command in the user's login shell (with their umask and environment)."""
+        prefix = f"umask {self.umask}; " if self.umask else ""
+        return self.user.run(["bash", "-c", prefix + command], timeout=timeout, check=check,
+                             env=self.user.environ(self.extra_env))  # fmt: skip
+
+    def up(self, check: bool = True, cwd: str = ""):
+        """`ray up`, typed in the user's home or in ``cwd``."""
+        where = f"cd {cwd} && " if cwd else ""
+        return self.sh(f"{where}ray up -y {self.config}", check=check)
+
+    def down(self):
+        return self.sh("ray down -y ray-slurm.yaml", timeout=300)
+
+    def driver(self, tasks: int = 1, seconds: float = 1, check: bool = True):
+        code = where_tasks(tasks=tasks, seconds=seconds)
+        script = self.user.write(self.user.home / "where.py", code)
+        return self.sh(f'eval "$(ray-slurm env ray-slurm.yaml)" && python {script}', check=check)
+
+    def jobs(self, kind: str | None = None):
+        return cluster_jobs(self.user.jobs(), CLUSTER, kind)
+
+    def head(self) -> dict:
+        return json.loads((self.state / "head.json").read_text())
+
+
+@pytest.fixture
+def site_cluster():
+    made: list[SiteCluster] = []
+
+    def make(user: User, **kw) -> SiteCluster:
+        made.append(SiteCluster(user, **kw))
+        return made[-1]
+
+    yield make
+    for c in made:
+        c.sh("ray down -y ray-slurm.yaml", timeout=300, check=False)
+    left = {c.user.name: c.jobs() for c in made if c.jobs()}
+    for jobs in left.values():
+        run(["scancel", *(j.job_id for j in jobs)], timeout=30)
+    assert not left, f"orphan SLURM jobs after ray down: {left}"
+
+
+def mode(path: str | Path) -> int:
+    return stat.S_IMODE(os.lstat(path).st_mode)

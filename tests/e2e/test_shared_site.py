@@ -7,85 +7,13 @@ files at every path of the victim's she can predict, before the victim's command
 
 from __future__ import annotations
 
-import copy
 import hashlib
-import json
 import os
 import shutil
-import stat
 from pathlib import Path
 
 import pytest
-import yaml
-from conftest import ALICE, BOB, EVE, SITE_CONFIG, User, parse_result, run, wait_for, where_tasks
-from support.cluster import SLURM_HEAD_TYPE
-from support.jobs import cluster_jobs
-
-CLUSTER = yaml.safe_load(SITE_CONFIG.read_text())["cluster_name"]  # the same for everyone
-
-
-class SiteCluster:
-    """A user's copy of the site's ray-slurm.yaml, unchanged, in their home; README commands."""
-
-    def __init__(self, user: User, env: dict[str, str] | None = None, umask: str = "",
-                 head_mode: str = "login") -> None:  # fmt: skip
-        self.user = user
-        self.extra_env = env or {}
-        self.umask = umask
-        self.config = user.home / "ray-slurm.yaml"
-        text = SITE_CONFIG.read_text()
-        if head_mode == "slurm":  # the one change a user makes for a head in a job of its own
-            cfg = yaml.safe_load(text)
-            cfg["provider"]["head_mode"] = "slurm"
-            cfg["available_node_types"]["head"] = copy.deepcopy(SLURM_HEAD_TYPE)
-            text = yaml.safe_dump(cfg)
-        user.write(self.config, text)
-        self.state = user.home / ".ray-slurm" / CLUSTER
-        shutil.rmtree(self.state, ignore_errors=True)  # a user who never ran this cluster
-
-    def sh(self, command: str, timeout: float = 420, check: bool = True):
-        """A command in the user's login shell (with their umask and environment)."""
-        prefix = f"umask {self.umask}; " if self.umask else ""
-        return self.user.run(["bash", "-c", prefix + command], timeout=timeout, check=check,
-                             env=self.user.environ(self.extra_env))  # fmt: skip
-
-    def up(self, check: bool = True):
-        return self.sh("ray up -y ray-slurm.yaml", check=check)
-
-    def down(self):
-        return self.sh("ray down -y ray-slurm.yaml", timeout=300)
-
-    def driver(self, tasks: int = 1, seconds: float = 1, check: bool = True):
-        code = where_tasks(tasks=tasks, seconds=seconds)
-        script = self.user.write(self.user.home / "where.py", code)
-        return self.sh(f'eval "$(ray-slurm env ray-slurm.yaml)" && python {script}', check=check)
-
-    def jobs(self, kind: str | None = None):
-        return cluster_jobs(self.user.jobs(), CLUSTER, kind)
-
-    def head(self) -> dict:
-        return json.loads((self.state / "head.json").read_text())
-
-
-@pytest.fixture
-def site_cluster():
-    made: list[SiteCluster] = []
-
-    def make(user: User, **kw) -> SiteCluster:
-        made.append(SiteCluster(user, **kw))
-        return made[-1]
-
-    yield make
-    for c in made:
-        c.sh("ray down -y ray-slurm.yaml", timeout=300, check=False)
-    left = {c.user.name: c.jobs() for c in made if c.jobs()}
-    for jobs in left.values():
-        run(["scancel", *(j.job_id for j in jobs)], timeout=30)
-    assert not left, f"orphan SLURM jobs after ray down: {left}"
-
-
-def mode(path: str | Path) -> int:
-    return stat.S_IMODE(os.lstat(path).st_mode)
+from conftest import ALICE, BOB, CLUSTER, EVE, User, mode, parse_result, run, wait_for
 
 
 def test_two_users_with_the_sites_yaml_unchanged(site_cluster, site_nodes):

@@ -181,7 +181,10 @@ class LocalCommandRunner(CommandRunnerInterface):
         self.check_ready()
         env = {**self.env, **{k: str(v) for k, v in (environment_variables or {}).items()}}
         exports = "".join(f"export {k}={shlex.quote(v)}; " for k, v in sorted(env.items()))
-        argv = self.wrap(["bash", "-c", exports + (cmd or 'exec "${SHELL:-bash}" -l')])
+        # Commands run in the cluster's private directory (as `ray exec` on a cloud runs in the
+        # head's home), never in the caller's: Python puts the working directory on sys.path.
+        cd = f"cd {shlex.quote(self.home)} && "
+        argv = self.wrap(["bash", "-c", cd + exports + (cmd or 'exec "${SHELL:-bash}" -l')])
         logger.debug("%srunning %s", self.log_prefix, argv)
         try:
             if with_output:

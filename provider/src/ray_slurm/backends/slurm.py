@@ -152,7 +152,9 @@ class SlurmBackend:
     def launch(self, request: LaunchRequest) -> str:
         script = render(self.settings, self.cluster, request.spec, request.head_address)
         write_private(Path(script.path), script.text, 0o700)
-        extra_args = []
+        # The job runs in the cluster's private directory, not in whatever directory `ray up` or
+        # the autoscaler happened to be in (Python puts the working directory on sys.path).
+        extra_args = [f"--chdir={self.cluster.root}"]
         if request.time_limit_minutes is not None:
             extra_args.append(f"--time={request.time_limit_minutes}")
         job_id = self.slurm.sbatch(script.path, extra_args)
