@@ -32,6 +32,7 @@ def driver_params(cluster: Cluster, workdir: Path, runs: int) -> dict[str, Any]:
         "runs": runs,
         "address": f"{head['ip']}:{head['gcs_port']}",
         "token": str(ClusterDir(settings.state_dir, cluster.name).token_file),
+        "ca_file": str(ClusterDir(settings.state_dir, cluster.name).ca_file),
         "node_addrs": {n.name: n.addr for n in Slurm().nodes().values()},
         "partition": spec.slurm.get("partition", "debug"),
         "cpus": spec.cpus,

@@ -1,7 +1,8 @@
 """The scale-up benchmark's driver: runs on the login node with the cluster's driver environment.
 
 Each round measures, on the same running cluster:
-  floor     a bare job (sbatch of a plain script running `ray start --address ... --block`):
+  floor     a bare job (sbatch of a plain script running `ray start --address ... --block`, with
+            the node's TLS certificate made as every node of the cluster makes it):
             submit -> RUNNING (squeue), RUNNING -> its CPU in ray.cluster_resources();
             then it is cancelled and its CPU has left the cluster
   provider  a task needing a CPU the cluster lacks: .remote() -> the task runs on a new SLURM
@@ -68,6 +69,8 @@ def floor_script(path: Path, all_agent_ports: bool = False) -> None:
     more = ALL_AGENT_PORTS if all_agent_ports else ""
     cases = " ".join(f"{n}) ip={ip};;" for n, ip in P["node_addrs"].items())
     ray_bin = shlex.quote(P["ray"])
+    python = shlex.quote(str(Path(P["ray"]).with_name("python")))
+    ca_file = shlex.quote(P["ca_file"])
     path.write_text(f"""#!/bin/bash
 #SBATCH --job-name=bench.floor
 #SBATCH --output={P["workdir"]}/floor-%j.log
@@ -83,6 +86,10 @@ case "$SLURMD_NODENAME" in {cases} esac
 tmp=/tmp/rb-$SLURM_JOB_ID
 mkdir -p -m 700 "$tmp"
 trap 'rm -rf "$tmp"' EXIT
+# the cluster speaks TLS: a node needs a certificate of its CA for its address, as any node
+RAY_SLURM_TLS_CA="$(cat {ca_file})" {python} -m ray_slurm.tls --out "$tmp" --ip "$ip"
+export RAY_USE_TLS=1 RAY_TLS_SERVER_CERT="$tmp/tls.crt" RAY_TLS_SERVER_KEY="$tmp/tls.key" \
+    RAY_TLS_CA_CERT="$tmp/ca.crt"
 agent_port=$(({base}))
 echo "ray_start $(date +%s.%N)" >> "$stamps"
 {ray_bin} start --address={P["address"]} --node-ip-address="$ip" --temp-dir="$tmp" \\

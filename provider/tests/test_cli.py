@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import logging
 import socket
+import stat
 import subprocess
 import sys
 
@@ -94,9 +95,22 @@ def test_publish_head_rejects_non_numeric_ports(tmp_path):
 # ---------------------------------------------------------------------------------------- env
 
 
-def test_env_prints_exports(config_file, state_dir, capsys):
-    cluster = ClusterDir(state_dir, "example")
-    cluster.publish_head({"ip": "10.0.0.7", "gcs_port": 24001, "dashboard_port": 24002})
+def head_runs(cluster, bootstrapped, fake_bin, tmp_path, node_id="77"):
+    """The head's job runs (squeue lists it), with the config its autoscaler reads."""
+    provider = {**bootstrapped["provider"], "slurm_bin": str(tmp_path / "bin")}
+    uploaded = {**bootstrapped, "cluster_name": cluster.root.name, "provider": provider}
+    cluster.create()
+    cluster.autoscaling_config.write_text(yaml.safe_dump(uploaded))
+    name = f"ray.{cluster.root.name}.head.{bootstrapped['head_node_type']}"
+    fake_bin("squeue", f"echo '{node_id}|RUNNING|n1|UNLIMITED|{name}|None'")
+
+
+def test_env_prints_exports(config_file, state_dir, capsys, bootstrapped, fake_bin, tmp_path):
+    cluster = ClusterDir(state_dir, "example").create()
+    cluster.new_secrets()
+    head_runs(cluster, bootstrapped, fake_bin, tmp_path)
+    cluster.publish_head({"ip": "10.0.0.7", "gcs_port": 24001, "dashboard_port": 24002,
+                          "node_id": "77", "ports_held": True})  # fmt: skip
     assert main(["env", str(config_file)]) == 0
     out = capsys.readouterr().out
     lines = out.splitlines()
@@ -104,6 +118,12 @@ def test_env_prints_exports(config_file, state_dir, capsys):
     assert "export RAY_AUTH_MODE=token" in lines
     assert f"export RAY_AUTH_TOKEN_PATH={cluster.token_file}" in lines
     assert "export RAY_SLURM_DASHBOARD=http://10.0.0.7:24002" in lines
+    # TLS: a certificate of the cluster's CA for this host, in the cluster's private directory
+    host = cluster.tls_dir / f"host-{socket.gethostname()}"
+    assert "export RAY_USE_TLS=1" in lines
+    assert f"export RAY_TLS_SERVER_CERT={host}/tls.crt" in lines
+    assert f"export RAY_TLS_CA_CERT={host}/ca.crt" in lines
+    assert stat.S_IMODE((host / "tls.key").stat().st_mode) == 0o600
 
     # what a user does with it: eval in a shell
     shell = subprocess.run(
@@ -114,15 +134,48 @@ def test_env_prints_exports(config_file, state_dir, capsys):
     assert shell.stdout == f"10.0.0.7:24001|token|{cluster.token_file}"
 
 
-def test_env_quotes_odd_state_dir(raw_config, tmp_path, capsys):
+def test_env_refuses_a_head_that_is_gone(
+    config_file, state_dir, capsys, caplog, bootstrapped, fake_bin, tmp_path
+):
+    """Its job was killed without a chance to take its record: its address may be anyone's."""
+    cluster = ClusterDir(state_dir, "example").create()
+    cluster.new_secrets()
+    head_runs(cluster, bootstrapped, fake_bin, tmp_path, node_id="77")
+    cluster.publish_head({"ip": "10.0.0.7", "gcs_port": 24001, "node_id": "76",
+                          "ports_held": True})  # fmt: skip
+    with caplog.at_level(logging.ERROR, logger="ray_slurm.cli"):
+        assert main(["env", str(config_file)]) == 1
+    assert capsys.readouterr().out == ""
+    assert "the head of the cluster at" in caplog.text and "no longer runs" in caplog.text
+    assert "76 is gone" in caplog.text
+
+
+def test_env_without_the_clusters_ca_names_it(
+    config_file, state_dir, capsys, caplog, bootstrapped, fake_bin, tmp_path
+):
+    """A head started before this version (or a CA removed by hand): an error, no traceback."""
+    cluster = ClusterDir(state_dir, "example").create()
+    head_runs(cluster, bootstrapped, fake_bin, tmp_path)
+    cluster.publish_head({"ip": "10.0.0.7", "gcs_port": 24001, "dashboard_port": 24002,
+                          "node_id": "77", "ports_held": True})  # fmt: skip
+    with caplog.at_level(logging.ERROR, logger="ray_slurm.cli"):
+        assert main(["env", str(config_file)]) == 1
+    assert capsys.readouterr().out == ""
+    assert f"cannot read the cluster's CA {cluster.ca_file}" in caplog.text
+    assert "run `ray up`" in caplog.text
+
+
+def test_env_quotes_odd_state_dir(raw_config, tmp_path, capsys, bootstrapped, fake_bin):
     import yaml
 
     state = tmp_path / "my state"
     raw_config["provider"]["state_dir"] = str(state)
     cfg = tmp_path / "odd.yaml"
     cfg.write_text(yaml.safe_dump(raw_config))
+    ClusterDir(state, "example").create().new_secrets()
+    head_runs(ClusterDir(state, "example"), bootstrapped, fake_bin, tmp_path)
     ClusterDir(state, "example").publish_head(
-        {"ip": "10.0.0.7", "gcs_port": 1, "dashboard_port": 2}
+        {"ip": "10.0.0.7", "gcs_port": 1, "dashboard_port": 2, "node_id": "77", "ports_held": True}
     )
     assert main(["env", str(cfg)]) == 0
     out = capsys.readouterr().out
@@ -177,7 +230,7 @@ def test_wait_head_gives_up(tmp_path, caplog):
     assert "did not come up" in caplog.text
 
 
-def test_head_json_is_what_env_reads(tmp_path, capsys):
+def test_head_json_is_what_env_reads(tmp_path, capsys, bootstrapped, fake_bin):
     """publish-head (in the head's job) and env (in the user's shell) agree on the record."""
     import yaml
 
@@ -189,6 +242,9 @@ def test_head_json_is_what_env_reads(tmp_path, capsys):
                  "24100", "--dashboard-port", "24101", "--client-port", "24102",
                  "--temp-dir", "/tmp/x"]) == 0  # fmt: skip
     capsys.readouterr()
+    ClusterDir.at(root).new_secrets()  # as the provider does when it launches the head
+    head_runs(ClusterDir.at(root), bootstrapped, fake_bin, tmp_path, node_id="1")
+    ClusterDir.at(root).mark_head_holding("/tmp/x")  # as hold-ports does once Ray listens
     assert main(["env", str(path)]) == 0
     assert "export RAY_ADDRESS=10.9.9.9:24100" in capsys.readouterr().out.splitlines()
     assert json.loads((root / "head.json").read_text())["gcs_port"] == 24100
@@ -255,3 +311,41 @@ def test_the_cli_does_not_import_ray_and_the_provider_does():
     code = "import ray_slurm; print(ray_slurm.SlurmNodeProvider.__name__)"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "SlurmNodeProvider"
+
+
+# ---------------------------------------------------------------------------------- head-ended
+
+
+def _ended_cluster(bootstrapped, state_dir, fake_bin, tmp_path):
+    """A cluster whose head published itself, with a worker running and one pending."""
+    bootstrapped["provider"]["slurm_bin"] = str(tmp_path / "bin")
+    cluster = ClusterDir(state_dir, "example").create()
+    cluster.autoscaling_config.write_text(yaml.safe_dump(bootstrapped))
+    cluster.publish_head({"ip": "10.0.0.7", "gcs_port": 1, "temp_dir": "/tmp/rs-h1.abc/r"})
+    worker = "ray.example.worker.cpu"
+    fake_bin("squeue", f"echo '41|RUNNING|n1|UNLIMITED|{worker}|None'; "
+                       f"echo '42|PENDING||UNLIMITED|{worker}|Resources'")  # fmt: skip
+    fake_bin("scancel", f'echo "$*" >> {tmp_path}/scancel')
+    return cluster
+
+
+def test_an_ended_head_takes_its_record_and_cancels_its_workers(
+    bootstrapped, state_dir, fake_bin, tmp_path
+):
+    cluster = _ended_cluster(bootstrapped, state_dir, fake_bin, tmp_path)
+    argv = ["head-ended", str(cluster.root), "--node-id", "login-head", "--temp-dir"]
+    assert main([*argv, "/tmp/rs-h1.abc/r"]) == 0
+    assert cluster.read_head() is None  # no client is sent to its address any more
+    cancelled = (tmp_path / "scancel").read_text().split()
+    assert "41" in cancelled and "42" in cancelled  # the pending one too: it cannot join
+
+
+def test_an_ended_head_leaves_a_newer_heads_record_and_workers(
+    bootstrapped, state_dir, fake_bin, tmp_path
+):
+    """`ray up` started a new head meanwhile: the old head's exit touches nothing of it."""
+    cluster = _ended_cluster(bootstrapped, state_dir, fake_bin, tmp_path)
+    argv = ["head-ended", str(cluster.root), "--node-id", "login-head", "--temp-dir"]
+    assert main([*argv, "/tmp/rs-h0.old/r"]) == 0
+    assert cluster.read_head()["temp_dir"] == "/tmp/rs-h1.abc/r"
+    assert not (tmp_path / "scancel").exists()

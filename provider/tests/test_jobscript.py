@@ -280,15 +280,17 @@ exit 3
         "ray-slurm": f"""
 printf '%s\\n' "$*" >> {record}/ray-slurm.calls
 case "$1" in
-  publish-head) ;;
+  publish-head|head-ended) ;;
+  hold-ports) exit "${{RAY_SLURM_TEST_HOLD:-0}}" ;;
   *) exit 9 ;;
 esac
 """,
         "ray-slurm-node": f"""
 printf 'ray-slurm-node %s\\n' "$*" >> {record}/ray-slurm.calls
+n=$1
 ip=10.0.0.5
-[ "$4" = --ip ] && ip=$5
-echo "$ip $(seq 25001 $((25000 + $1)) | tr '\\n' ' ')"
+while [ $# -gt 0 ]; do [ "$1" = --ip ] && ip=$2; shift; done
+echo "$ip $(seq 25001 $((25000 + n)) | tr '\\n' ' ')"
 """,
     }
     for name, body in scripts.items():
@@ -368,7 +370,14 @@ def test_running_the_worker_script(make_settings, fake_ray_env, short_temp_root,
     assert (record / "node-dir.mode").read_text().strip() == "700"
     assert (tmp_path / "setup.mark").read_text() == "setup ran\n"
     calls = (record / "ray-slurm.calls").read_text().splitlines()
-    assert calls == ["ray-slurm-node 4 --seed 4242"]  # one quick helper before `ray start`
+    # one quick helper before `ray start`: address, ports, and the node's TLS certificate
+    assert calls == [
+        f"ray-slurm-node 4 --seed 4242 --tls-ca {cluster.ca_file} --tls-out {node_dir}"
+    ]
+    assert ray_env["RAY_USE_TLS"] == "1"
+    assert ray_env["RAY_TLS_SERVER_CERT"] == f"{node_dir}/tls.crt"
+    assert ray_env["RAY_TLS_SERVER_KEY"] == f"{node_dir}/tls.key"
+    assert ray_env["RAY_TLS_CA_CERT"] == f"{node_dir}/ca.crt"
     assert (record / "temp-dir.existed").exists()  # Ray got its private temp dir
     assert not Path(temp_dir).exists()  # removed when the job ends
     assert os.listdir(short_temp_root) == ["rs-4242"]  # the planted one: never used, left alone
@@ -389,7 +398,7 @@ def test_running_the_login_head_script(make_settings, fake_ray_env, short_temp_r
 
     assert proc.returncode == 3, proc.stderr
     args = (record / "ray.args").read_text().splitlines()
-    assert args[:13] == [
+    assert args[:14] == [
         "start",
         "--head",
         "--port=25001",
@@ -397,8 +406,9 @@ def test_running_the_login_head_script(make_settings, fake_ray_env, short_temp_r
         "--dashboard-port=25002",
         "--ray-client-server-port=25003",
         f"--autoscaling-config={cluster.autoscaling_config}",
+        "--include-dashboard=true",  # a taken dashboard port fails the head
         "--node-ip-address=10.0.0.9",
-        f"--temp-dir={args[8].removeprefix('--temp-dir=')}",
+        f"--temp-dir={args[9].removeprefix('--temp-dir=')}",
         "--dashboard-agent-listen-port=25004",
         "--dashboard-agent-grpc-port=25005",
         "--metrics-export-port=25006",
@@ -412,11 +422,17 @@ def test_running_the_login_head_script(make_settings, fake_ray_env, short_temp_r
     assert (record / "temp-dir.existed").exists()
     assert os.listdir(short_temp_root) == []  # the head's temp dir is gone with it
     calls = (record / "ray-slurm.calls").read_text().splitlines()
+    temp_dir = calls[1].rsplit(" ", 1)[1]
     assert calls == [
-        f"ray-slurm-node 7 --seed {cluster.root} --ip 10.0.0.9",
+        f"ray-slurm-node 7 --seed {cluster.root} --tls-ca {cluster.ca_file} "
+        f"--tls-out {Path(args[9].removeprefix('--temp-dir=')).parent} --ip 10.0.0.9",
         f"publish-head {cluster.root} --node-id login-head --ip 10.0.0.9 "
         "--gcs-port 25001 --dashboard-port 25002 --client-port 25003 "
         f"--temp-dir {calls[1].rsplit(' ', 1)[1]}",
+        # after `ray start`: clients are sent there once Ray holds its ports (`hold-ports`)
+        f"hold-ports {cluster.root} --temp-dir {temp_dir} --ray-pid {calls[2].rsplit(' ', 1)[1]}",
+        # as it exits: its record goes and its workers are cancelled (`head-ended`)
+        f"head-ended {cluster.root} --node-id login-head --temp-dir {temp_dir}",
     ]
     # the login head's temp dir: short, node-local, one per cluster
     temp_dir = calls[1].rsplit(" ", 1)[1]

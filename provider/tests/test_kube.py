@@ -7,10 +7,13 @@ returns), so the parser is tested against the real types without an API server.
 from __future__ import annotations
 
 import datetime as dt
+import ipaddress
+import stat
 import subprocess
 import sys
 
 import pytest
+from cryptography import x509
 from kubernetes.client import (
     V1ContainerState,
     V1ContainerStateRunning,
@@ -23,7 +26,7 @@ from kubernetes.client import (
     V1PodStatus,
 )
 
-from ray_slurm import config
+from ray_slurm import config, tls
 from ray_slurm.backends import podspec
 from ray_slurm.backends.kube import pod_state
 from ray_slurm.config import kubetypes
@@ -256,21 +259,34 @@ def test_pod_and_secret_names():
     assert podspec.label_value("first.last@EXAMPLE.ORG") == "first.last_EXAMPLE.ORG"
 
 
-def run_start_script(tmp_path, python_body: str, expect: str) -> subprocess.CompletedProcess:
-    """The pod's command with `python` and `ray` replaced: what the image check decides."""
+def run_start_script(
+    tmp_path, python_body: str, expect: str, ca: str | None = None
+) -> subprocess.CompletedProcess:
+    """The pod's command with the version check's `python` and `ray` replaced: what the image
+    check decides. The TLS program is the real one, run by this Python, with a real CA."""
     bin_dir = tmp_path / "bin"
     bin_dir.mkdir()
-    (bin_dir / "python").write_text(f"#!/bin/sh\n{python_body}\n")
-    (bin_dir / "ray").write_text('#!/bin/sh\necho "ray $*"\n')
+    (bin_dir / "python").write_text(
+        f'#!/bin/sh\n[ "$2" = "$RAY_SLURM_TLS_PROGRAM" ] && exec {sys.executable} "$@"\n'
+        f"{python_body}\n"
+    )
+    (bin_dir / "ray").write_text(
+        '#!/bin/sh\necho "TLS=$RAY_USE_TLS $RAY_TLS_SERVER_CERT $RAY_TLS_CA_CERT '
+        '${RAY_SLURM_TLS_CA:-no-ca-left}"\necho "ray $*"\n'
+    )
     for f in bin_dir.iterdir():
         f.chmod(0o755)
+    tls.new_ca(tmp_path / "ca.pem", "example")
+    (tmp_path / "t").mkdir()
     env = {
         "PATH": f"{bin_dir}:/usr/bin:/bin",
         "RAY_SLURM_IMAGE": "img:1",
         "POD_IP": "10.0.0.5",
         "RAY_SLURM_EXPECT": expect,
         "RAY_CLOUD_INSTANCE_ID": "pod-1",
-        "TMPDIR": "/t",
+        "TMPDIR": str(tmp_path / "t"),
+        tls.CA_ENV: (tmp_path / "ca.pem").read_text() if ca is None else ca,
+        "RAY_SLURM_TLS_PROGRAM": podspec.TLS_PROGRAM,
     }
     argv = ["sh", "-c", podspec.START_SCRIPT, "ray-burst", "--address=h:1", "--block"]
     return subprocess.run(argv, env=env, capture_output=True, text=True, check=False)
@@ -279,7 +295,22 @@ def run_start_script(tmp_path, python_body: str, expect: str) -> subprocess.Comp
 def test_start_script_execs_ray_when_versions_match(tmp_path):
     proc = run_start_script(tmp_path, "echo 2.60.0 3.12", "2.60.0 3.12")
     assert proc.returncode == 0, proc.stderr
-    assert proc.stdout.splitlines()[-1] == "ray start --address=h:1 --block --temp-dir=/t/ray"
+    t = tmp_path / "t"
+    assert proc.stdout.splitlines()[-1] == f"ray start --address=h:1 --block --temp-dir={t}/ray"
+    # its own certificate for its address, from the Secret's CA (which Ray is not handed)
+    tls_dir = t / "ray-slurm-tls"
+    assert proc.stdout.splitlines()[-2] == f"TLS=1 {tls_dir}/tls.crt {tls_dir}/ca.crt no-ca-left"
+    cert = x509.load_pem_x509_certificate((tls_dir / "tls.crt").read_bytes())
+    sans = cert.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
+    assert ipaddress.ip_address("10.0.0.5") in sans.get_values_for_type(x509.IPAddress)
+    assert stat.S_IMODE(tls_dir.stat().st_mode) == 0o700
+
+
+def test_start_script_without_a_usable_ca_stops_before_ray(tmp_path):
+    proc = run_start_script(tmp_path, "echo 2.60.0 3.12", "2.60.0 3.12", ca="not a CA")
+    assert proc.returncode == podspec.IMAGE_CHECK_FAILED
+    assert "cannot make this node's TLS certificate" in proc.stderr
+    assert "ray start" not in proc.stdout
 
 
 def test_start_script_refuses_other_versions(tmp_path):
@@ -302,7 +333,7 @@ def test_start_script_reports_an_image_without_ray(tmp_path):
 
 def test_start_script_check_is_real_python():
     """The check's Python one-liner prints what the head's versions look like."""
-    line = podspec.START_SCRIPT.split("python -c '", 1)[1].split("' 2>&1", 1)[0]
+    line = podspec.START_SCRIPT.split("python -c '", 1)[1].split("' 2>&1", 1)[0]  # the first
     out = subprocess.run([sys.executable, "-c", line], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == head_versions()
 

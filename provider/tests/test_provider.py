@@ -39,6 +39,9 @@ WORKER_TAGS = {TAG_RAY_NODE_KIND: NODE_KIND_WORKER, TAG_RAY_USER_NODE_TYPE: "cpu
 HEAD_TAGS = {TAG_RAY_NODE_KIND: NODE_KIND_HEAD, TAG_RAY_USER_NODE_TYPE: "head"}
 
 
+TERMINATED_IN_ORDER: list[str] = []  # across the fake backends of a test
+
+
 class FakeBackend:
     """Nodes in a dict; every request recorded. ``down`` makes listing fail (unreachable)."""
 
@@ -74,6 +77,7 @@ class FakeBackend:
 
     def terminate(self, node_ids: Sequence[str]) -> None:
         self.terminated.append(list(node_ids))
+        TERMINATED_IN_ORDER.extend(node_ids)
         for node_id in node_ids:
             self.nodes.pop(node_id, None)
 
@@ -176,6 +180,24 @@ def test_the_login_head_is_launched_once(provider, fakes):
     with pytest.raises(HeadStartedElsewhere, match="started meanwhile by another `ray up`"):
         provider.create_node({}, HEAD_TAGS, 1)
     assert len(fakes["login"].launched) == 1
+
+
+def test_a_new_head_gets_a_new_token_and_ca_and_the_old_heads_workers_go(provider, fakes):
+    """What leaked from one head opens nothing of the next; workers of the old head (a pending
+    job would start with its address and old certificate) could never join the new one."""
+    provider.create_node({}, HEAD_TAGS, 1)
+    fakes["login"].run("900")
+    publish_head(provider)
+    provider.create_node({}, WORKER_TAGS, 1)  # job 100
+    fresh(provider)
+    provider.non_terminated_nodes({})  # the autoscaler saw its head run
+    token, ca = provider.cluster.token_file.read_text(), provider.cluster.ca_file.read_bytes()
+    fakes["login"].terminate(["900"])  # the head died
+    TERMINATED_IN_ORDER.clear()
+    provider.create_node({}, HEAD_TAGS, 1)  # `ray up` again
+    assert TERMINATED_IN_ORDER == ["100"]
+    assert provider.cluster.token_file.read_text() != token
+    assert provider.cluster.ca_file.read_bytes() != ca
 
 
 def test_workers_never_outlive_the_head_job(make_provider, fakes):
@@ -435,8 +457,25 @@ def test_commands_reach_a_node_through_its_own_backend(provider, fakes):
     assert provider.get_command_runner("p", "100", {}, "example", None, True)[0] == "slurm"
     # a node nobody knows (gone from the listing and the state): the head type's backend
     assert provider.get_command_runner("p", "31337", {}, "example", None, True)[0] == "login"
-    ctx.stop_ray()  # `ray stop` through `ray exec`: this node only
-    assert fakes["login"].terminated == [["900"]] and fakes["slurm"].terminated == []
+    _, _, worker_ctx = provider.get_command_runner("p", "100", {}, "example", None, True)
+    TERMINATED_IN_ORDER.clear()
+    worker_ctx.stop_ray()  # `ray stop` on a worker: that node only
+    assert TERMINATED_IN_ORDER == ["100"]
+    provider.create_node({}, WORKER_TAGS, 1)
+    TERMINATED_IN_ORDER.clear()
+    ctx.stop_ray()  # on the head (`ray down` sends it first): its workers stop before it
+    assert TERMINATED_IN_ORDER[-1] == "900" and "101" in TERMINATED_IN_ORDER[:-1]
+
+
+def test_workers_are_terminated_before_their_head(provider, fakes):
+    """Ray's teardown may ask for all at once: no worker calls a head that is already gone."""
+    provider.create_node({}, HEAD_TAGS, 1)
+    fakes["login"].run("900")
+    publish_head(provider)
+    provider.create_node({}, WORKER_TAGS, 2)
+    TERMINATED_IN_ORDER.clear()
+    provider.terminate_nodes(["900", "100", "101"])
+    assert TERMINATED_IN_ORDER == ["100", "101", "900"]
 
 
 # ------------------------------------------------------------------------------ SLURM's load

@@ -25,6 +25,12 @@ def check_token_is_required(cluster, env, workdir) -> None:
     status = cluster.ray("status", f"--address={env['RAY_ADDRESS']}", timeout=120, check=False,
                          env=no_token)  # fmt: skip
     assert status.returncode != 0
+    # The cluster speaks only TLS: a client with the token but without TLS is refused too.
+    assert env["RAY_USE_TLS"] == "1"
+    no_tls = {k: v for k, v in env.items() if not k.startswith(("RAY_TLS_", "RAY_USE_TLS"))}
+    no_tls["RAY_gcs_rpc_server_reconnect_timeout_s"] = "10"  # it would retry for 60 s
+    proc = cluster.driver(PROBE, env=no_tls, timeout=180, check=False)
+    assert proc.returncode != 0 and "CPUS" not in proc.stdout, proc.stdout
 
 
 def test_login_head_scales_slurm_workers_up_and_down(make_cluster, site_nodes, workdir):

@@ -8,10 +8,13 @@ she logged opens the victim's cluster, and the victim's cluster works (or fails,
 from __future__ import annotations
 
 import os
+import re
 from pathlib import Path
 
 import pytest
-from conftest import BOB, EVE, parse_result
+from conftest import BOB, EVE, parse_result, run, start_driver, wait_for
+
+from ray_slurm.net import listeners
 
 # Eve's `ray.py`: it records whose process imported it, then hands over to the real Ray so that
 # the victim notices nothing (a real attacker's module would do its work here instead).
@@ -60,3 +63,137 @@ def test_no_process_imports_code_from_where_ray_up_was_typed(
     bob.sh(f"cd /tmp && ray down -y {bob.config}", timeout=300)
     assert bob.jobs() == []
     assert eve_ran() == [], "a process of Bob's imported the ray.py Eve planted"
+
+
+# Eve's listener: a gRPC server, as a Ray client expects one, on a port the victim's head held;
+# it answers every call and writes down every header it is sent (the token travels as one).
+EAVESDROP = r"""
+import sys, time, grpc
+from concurrent import futures
+port, log, seconds = int(sys.argv[1]), sys.argv[2], float(sys.argv[3])
+class Everything(grpc.GenericRpcHandler):
+    def service(self, details):
+        with open(log, "a") as f:
+            f.writelines(f"{details.method} {k}: {v}\n" for k, v in details.invocation_metadata)
+        return None
+server = grpc.server(futures.ThreadPoolExecutor(8), handlers=[Everything()])
+deadline = time.monotonic() + 60
+while True:  # take the port the moment it is released
+    try:
+        if server.add_insecure_port(f"0.0.0.0:{port}"):
+            break
+    except RuntimeError:
+        pass
+    if time.monotonic() > deadline:
+        sys.exit(f"could not take port {port}")
+    time.sleep(0.02)
+server.start()
+print("LISTENING", flush=True)
+time.sleep(seconds)
+server.stop(0)
+"""
+
+
+def test_a_neighbour_on_the_dead_heads_port_is_sent_no_token(make_cluster):
+    """Bob's login head crashes while a worker and a driver use it: Eve takes the GCS port at
+    once and listens while Bob's raylet and driver reconnect, then while Bob, not knowing yet,
+    runs a new driver with `ray-slurm env`. Nothing she hears opens his cluster."""
+    bob = make_cluster("e2e-listen", user=BOB, max_workers=1)
+    bob.up()
+    head = bob.head()
+    token = (bob.state_dir / "token").read_text().strip()
+    driver = start_driver(bob, tasks=1, seconds=120)  # a worker job, busy for two minutes
+    kept_env = bob.env()  # what Bob's shell still has from `eval "$(ray-slurm env ...)"`
+    wait_for(lambda: [j for j in bob.jobs("worker") if j.slurm_state == "RUNNING"], 120, "a worker")
+    wait_for(lambda: _workers_in(bob) > 0, 120, "the worker in Ray")
+    # The head's metrics export port (Prometheus text, no token, no TLS) is not opened at all.
+    log = (bob.state_dir / "logs" / "head-login.log").read_text()
+    metrics_port = int(re.findall(r"--metrics-export-port=(\d+)", log)[-1])
+    metrics_listeners = listeners([metrics_port])[metrics_port]
+    heard = Path(f"/tmp/eve-heard-{head['gcs_port']}")
+    heard.unlink(missing_ok=True)
+    eve = EVE.popen([EVE.bin("python"), "-c", EAVESDROP, str(head["gcs_port"]), str(heard), "40"])
+    try:
+        node_dir = str(Path(head["temp_dir"]).parent)
+        run(["pkill", "-KILL", "-f", "--", node_dir], check=False)  # the head dies (OOM, killer)
+        assert eve.stdout.readline().strip() == "LISTENING", eve.stderr.read()
+        # Bob does not know yet: a new driver in the shell where he ran `ray-slurm env` before
+        # Ray's driver retries for minutes: what it sent in 30 s is what counts
+        late = bob.user.run(["timeout", "30", bob.user.bin("python"), "-c",
+                             "import ray; ray.init(); print('JOINED')"], env=kept_env,
+                            timeout=90, check=False)  # fmt: skip
+        assert "JOINED" not in late.stdout
+        told = bob.user.run([bob.user.bin("ray-slurm"), "env", str(bob.config_path)], timeout=60,
+                            check=False)  # fmt: skip
+        eve.wait(timeout=90)
+    finally:
+        eve.kill()
+        driver.kill()
+    said = heard.read_text() if heard.exists() else ""
+    heard.unlink(missing_ok=True)
+    assert token not in said, f"Eve was sent Bob's token:\n{said[:2000]}"
+    # The head took its record with it: `ray-slurm env` says so instead of sending Bob there.
+    assert told.returncode == 1 and "has no running head" in told.stderr, told.stderr
+    assert not (bob.state_dir / "head.json").exists()
+    assert metrics_listeners == set(), f"the head's metrics port {metrics_port} was open"
+
+
+def _workers_in(cluster) -> int:
+    """How many alive Ray nodes other than the head the cluster's GCS knows."""
+    code = "import ray; ray.init(); print('NODES', sum(n['Alive'] for n in ray.nodes()))"
+    out = cluster.driver(code, timeout=120).stdout
+    return int(out.split("NODES", 1)[1].split()[0]) - 1
+
+
+# Eve's sniper: she watches the victim's processes and, the moment a `ray start --head` shows its
+# dashboard port in its command line, binds that port herself (before Ray's dashboard can).
+SNIPE = r"""
+import os, socket, sys, time
+victim, seconds = int(sys.argv[1]), float(sys.argv[2])
+deadline = time.monotonic() + 300
+while time.monotonic() < deadline:
+    for pid in filter(str.isdigit, os.listdir("/proc")):
+        try:
+            if os.stat(f"/proc/{pid}").st_uid != victim:
+                continue
+            argv = open(f"/proc/{pid}/cmdline", "rb").read().split(b"\0")
+        except OSError:
+            continue
+        for arg in argv:
+            if arg.startswith(b"--dashboard-port="):
+                port = int(arg.split(b"=", 1)[1])
+                s = socket.socket()
+                try:
+                    s.bind(("0.0.0.0", port))
+                    s.listen()
+                except OSError:
+                    continue
+                print(port, flush=True)
+                time.sleep(seconds)
+                sys.exit(0)
+    time.sleep(0.005)
+sys.exit("no head started")
+"""
+
+
+def test_a_neighbour_who_takes_the_heads_port_first_gets_a_clear_failure(site_cluster):
+    """Eve binds the dashboard port Bob's `ray start --head` was given before Ray's dashboard
+    does: Bob's `ray up` fails naming the port and Eve's uid (not a head without a dashboard,
+    whose clients would send their token to her port), and leaves no job and no head record."""
+    bob = site_cluster(BOB)
+    eve = EVE.popen([EVE.bin("python"), "-c", SNIPE, str(BOB.uid), "120"])
+    try:
+        up = bob.up(check=False)
+        port = eve.stdout.readline().strip()
+    finally:
+        eve.kill()
+    out = up.stdout + up.stderr
+    assert port, eve.stderr.read()
+    assert up.returncode != 0, f"ray up succeeded with Eve on dashboard port {port}:\n{out[-3000:]}"
+    # (Ray's own updater prints the failed start command with a traceback after our message)
+    assert f"dashboard port {port} is held by another account (uid {EVE.uid})" in out, out[-3000:]
+    assert not (bob.state / "head.json").exists()
+    assert bob.jobs() == []
+    # Without Eve in the way, the next `ray up` works.
+    bob.up()
+    assert bob.head()["ports_held"] is True

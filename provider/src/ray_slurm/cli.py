@@ -22,12 +22,13 @@ from typing import Any
 
 import yaml
 
-from ray_slurm import backends, check, config
+from ray_slurm import backends, check, config, headlife
 from ray_slurm.config import ConfigError, Settings
 from ray_slurm.nodemap import NodeMapError
 from ray_slurm.private import UnsafePathError
 from ray_slurm.slurm import Slurm, SlurmError
 from ray_slurm.state import ClusterDir, StateLockError, write_private
+from ray_slurm.tls import TLSError
 
 logger = logging.getLogger("ray_slurm.cli")
 
@@ -144,13 +145,28 @@ def cmd_publish_head(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_head_ended(args: argparse.Namespace) -> int:
+    """(the head's script, as it exits) ``headlife.head_ended``."""
+    headlife.head_ended(ClusterDir.at(args.cluster_dir), args.temp_dir)
+    return 0
+
+
+def cmd_hold_ports(args: argparse.Namespace) -> int:
+    """(the head's script, after `ray start`) ``headlife.hold_ports``."""
+    cluster = ClusterDir.at(args.cluster_dir)
+    return 0 if headlife.hold_ports(cluster, args.temp_dir, args.ray_pid, args.timeout) else 1
+
+
 def cmd_wait_head(args: argparse.Namespace) -> int:
     """Wait until the head's Ray answers `ray status` (with the cluster's token)."""
     cluster = ClusterDir.at(args.cluster_dir or os.environ["RAY_SLURM_CLUSTER_DIR"])
     deadline = time.monotonic() + args.timeout
     while time.monotonic() < deadline:
+        if failed := cluster.head_failure():
+            logger.error("the head did not start: %s", failed)
+            return 1
         head = cluster.head()
-        if head:
+        if head and head.ports_held:  # never before Ray holds the ports it published
             address = head.address
             env = {**os.environ, **head_env(cluster, address)}
             ray = os.path.join(os.path.dirname(sys.executable), "ray")
@@ -165,10 +181,12 @@ def cmd_wait_head(args: argparse.Namespace) -> int:
 
 
 def head_env(cluster: ClusterDir, address: str) -> dict[str, str]:
+    """A client's environment on this host: the head's address, its token and TLS."""
     return {
         "RAY_ADDRESS": address,
         "RAY_AUTH_MODE": "token",
         "RAY_AUTH_TOKEN_PATH": str(cluster.token_file),
+        **cluster.client_tls(),
     }
 
 
@@ -180,8 +198,23 @@ def cmd_env(args: argparse.Namespace) -> int:
         logger.error("cluster at %s has no running head: run `ray up %s` first",
                      cluster.root, args.config)  # fmt: skip
         return 1
+    if not head.ports_held:
+        logger.error("the head of the cluster at %s is still starting (Ray does not hold all "
+                     "of its ports yet): run `ray up %s` and wait for it", cluster.root,
+                     args.config)  # fmt: skip
+        return 1
+    try:
+        gone = headlife.head_is_gone(cluster, head)
+        env = {} if gone else head_env(cluster, head.address)
+    except TLSError as exc:
+        logger.error("%s", exc)
+        return 1
+    if gone:  # its address may be anyone's by now: no client is sent there
+        logger.error("the head of the cluster at %s no longer runs (%s): run `ray up %s`",
+                     cluster.root, gone, args.config)  # fmt: skip
+        return 1
     print("unset RAY_AUTH_TOKEN")  # Ray would prefer it to the cluster's token file
-    for key, value in head_env(cluster, head.address).items():
+    for key, value in env.items():
         print(f"export {key}={shlex.quote(value)}")
     dashboard = f"http://{head.dashboard}"
     print(f"export RAY_SLURM_DASHBOARD={shlex.quote(dashboard)}")
@@ -253,6 +286,21 @@ def build_parser() -> argparse.ArgumentParser:
         p.add_argument(name, type=int, required=True, help="the head's port of that name")
     p.add_argument("--temp-dir", required=True, help="the head's Ray temp dir (logs are there)")
     p.set_defaults(func=cmd_publish_head)
+
+    p = sub.add_parser("head-ended", help="(in the head's job) the head is gone: forget its "
+                       "address, cancel its workers")  # fmt: skip
+    p.add_argument("cluster_dir", help="the cluster's state directory")
+    p.add_argument("--node-id", required=True, help="the head's provider node id")
+    p.add_argument("--temp-dir", required=True, help="the head's Ray temp dir (which head)")
+    p.set_defaults(func=cmd_head_ended)
+
+    p = sub.add_parser("hold-ports", help="(in the head's job) wait until Ray holds the "
+                       "head's ports; fail, naming the holder, if another has one")  # fmt: skip
+    p.add_argument("cluster_dir", help="the cluster's state directory")
+    p.add_argument("--temp-dir", required=True, help="the head's Ray temp dir (which head)")
+    p.add_argument("--ray-pid", type=int, required=True, help="the head's `ray start`")
+    p.add_argument("--timeout", type=float, default=120, help="seconds (default: 120)")
+    p.set_defaults(func=cmd_hold_ports)
 
     p = sub.add_parser("wait-head", help="wait until the cluster's head answers")
     p.add_argument("--cluster-dir", default="", help="default: $RAY_SLURM_CLUSTER_DIR")

@@ -34,12 +34,14 @@ import subprocess
 import sys
 from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import click
 from ray.autoscaler._private.subprocess_output_util import ProcessRunnerError
 from ray.autoscaler.command_runner import CommandRunnerInterface
 
+from ray_slurm import tls
 from ray_slurm.private import user_name
 from ray_slurm.slurm import clean_env
 from ray_slurm.state import ClusterDir
@@ -309,6 +311,9 @@ def runner_options(cluster: ClusterDir, ctx: CommandContext) -> dict[str, Any]:
     head = cluster.head()
     if head:
         env["RAY_ADDRESS"] = head.address
+        # Commands run on the head's host (the login node, or a step of the head's job): they
+        # use the head node's own TLS certificate, issued for that host's addresses.
+        env.update(tls.ray_env(Path(head.temp_dir).parent))
     return {
         "log_prefix": ctx.log_prefix,
         "home": str(cluster.root),

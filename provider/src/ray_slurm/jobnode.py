@@ -4,7 +4,7 @@ Every job script asks for this node's address for Ray (the node map, else SLURM'
 and for free ports. It is on the path of every scale-up, so it is one Python start-up that
 imports only the standard library, the node map reader and the SLURM wrapper (~0.1 s), not the
 ``ray-slurm`` CLI with its templates and config model (~0.3 s a call, and it took two calls).
-Prints ``IP PORT...`` on one line.
+It also issues the node's TLS certificate (``ray_slurm.tls``). Prints ``IP PORT...`` on one line.
 """
 
 from __future__ import annotations
@@ -15,6 +15,7 @@ import os
 import socket
 import sys
 import time
+from pathlib import Path
 
 from ray_slurm.net import free_ports
 from ray_slurm.nodemap import NodeAddresses, NodeMapError
@@ -53,6 +54,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--ip", default="", help="the address, if known (the login head)")
     parser.add_argument("--node", default="", help="SLURM node name (default: $SLURMD_NODENAME)")
     parser.add_argument("--node-map", default="", help="map file instead of SLURM's NodeAddr")
+    parser.add_argument("--tls-ca", default="", help="the cluster's CA (key and certificate)")
+    parser.add_argument("--tls-out", default="", help="private directory for this node's "
+                        "TLS key and certificate, issued for its addresses")  # fmt: skip
     parser.add_argument("--wait", type=float, default=NODE_IP_WAIT_S,
                         help="seconds to wait for an unreachable slurmctld")  # fmt: skip
     return parser
@@ -65,7 +69,11 @@ def main(argv: list[str] | None = None) -> int:
     try:
         ip = args.ip or node_ip(node, args.node_map, args.wait)
         ports = free_ports(args.ports, args.seed)
-    except (SlurmError, NodeMapError, RuntimeError) as exc:
+        if args.tls_ca:
+            from ray_slurm import tls  # cryptography: imported only where a node needs it
+
+            tls.issue(tls.read_ca(Path(args.tls_ca)), Path(args.tls_out), tls.host_addresses((ip,)))
+    except (SlurmError, NodeMapError, RuntimeError, OSError) as exc:
         logger.error("%s", exc)
         return 1
     print(" ".join([ip, *map(str, ports)]))

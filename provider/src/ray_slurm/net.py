@@ -8,10 +8,12 @@ from __future__ import annotations
 
 import hashlib
 import socket
+from collections.abc import Collection
 
 # Head ports lie above Ray's worker port range (10002-19999) and Ray Client's per-connection
 # servers (from 23000), below the kernel's ephemeral range (32768+) that Ray's random ports use.
 PORT_RANGE = (24000, 32000)
+TCP_LISTEN = "0A"  # the state column of /proc/net/tcp
 
 
 def free_ports(count: int, seed: str, port_range: tuple[int, int] = PORT_RANGE) -> list[int]:
@@ -53,3 +55,26 @@ def is_local_address(ip: str) -> bool:
         except OSError:
             return False
     return True
+
+
+def listeners(ports: Collection[int]) -> dict[int, set[int]]:
+    """For each of ``ports``, the uids of the sockets listening on it in this network namespace.
+
+    From ``/proc/net/tcp`` and ``tcp6``, which every account can read (hidepid or not): this is
+    how a neighbour sees which ports a user holds, and how the head checks that it holds its own.
+    """
+    found: dict[int, set[int]] = {port: set() for port in ports}
+    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+        try:
+            with open(table) as f:
+                lines = f.readlines()[1:]
+        except OSError:
+            continue  # no IPv6 here
+        for line in lines:
+            fields = line.split()
+            if len(fields) < 8 or fields[3] != TCP_LISTEN:
+                continue
+            port = int(fields[1].rsplit(":", 1)[1], 16)
+            if port in found:
+                found[port].add(int(fields[7]))
+    return found

@@ -235,10 +235,10 @@ class SlurmNodeProvider(NodeProvider):
         if spec.name in self._held and spec.burst:
             raise LaunchRefused(f"node type {spec.name}: Kubernetes types are used only while "
                                 "the SLURM types cannot deliver")  # fmt: skip
-        self.cluster.ensure_token()
         if tags.get(TAG_RAY_NODE_KIND) == NODE_KIND_HEAD:
             with self.cluster.locked("head"):  # two `ray up` at once start one head
-                running = [n.node_id for n in self._refresh(force=True).values()
+                nodes = self._refresh(force=True)
+                running = [n.node_id for n in nodes.values()
                            if n.kind == "head" and n.node_id not in self._terminated]  # fmt: skip
                 if running:
                     raise HeadStartedElsewhere(
@@ -246,7 +246,12 @@ class SlurmNodeProvider(NodeProvider):
                         f"another `ray up` ({running[0]}): this one stops here and starts no "
                         "second head; run `ray up` again once the other is done"
                     )
+                if stale := [n.node_id for n in nodes.values() if n.kind == "worker"]:
+                    logger.warning("cancelling workers of an earlier head (they cannot join a "
+                                   "new one): %s", ", ".join(stale))  # fmt: skip
+                    self.terminate_nodes(stale)
                 self.cluster.clear_head()
+                self.cluster.new_secrets()  # a new token and TLS CA for every head
                 self._launch(spec, tags, LaunchRequest(spec), allowed)
             return
         head = self.cluster.head()
@@ -305,10 +310,14 @@ class SlurmNodeProvider(NodeProvider):
         self.terminate_nodes([node_id])
 
     def terminate_nodes(self, node_ids: list[str]) -> None:
-        """One call per backend for all nodes (one scancel for any number of jobs)."""
+        """One call per backend for all nodes (one scancel for any number of jobs); workers
+        before heads, backends with workers first."""
         nodes = self._refresh(force=True)
         by_backend: dict[str, list[str]] = {}
-        for node_id in node_ids:
+        heads_last = sorted(
+            (i for i in node_ids if i in nodes), key=lambda i: nodes[i].kind == "head"
+        )
+        for node_id in heads_last:
             if node_id in nodes:
                 by_backend.setdefault(nodes[node_id].backend, []).append(node_id)
         for name, ids in by_backend.items():
@@ -339,7 +348,7 @@ class SlurmNodeProvider(NodeProvider):
         """Commands reach a node the way its backend says: never SSH (``command_runner``)."""
         context = CommandContext(
             log_prefix=log_prefix, process_runner=process_runner,
-            stop_ray=lambda: self.terminate_node(node_id), stop_cluster=self._stop_cluster,
+            stop_ray=lambda: self._stop_ray(node_id), stop_cluster=self._stop_cluster,
             not_ready=lambda: self._not_ready(node_id),
         )  # fmt: skip
         return self._backend_of(node_id).command_runner(node_id, context)
@@ -354,6 +363,17 @@ class SlurmNodeProvider(NodeProvider):
         if entry is not None and entry["backend"] in self.backends:
             return self.backends[entry["backend"]]
         return self.backends[self.settings.spec(self.settings.head_node_type).backend]
+
+    def _stop_ray(self, node_id: str) -> None:
+        """`ray stop` on a node (`ray down` sends it to the head first): the node stops; a
+        head's workers stop before it, so that none of them keeps calling its address after
+        the head released its ports (which a neighbour may hold next)."""
+        nodes = self._refresh(force=True)
+        node = nodes.get(node_id)
+        ids = [node_id]
+        if node is not None and node.kind == "head":
+            ids = [n.node_id for n in nodes.values() if n.kind == "worker"] + ids
+        self.terminate_nodes(ids)
 
     def _stop_cluster(self) -> None:
         """`ray exec --stop`: every node of the cluster, as `ray down` would."""

@@ -10,6 +10,7 @@ Layout of ``<state_dir>/<cluster>/`` (mode 0700)::
 
     state.json   nodes and their tags         state.lock   its lock (head.lock: head start)
     token        Ray auth token (0600)        head.json    head address and ports, from the head
+    tls/ca.pem   the TLS CA (0600)            tls/host-<host>/  a client host's certificate
     ray_bootstrap_config.yaml                 the cluster config `ray up` uploads (Ray's ``~/``)
     autoscaling.yaml                          what the autoscaler reads: the above + burst limits
     jobs/        rendered node scripts        logs/        job output
@@ -23,6 +24,8 @@ import json
 import logging
 import os
 import secrets
+import shutil
+import socket
 import tempfile
 import time
 from collections.abc import Iterator
@@ -30,6 +33,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from ray_slurm import tls
 from ray_slurm.private import ensure_private_dir
 
 STATE_VERSION = 1
@@ -70,13 +74,14 @@ class Head:
     autoscaler_log: str = ""
     host: str = ""
     started: float = 0.0
+    ports_held: bool = False  # Ray listens on every published port as this user (headlife)
 
     @classmethod
     def from_record(cls, record: dict[str, Any]) -> Head:
         """Raises KeyError naming the missing field when the record has no address."""
         required = {key: record[key] for key in ("ip", "gcs_port")}
         known = ("dashboard_port", "client_port", "node_id", "temp_dir", "autoscaler_log", "host",
-                 "started")  # fmt: skip
+                 "started", "ports_held")  # fmt: skip
         optional = {k: record[k] for k in known if k in record}
         return cls(**required, **optional)
 
@@ -102,7 +107,10 @@ class ClusterDir:
         self.state_file = self.root / "state.json"
         self.lock_file = self.root / "state.lock"
         self.token_file = self.root / "token"
+        self.tls_dir = self.root / "tls"
+        self.ca_file = self.tls_dir / tls.CA_FILE
         self.head_file = self.root / "head.json"
+        self.head_failed_file = self.root / "head.failed"
         self.bootstrap_config = self.root / "ray_bootstrap_config.yaml"
         self.autoscaling_config = self.root / "autoscaling.yaml"
         self.jobs_dir = self.root / "jobs"
@@ -127,6 +135,26 @@ class ClusterDir:
                 ensure_private_dir(d)
             self._checked = True
         return self
+
+    def new_secrets(self) -> None:
+        """A new token and a new TLS CA, at each head launch: a token or key that leaked from
+        an earlier head opens nothing later. Certificates issued by the old CA go with it."""
+        with self.locked():
+            write_private(self.token_file, secrets.token_hex(32) + "\n")
+            shutil.rmtree(self.tls_dir, ignore_errors=True)
+            ensure_private_dir(self.tls_dir)
+            tls.new_ca(self.ca_file, self.root.name)
+
+    def client_tls(self) -> dict[str, str]:
+        """Ray's TLS variables for a client on this host (a driver, `ray status`, a command of
+        the runners): a certificate of the cluster's current CA for the host's addresses,
+        issued once per head and host into the cluster's private directory."""
+        ca_pem = tls.read_ca(self.ca_file)
+        out = self.tls_dir / f"host-{socket.gethostname()}"
+        if not tls.issued_by(out, ca_pem):
+            ensure_private_dir(out)
+            return tls.issue(ca_pem, out, tls.host_addresses())
+        return tls.ray_env(out)
 
     def ensure_token(self) -> str:
         """The cluster's Ray auth token; created once, mode 0600, never printed."""
@@ -221,8 +249,41 @@ class ClusterDir:
         self.create()
         write_private(self.head_file, json.dumps(record, sort_keys=True) + "\n")
 
+    def unpublish_head(self, temp_dir: str) -> bool:
+        """The head whose Ray temp dir was ``temp_dir`` (a fresh mktemp directory per head: the
+        login head's node id is the same for every head) has ended: its record goes, not a newer
+        head's. Returns whether no other head's record is there."""
+        with self.locked():
+            record = self.read_head()
+            if record is not None and record.get("temp_dir") != temp_dir:
+                return False
+            with contextlib.suppress(FileNotFoundError):
+                self.head_file.unlink()
+            return True
+
+    def mark_head_holding(self, temp_dir: str) -> None:
+        """The head (``temp_dir``) holds its published ports: clients may be sent there."""
+        with self.locked():
+            record = self.read_head()
+            if record is not None and record.get("temp_dir") == temp_dir:
+                write_private(self.head_file, json.dumps({**record, "ports_held": True},
+                                                         sort_keys=True) + "\n")  # fmt: skip
+
+    def fail_head(self, temp_dir: str, why: str) -> None:
+        """The head (``temp_dir``) cannot serve: its record goes, and why is kept for `ray up`."""
+        if self.unpublish_head(temp_dir):
+            write_private(self.head_failed_file, why + "\n")
+
+    def head_failure(self) -> str | None:
+        """Why the last head failed to start, if it did (``fail_head``)."""
+        try:
+            return self.head_failed_file.read_text().strip()
+        except FileNotFoundError:
+            return None
+
     def clear_head(self) -> None:
         """Forget the old head's address and config: a new head must not start from stale ones."""
-        for path in (self.head_file, self.bootstrap_config, self.autoscaling_config):
+        for path in (self.head_file, self.head_failed_file, self.bootstrap_config,
+                     self.autoscaling_config):  # fmt: skip
             with contextlib.suppress(FileNotFoundError):
                 path.unlink()

@@ -15,6 +15,7 @@ from dataclasses import dataclass
 
 import jinja2
 
+from ray_slurm import tls
 from ray_slurm.backends.nodestart import AGENT_PORTS, HEAD_PORTS, ray_start
 from ray_slurm.config import NodeTypeSpec, Settings
 from ray_slurm.state import ClusterDir
@@ -102,6 +103,8 @@ def render(
         temp_template=temp_template,
         port_seed=port_seed,
         token_file=str(cluster.token_file),
+        ca_file=str(cluster.ca_file),
+        tls=tls,
         cluster_dir=str(cluster.root),
         bootstrap_config=str(cluster.bootstrap_config),
         autoscaling_config=str(cluster.autoscaling_config),

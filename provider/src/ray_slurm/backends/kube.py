@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, Any
 
 import yaml
 
+from ray_slurm import tls
 from ray_slurm.backends import podspec
 from ray_slurm.backends.base import LaunchRequest, Preview
 from ray_slurm.config import NodeTypeSpec, Settings
@@ -224,11 +225,12 @@ class KubernetesBackend:
         raise KubeError(f"no free pod name for node type {spec.name} after {NAME_RETRIES} tries")
 
     def _ensure_secret(self, namespace: str) -> None:
-        """The cluster's token as a Secret in ``namespace``: created, or brought up to date."""
+        """The cluster's token and TLS CA as a Secret in ``namespace``: created, or brought up to
+        date (both change with every head)."""
         if namespace in self._secret_in:
             return
-        token = self.cluster.ensure_token()
-        body = podspec.secret_manifest(self.secret, namespace, self.labels, token)
+        data = podspec.secret_data(self.cluster.ensure_token(), tls.read_ca(self.cluster.ca_file))
+        body = podspec.secret_manifest(self.secret, namespace, self.labels, data)
         try:
             self.call(f"creating secret {self.secret} in namespace {namespace}",
                        self.api.create_namespaced_secret, namespace, body)  # fmt: skip
@@ -237,7 +239,7 @@ class KubernetesBackend:
                 raise
             self.call(f"updating secret {self.secret} in namespace {namespace}",
                        self.api.patch_namespaced_secret, self.secret, namespace,
-                       {"stringData": {podspec.TOKEN_KEY: token}})  # fmt: skip
+                       {"stringData": data})  # fmt: skip
         self._secret_in.add(namespace)
 
     def terminate(self, node_ids: Sequence[str], grace_s: int | None = None) -> None:

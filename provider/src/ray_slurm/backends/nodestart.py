@@ -45,6 +45,9 @@ def ray_start(
         "RAY_NODE_TYPE_NAME": spec.name,
         "RAY_AUTH_MODE": "token",
         "RAY_USAGE_STATS_ENABLED": "0",
+        # Each node's metrics export port (Prometheus text: task and actor names, job ids,
+        # resource use) answers anyone, without token or TLS: off, so it is never opened.
+        "RAY_enable_metrics_collection": "0",
     }
     if spec.kind == "head":
         # Ray's autoscaler v2 (`ray up` sets this only for the start commands it runs itself);

@@ -1,10 +1,10 @@
 """The one pod manifest of a burst worker, and the names and labels that find it again.
 
 A burst pod is what a SLURM worker job is, as a pod: it checks that its image runs the head's
-Ray and Python, then ``exec ray start --address=<head> --block`` as ``nodestart`` says (the job
-script's own description) with ``RAY_CLOUD_INSTANCE_ID`` = its own name. The token comes from
-the cluster's Secret; the command is a fixed script and every value reaches it as an argument
-or environment variable, never as shell text.
+Ray and Python, makes its own TLS certificate, then ``exec ray start --address=<head> --block``
+as ``nodestart`` says (the job script's own description) with ``RAY_CLOUD_INSTANCE_ID`` = its own
+name. The token and the TLS CA come from the cluster's Secret; the command is a fixed script
+and every value reaches it as an argument or environment variable, never as shell text.
 """
 
 from __future__ import annotations
@@ -12,8 +12,10 @@ from __future__ import annotations
 import hashlib
 import re
 import secrets
+from pathlib import Path
 from typing import Any
 
+from ray_slurm import tls
 from ray_slurm.backends.nodestart import ray_start
 from ray_slurm.config import NodeTypeSpec
 
@@ -23,6 +25,7 @@ LABEL_USER = "rayhpc.io/user"
 LABEL_NODE_TYPE = "rayhpc.io/node-type"
 LABEL_KIND = "rayhpc.io/node-kind"
 TOKEN_KEY = "token"  # noqa: S105 - the key in the Secret, not a password
+TLS_CA_KEY = "tls-ca"  # the cluster's TLS CA (key and certificate), for the pod's certificate
 GRACE_PERIOD_S = 45  # Ray drains for up to 30 s after SIGTERM
 IMAGE_CHECK_FAILED = 90  # exit codes of the image check: the provider reports them as such
 IMAGE_MISMATCH = 91
@@ -37,9 +40,23 @@ if [ "$v" != "$RAY_SLURM_EXPECT" ]; then
     echo "ray-slurm: image $RAY_SLURM_IMAGE has Ray/Python $v, the head runs $RAY_SLURM_EXPECT" >&2
     exit 91
 fi
+# TLS, as on every node of the cluster: this pod's own certificate for its address, issued by
+# ray_slurm's tls module (its source is in RAY_SLURM_TLS_PROGRAM: the image needs only Ray).
+tls_dir="${TMPDIR:-/tmp}/ray-slurm-tls"
+mkdir -m 700 "$tls_dir" && python -c "$RAY_SLURM_TLS_PROGRAM" --out "$tls_dir" --ip "$POD_IP" || {
+    echo "ray-slurm: image $RAY_SLURM_IMAGE cannot make the node's TLS certificate" >&2
+    exit 90
+}
+unset RAY_SLURM_TLS_CA RAY_SLURM_TLS_PROGRAM
+export RAY_USE_TLS=1 RAY_TLS_SERVER_CERT="$tls_dir/tls.crt" RAY_TLS_SERVER_KEY="$tls_dir/tls.key"
+export RAY_TLS_CA_CERT="$tls_dir/ca.crt"
 echo "ray-slurm: starting burst worker $RAY_CLOUD_INSTANCE_ID ($POD_IP)"
 exec ray start "$@" --temp-dir="${TMPDIR:-/tmp}/ray"
 """
+
+
+# The source of ray_slurm.tls, which a pod runs with `python -c` (see START_SCRIPT).
+TLS_PROGRAM = Path(tls.__file__).read_text()
 
 
 def _dns(text: str) -> str:
@@ -113,6 +130,9 @@ def pod_manifest(
         *({"name": key, "value": value} for key, value in ray_start(spec).env.items()),
         {"name": "RAY_AUTH_TOKEN",
          "valueFrom": {"secretKeyRef": {"name": token_secret, "key": TOKEN_KEY}}},
+        {"name": tls.CA_ENV,
+         "valueFrom": {"secretKeyRef": {"name": token_secret, "key": TLS_CA_KEY}}},
+        {"name": "RAY_SLURM_TLS_PROGRAM", "value": TLS_PROGRAM},
         {"name": "RAY_SLURM_IMAGE", "value": spec.pod.image},
         {"name": "RAY_SLURM_EXPECT", "value": expect_versions},
     ]  # fmt: skip
@@ -149,13 +169,19 @@ def pod_manifest(
     }
 
 
+def secret_data(token: str, ca_pem: bytes) -> dict[str, str]:
+    """What the cluster's Secret holds: the token, and the CA each pod issues its certificate
+    with (both change at every head launch)."""
+    return {TOKEN_KEY: token, TLS_CA_KEY: ca_pem.decode()}
+
+
 def secret_manifest(
-    name: str, namespace: str, labels: dict[str, str], token: str
+    name: str, namespace: str, labels: dict[str, str], data: dict[str, str]
 ) -> dict[str, Any]:
     return {
         "apiVersion": "v1",
         "kind": "Secret",
         "type": "Opaque",
         "metadata": {"name": name, "namespace": namespace, "labels": labels},
-        "stringData": {TOKEN_KEY: token},
+        "stringData": data,
     }
