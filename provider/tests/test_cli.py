@@ -333,7 +333,7 @@ def test_an_ended_head_takes_its_record_and_cancels_its_workers(
     bootstrapped, state_dir, fake_bin, tmp_path
 ):
     cluster = _ended_cluster(bootstrapped, state_dir, fake_bin, tmp_path)
-    argv = ["head-ended", str(cluster.root), "--node-id", "login-head", "--temp-dir"]
+    argv = ["head-ended", str(cluster.root), "--temp-dir"]
     assert main([*argv, "/tmp/rs-h1.abc/r"]) == 0
     assert cluster.read_head() is None  # no client is sent to its address any more
     cancelled = (tmp_path / "scancel").read_text().split()
@@ -345,7 +345,7 @@ def test_an_ended_head_leaves_a_newer_heads_record_and_workers(
 ):
     """`ray up` started a new head meanwhile: the old head's exit touches nothing of it."""
     cluster = _ended_cluster(bootstrapped, state_dir, fake_bin, tmp_path)
-    argv = ["head-ended", str(cluster.root), "--node-id", "login-head", "--temp-dir"]
+    argv = ["head-ended", str(cluster.root), "--temp-dir"]
     assert main([*argv, "/tmp/rs-h0.old/r"]) == 0
     assert cluster.read_head()["temp_dir"] == "/tmp/rs-h1.abc/r"
     assert not (tmp_path / "scancel").exists()

@@ -432,7 +432,7 @@ def test_running_the_login_head_script(make_settings, fake_ray_env, short_temp_r
         # after `ray start`: clients are sent there once Ray holds its ports (`hold-ports`)
         f"hold-ports {cluster.root} --temp-dir {temp_dir} --ray-pid {calls[2].rsplit(' ', 1)[1]}",
         # as it exits: its record goes and its workers are cancelled (`head-ended`)
-        f"head-ended {cluster.root} --node-id login-head --temp-dir {temp_dir}",
+        f"head-ended {cluster.root} --temp-dir {temp_dir}",
     ]
     # the login head's temp dir: short, node-local, one per cluster
     temp_dir = calls[1].rsplit(" ", 1)[1]

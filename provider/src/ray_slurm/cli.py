@@ -290,7 +290,6 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("head-ended", help="(in the head's job) the head is gone: forget its "
                        "address, cancel its workers")  # fmt: skip
     p.add_argument("cluster_dir", help="the cluster's state directory")
-    p.add_argument("--node-id", required=True, help="the head's provider node id")
     p.add_argument("--temp-dir", required=True, help="the head's Ray temp dir (which head)")
     p.set_defaults(func=cmd_head_ended)
 
