@@ -236,6 +236,26 @@ def test_head_ip_of_another_host(write_config, slurm, capsys):
     assert line.startswith("problem: provider.head_ip: 192.0.2.7 is not an address of this host")
 
 
+def test_ports_held_by_other_accounts_are_not_blamed_on_stale_ray(
+    write_config, slurm, capsys, monkeypatch
+):
+    """A neighbour holds the provider's whole port range: the check names the holders' uids,
+    instead of telling the user to stop Ray processes they do not have."""
+    from ray_slurm.check import site
+
+    def no_ports(count, seed):
+        raise RuntimeError(f"fewer than {count} free ports in 24000-32000")
+
+    monkeypatch.setattr(site, "free_ports", no_ports)
+    monkeypatch.setattr(site, "listeners", lambda ports: {p: {1003} for p in ports})
+    code, out = run(write_config(), slurm, capsys)
+    assert code == 1
+    [line] = problems(out)
+    assert "ports for the head: fewer than 7 free ports" in line and "(0 held by you)" in line
+    assert "other accounts (uids 1003) hold ports there" in "".join(out)
+    assert "stale Ray" not in "".join(out)
+
+
 def test_head_ip_is_not_checked_for_a_head_in_slurm(write_config, slurm, capsys):
     def change(cfg):
         cfg["provider"].update(head_mode="slurm", head_ip="192.0.2.7")

@@ -18,7 +18,7 @@ from ray_slurm import usertmp
 from ray_slurm.backends.nodestart import HEAD_PORTS
 from ray_slurm.check.report import Report
 from ray_slurm.config import Settings
-from ray_slurm.net import free_ports, is_local_address
+from ray_slurm.net import PORT_RANGE, free_ports, is_local_address, listeners
 from ray_slurm.nodemap import NodeAddresses, NodeMapError, load_node_map
 from ray_slurm.private import UnsafePathError, check_ancestors, check_private_dir
 from ray_slurm.slurm import Partition, Slurm, SlurmError
@@ -247,10 +247,17 @@ def check_login_head(site: Site, slurm: Slurm, report: Report) -> None:
     try:
         free_ports(HEAD_PORTS, str(ClusterDir(site.state_dir, site.cluster_name).root))
     except RuntimeError as exc:
-        report.add(
-            f"ports for the head: {exc} on this host",
-            "stop stale Ray processes (ray-slurm status, then ray down) or free ports",
-        )
+        low, high = PORT_RANGE
+        held = listeners(range(low, high))
+        mine = sum(1 for uids in held.values() if os.geteuid() in uids)
+        others = sorted({u for uids in held.values() for u in uids} - {os.geteuid()})
+        fix = "stop stale Ray processes of yours (ray-slurm status, then ray down)" if mine else ""
+        if others:
+            fix = (fix + "; " if fix else "") + (
+                f"other accounts (uids {', '.join(map(str, others))}) hold ports there: ask the "
+                "site's admins")  # fmt: skip
+        report.add(f"ports for the head: {exc} on this host ({mine} held by you)",
+                   fix or "free ports in that range")  # fmt: skip
 
 
 def check_state(site: Site, report: Report) -> None:
