@@ -180,6 +180,7 @@ def provider(standin, tmp_path):
         }  # fmt: skip
         bootstrap(cfg)
         provider = SlurmNodeProvider(cfg["provider"], name)
+        provider.cluster.new_secrets()  # the token and TLS CA a launched head would have made
         provider.cluster.publish_head({"ip": "10.77.0.1", "gcs_port": 1})
         if kubeconfig is None:
             made.append(provider)  # removes what it made at the end

@@ -229,7 +229,11 @@ class KubernetesBackend:
         date (both change with every head)."""
         if namespace in self._secret_in:
             return
-        data = podspec.secret_data(self.cluster.ensure_token(), tls.read_ca(self.cluster.ca_file))
+        try:
+            ca = tls.read_ca(self.cluster.ca_file)
+        except tls.TLSError as exc:  # a head of an earlier provider: no pod could join it
+            raise BackendError(str(exc)) from None
+        data = podspec.secret_data(self.cluster.ensure_token(), ca)
         body = podspec.secret_manifest(self.secret, namespace, self.labels, data)
         try:
             self.call(f"creating secret {self.secret} in namespace {namespace}",
