@@ -202,6 +202,16 @@ class SiteCluster:
         script = self.user.write(self.user.home / "where.py", code)
         return self.sh(f'eval "$(ray-slurm env ray-slurm.yaml)" && python {script}', check=check)
 
+    def env(self) -> dict[str, str]:
+        """The environment `ray-slurm env` gives the user (as `eval` in their shell would)."""
+        out = self.sh("ray-slurm env ray-slurm.yaml").stdout
+        env = self.user.environ(self.extra_env)
+        for line in out.splitlines():
+            if line.startswith("export "):
+                key, _, value = line.removeprefix("export ").partition("=")
+                env[key] = value.strip("'")
+        return env
+
     def jobs(self, kind: str | None = None):
         return cluster_jobs(self.user.jobs(), CLUSTER, kind)
 
