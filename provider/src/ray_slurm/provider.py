@@ -318,8 +318,7 @@ class SlurmNodeProvider(NodeProvider):
             (i for i in node_ids if i in nodes), key=lambda i: nodes[i].kind == "head"
         )
         for node_id in heads_last:
-            if node_id in nodes:
-                by_backend.setdefault(nodes[node_id].backend, []).append(node_id)
+            by_backend.setdefault(nodes[node_id].backend, []).append(node_id)
         for name, ids in by_backend.items():
             logger.info("terminating %s node(s): %s", name, ", ".join(ids))
             self._terminated.update(ids)
