@@ -9,6 +9,7 @@ from __future__ import annotations
 import importlib.metadata
 import json
 import os
+import tempfile
 from pathlib import Path
 
 import pytest
@@ -310,6 +311,20 @@ def test_a_planted_temp_root_is_named(write_config, slurm, capsys, fresh_tmp):
     [line] = problems(out)
     assert f"private temp root {planted} is owned by uid 65534" in line
     assert "set TMPDIR to a directory of your own" in line
+
+
+def test_a_temp_root_others_may_swap_things_in_is_named(write_config, slurm, capsys):
+    loose = Path(tempfile.mkdtemp(prefix="rs", dir="/tmp"))  # short: temp_root has a limit
+    try:
+        os.chmod(loose, 0o777)  # not sticky: anyone may rename a node's directory in it
+        code, out = run(write_config(lambda c: c["provider"].update(temp_root=str(loose))),
+                        slurm, capsys)  # fmt: skip
+        assert code == 1
+        [line] = problems(out)
+        assert f"provider.temp_root: {loose} has mode 0777: others may write to it and it is " \
+            "not sticky" in line
+    finally:
+        loose.rmdir()
 
 
 def test_state_dir_that_cannot_be_created(write_config, slurm, capsys, tmp_path):

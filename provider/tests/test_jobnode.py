@@ -60,3 +60,43 @@ def test_it_imports_neither_ray_nor_the_cli_nor_templates():
             "sys.exit(sorted(heavy & set(sys.modules)) or 0)")  # fmt: skip
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=False)
     assert proc.returncode == 0, proc.stderr
+
+
+def test_a_temp_root_others_control_is_refused_before_anything_is_written(tmp_path, caplog):
+    """The node's directory (mktemp in provider.temp_root) holds its TLS key and Ray's sockets:
+    in a temp_root another account owns, or may write to without the sticky bit, they could
+    rename it and put their own in its place. The node refuses, naming the directory."""
+    ca = tmp_path / "ca.pem"
+    ca.write_text("never read")
+    for name, plant in {
+        "loose": lambda d: os.chmod(d, 0o777),
+        "theirs": lambda d: os.chown(d, 65534, 65534),
+    }.items():
+        temp_root = tmp_path / name
+        temp_root.mkdir()
+        plant(temp_root)
+        node_dir = temp_root / "rs-7.abcdef"
+        node_dir.mkdir(mode=0o700)
+        argv = ["1", "--seed", "7", "--ip", "10.0.0.9", "--tls-ca", str(ca), "--tls-out",
+                str(node_dir)]  # fmt: skip
+        assert main(argv) == 1
+        assert f"provider.temp_root on {os.uname().nodename}: {temp_root} " in caplog.text
+        assert os.listdir(node_dir) == []
+    assert "has mode 0777: others may write to it and it is not sticky" in caplog.text
+    assert "is owned by uid 65534, neither root nor you" in caplog.text
+
+
+def test_a_node_dir_in_a_sticky_shared_temp_root_is_used(tmp_path, capsys):
+    from ray_slurm import tls
+
+    temp_root = tmp_path / "tmp"
+    temp_root.mkdir()
+    os.chmod(temp_root, 0o1777)  # as /tmp
+    node_dir = temp_root / "rs-7.abcdef"
+    node_dir.mkdir(mode=0o700)
+    ca = tmp_path / "ca.pem"
+    tls.new_ca(ca, "test")
+    argv = ["1", "--seed", "7", "--ip", "10.0.0.9", "--tls-ca", str(ca), "--tls-out", str(node_dir)]
+    assert main(argv) == 0
+    assert capsys.readouterr().out.split()[0] == "10.0.0.9"
+    assert (node_dir / tls.CERT).exists()

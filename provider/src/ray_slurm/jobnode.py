@@ -4,7 +4,10 @@ Every job script asks for this node's address for Ray (the node map, else SLURM'
 and for free ports. It is on the path of every scale-up, so it is one Python start-up that
 imports only the standard library, the node map reader and the SLURM wrapper (~0.1 s), not the
 ``ray-slurm`` CLI with its templates and config model (~0.3 s a call, and it took two calls).
-It also issues the node's TLS certificate (``ray_slurm.tls``). Prints ``IP PORT...`` on one line.
+It also issues the node's TLS certificate (``ray_slurm.tls``) into the node's directory, which
+the script made in ``provider.temp_root`` with ``mktemp -d``: first it checks that nobody else
+could swap or read that directory (``temp_root`` owned by root or the user, sticky if others may
+write to it: on a compute node as much as on the login node). Prints ``IP PORT...`` on one line.
 """
 
 from __future__ import annotations
@@ -19,6 +22,7 @@ from pathlib import Path
 
 from ray_slurm.net import free_ports
 from ray_slurm.nodemap import NodeAddresses, NodeMapError
+from ray_slurm.private import UnsafePathError, check_private_dir
 from ray_slurm.slurm import Slurm, SlurmError
 
 logger = logging.getLogger(__name__)
@@ -66,6 +70,12 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, format="ray-slurm-node: %(message)s")
     args = build_parser().parse_args(argv)
     node = args.node or os.environ.get("SLURMD_NODENAME") or socket.gethostname()
+    if args.tls_out:
+        try:
+            check_private_dir(args.tls_out)
+        except UnsafePathError as exc:
+            logger.error("provider.temp_root on %s: %s", node, exc)
+            return 1
     try:
         ip = args.ip or node_ip(node, args.node_map, args.wait)
         ports = free_ports(args.ports, args.seed)

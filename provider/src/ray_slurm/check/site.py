@@ -244,6 +244,13 @@ def check_login_head(site: Site, slurm: Slurm, report: Report) -> None:
             f"provider.temp_root: {temp} is not a writable directory on this host",
             "use a short node-local directory that exists everywhere, such as /tmp",
         )
+    else:
+        try:  # each node's directory is made in it: nobody else may be able to swap that
+            check_ancestors(temp / "node-dir")
+        except UnsafePathError as exc:
+            report.add(f"provider.temp_root: {exc.path} {exc.why}",
+                       "use a directory only root controls, sticky if every account may "
+                       "write to it (as /tmp is)")  # fmt: skip
     try:
         free_ports(HEAD_PORTS, str(ClusterDir(site.state_dir, site.cluster_name).root))
     except RuntimeError as exc:
