@@ -321,8 +321,10 @@ def test_a_temp_root_others_may_swap_things_in_is_named(write_config, slurm, cap
                         slurm, capsys)  # fmt: skip
         assert code == 1
         [line] = problems(out)
-        assert f"provider.temp_root: {loose} has mode 0777: others may write to it and it is " \
+        assert (
+            f"provider.temp_root: {loose} has mode 0777: others may write to it and it is "
             "not sticky" in line
+        )
     finally:
         loose.rmdir()
 
