@@ -22,6 +22,7 @@ import pytest
 
 from ray_slurm.backends import jobscript
 from ray_slurm.backends.jobscript import job_name, login_head_id, parse_job_name, render
+from ray_slurm.policy import PORTS_TAKEN_EXIT
 
 HEAD_ADDRESS = "10.0.0.1:6379"
 SETUP = ['echo "setup ran" > "$SETUP_MARK"', "module load python/3.12 || true"]
@@ -281,7 +282,12 @@ exit 3
 printf '%s\\n' "$*" >> {record}/ray-slurm.calls
 case "$1" in
   publish-head|head-ended) ;;
-  hold-ports) exit "${{RAY_SLURM_TEST_HOLD:-0}}" ;;
+  hold-ports)  # 1: Ray stopped before it held its ports (this waits for it to stop)
+    if [ "${{RAY_SLURM_TEST_HOLD:-0}}" = 1 ]; then
+      pid=$(printf '%s\n' "$@" | sed -n '/^--ray-pid$/{{n;p}}')
+      while kill -0 "$pid" 2>/dev/null; do sleep 0.05; done
+    fi
+    exit "${{RAY_SLURM_TEST_HOLD:-0}}" ;;
   *) exit 9 ;;
 esac
 """,
@@ -372,7 +378,10 @@ def test_running_the_worker_script(make_settings, fake_ray_env, short_temp_root,
     calls = (record / "ray-slurm.calls").read_text().splitlines()
     # one quick helper before `ray start`: address, ports, and the node's TLS certificate
     assert calls == [
-        f"ray-slurm-node 4 --seed 4242 --tls-ca {cluster.ca_file} --tls-out {node_dir}"
+        f"ray-slurm-node 4 --seed 4242 --tls-ca {cluster.ca_file} --tls-out {node_dir}",
+        # after `ray start`: the node goes on once Ray holds its agents' ports (no record)
+        f"hold-ports {cluster.root} --ray-pid {calls[1].split()[3]} --agent-ports 25001 25002 "
+        "25004",
     ]
     assert ray_env["RAY_USE_TLS"] == "1"
     assert ray_env["RAY_TLS_SERVER_CERT"] == f"{node_dir}/tls.crt"
@@ -430,7 +439,8 @@ def test_running_the_login_head_script(make_settings, fake_ray_env, short_temp_r
         "--gcs-port 25001 --dashboard-port 25002 --client-port 25003 "
         f"--temp-dir {calls[1].rsplit(' ', 1)[1]}",
         # after `ray start`: clients are sent there once Ray holds its ports (`hold-ports`)
-        f"hold-ports {cluster.root} --temp-dir {temp_dir} --ray-pid {calls[2].rsplit(' ', 1)[1]}",
+        f"hold-ports {cluster.root} --temp-dir {temp_dir} --ray-pid {calls[2].split()[5]} "
+        "--agent-ports 25004 25005 25007",
         # as it exits: its record goes and its workers are cancelled (`head-ended`)
         f"head-ended {cluster.root} --temp-dir {temp_dir}",
     ]
@@ -439,6 +449,32 @@ def test_running_the_login_head_script(make_settings, fake_ray_env, short_temp_r
     assert re.fullmatch(
         rf"{re.escape(short_temp_root)}/rs-h[0-9a-f]{{10}}\.[A-Za-z0-9]{{6}}/r", temp_dir
     )  # below a private directory of its own
+
+
+def test_a_port_another_account_took_ends_the_worker_with_its_own_status(
+    make_settings, fake_ray_env, short_temp_root, tmp_path
+):
+    """hold-ports found one of the node's ports held by another account: the job ends with
+    PORTS_TAKEN_EXIT (the provider replaces it without backing the type off), not Ray's 3."""
+    env_dir, _ = fake_ray_env
+
+    def change(cfg):
+        cfg["provider"]["ray_env"] = str(env_dir)
+        cfg["provider"]["temp_root"] = short_temp_root
+
+    settings = make_settings(change)
+    text = render(settings, _cluster(settings), settings.spec("cpu"), head_address=HEAD_ADDRESS)
+    path = tmp_path / "node.sh"
+    path.write_text(text.text)
+    env = {"PATH": "/usr/bin:/bin", "SLURM_JOB_ID": "77",
+           "RAY_SLURM_TEST_HOLD": str(PORTS_TAKEN_EXIT)}  # fmt: skip
+    proc = subprocess.run(["bash", str(path)], env=env, capture_output=True, text=True,
+                          timeout=10, check=False)  # fmt: skip
+    assert proc.returncode == PORTS_TAKEN_EXIT, proc.stderr
+    env["RAY_SLURM_TEST_HOLD"] = "1"  # the check failed because Ray stopped: Ray's status
+    proc = subprocess.run(["bash", str(path)], env=env, capture_output=True, text=True,
+                          timeout=10, check=False)  # fmt: skip
+    assert proc.returncode == 3, proc.stderr
 
 
 def test_ray_processes_that_outlive_ray_start_do_not_keep_the_temp_dir(

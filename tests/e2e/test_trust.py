@@ -9,10 +9,11 @@ from __future__ import annotations
 
 import os
 import re
+import subprocess
 from pathlib import Path
 
 import pytest
-from conftest import BOB, EVE, parse_result, run, start_driver, wait_for
+from conftest import BOB, EVE, parse_result, run, start_driver, wait_for, where_tasks
 
 from ray_slurm.net import listeners
 
@@ -197,3 +198,175 @@ def test_a_neighbour_who_takes_the_heads_port_first_gets_a_clear_failure(site_cl
     # Without Eve in the way, the next `ray up` works.
     bob.up()
     assert bob.head()["ports_held"] is True
+
+
+# Eve on a compute node (the harness starts her process there as her, as a job of hers on that
+# node would run it): each time a `ray start` of the victim's workers shows its dashboard agent
+# port, she binds it first, up to ``count`` times, and keeps what she took.
+AGENT_SNIPE = r"""
+import os, socket, sys, time
+victim, count, seconds = int(sys.argv[1]), int(sys.argv[2]), float(sys.argv[3])
+flag = b"--dashboard-agent-listen-port="
+held, seen, deadline = [], set(), time.monotonic() + seconds
+while time.monotonic() < deadline:
+    for pid in filter(str.isdigit, os.listdir("/proc")):
+        if pid in seen or len(held) >= count:
+            continue
+        try:
+            if os.stat(f"/proc/{pid}").st_uid != victim:
+                continue
+            argv = open(f"/proc/{pid}/cmdline", "rb").read().split(b"\0")
+        except OSError:
+            continue
+        if b"start" not in argv[:4] or not any(a.startswith(b"--address=") for a in argv):
+            continue
+        seen.add(pid)
+        for arg in argv:
+            if arg.startswith(flag):
+                s = socket.socket()
+                try:
+                    s.bind(("0.0.0.0", int(arg[len(flag):])))
+                    s.listen()
+                except OSError:
+                    continue
+                held.append(s)
+                print(arg[len(flag):].decode(), flush=True)
+    time.sleep(0.005)
+"""
+
+
+def test_a_neighbour_who_takes_a_workers_port_makes_it_start_elsewhere(make_cluster, site_nodes):
+    """Eve binds the dashboard agent port of Bob's starting workers before Ray can (Ray 2.60 then
+    runs the node without the agent's HTTP server, on a port that is hers). Each such worker
+    ends at once naming the port and Eve's uid, and is replaced by a job with other ports; the
+    type is not backed off for it, and Bob's task runs."""
+    bob = make_cluster("e2e-agentport", user=BOB, max_workers=1)
+    bob.up()
+    snipers = [
+        subprocess.Popen(["ip", "netns", "exec", f"rsl-{node}", *EVE.argv(
+            [EVE.bin("python"), "-c", AGENT_SNIPE, str(BOB.uid), "2", "300"])],
+            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        for node in sorted(site_nodes)
+    ]  # fmt: skip
+    try:
+        out = bob.driver(where_tasks(tasks=1, seconds=1), timeout=300).stdout
+        status = bob.status()
+    finally:
+        for sniper in snipers:
+            sniper.kill()
+    taken = [int(port) for sniper in snipers for port in sniper.stdout.read().split()]
+    assert taken, "Eve took no port: the attack did not happen"
+    ((host, ip),) = parse_result(out)  # the task ran on a worker
+    assert site_nodes[host] == ip
+    logs = "".join(p.read_text() for p in (bob.state_dir / "logs").glob("*worker*.log"))
+    for port in taken:
+        assert (
+            f"dashboard agent port {port} is held by another account (uid {EVE.uid}); this "
+            "node's job ends, the next one picks other ports" in logs
+        )
+    assert "backed off" not in status and "failed" not in status, status
+
+
+# Eve's listeners on every port a head releases: gRPC ones answer as a server would and write
+# down each call's headers; the HTTP ones (dashboard, its agent) write down every request.
+RELEASED = r"""
+import socket, sys, threading, time, grpc
+from concurrent import futures
+log, seconds = sys.argv[1], float(sys.argv[2])
+grpc_ports = [int(p) for p in sys.argv[3].split(",")]
+http_ports = [int(p) for p in sys.argv[4].split(",")]
+lock = threading.Lock()
+def write(text):
+    with lock, open(log, "a") as f:
+        f.write(text)
+class Everything(grpc.GenericRpcHandler):
+    def service(self, details):
+        write("".join(f"{details.method} {k}: {v}\n" for k, v in details.invocation_metadata))
+        return None
+def take(bind):
+    deadline = time.monotonic() + 120
+    while not bind():  # the moment the port is released
+        if time.monotonic() > deadline:
+            sys.exit("a port was never released")
+        time.sleep(0.02)
+def grpc_port(port):
+    server = grpc.server(futures.ThreadPoolExecutor(4), handlers=[Everything()])
+    def bind():
+        try:
+            return server.add_insecure_port(f"0.0.0.0:{port}")
+        except RuntimeError:
+            return 0
+    take(bind)
+    server.start()
+    print("TOOK", port, flush=True)
+    time.sleep(seconds)
+def http_port(port):
+    s = socket.socket()
+    def bind():
+        try:
+            s.bind(("0.0.0.0", port))
+            return 1
+        except OSError:
+            return 0
+    take(bind)
+    s.listen()
+    print("TOOK", port, flush=True)
+    s.settimeout(seconds)
+    while True:
+        try:
+            conn, _ = s.accept()
+        except OSError:
+            return
+        conn.settimeout(5)
+        try:
+            write(conn.recv(65536).decode(errors="replace"))
+        except OSError:
+            pass
+        conn.close()
+threads = [threading.Thread(target=grpc_port, args=(p,)) for p in grpc_ports]
+threads += [threading.Thread(target=http_port, args=(p,)) for p in http_ports]
+for t in threads:
+    t.start()
+for t in threads:
+    t.join()
+"""
+
+
+def test_a_neighbour_on_the_ports_ray_down_releases_is_sent_no_token(make_cluster):
+    """Bob types `ray down` while a driver of his runs tasks on a worker: Eve takes every port
+    of the head (GCS, Ray Client, dashboard, its agent's) the moment it is released, and listens
+    while Bob's driver reconnects and Bob, with the environment his shell kept, submits a job
+    and starts a driver. Nothing she hears opens his cluster; his later commands fail."""
+    bob = make_cluster("e2e-down", user=BOB, max_workers=1)
+    bob.up()
+    head = bob.head()
+    token = (bob.state_dir / "token").read_text().strip()
+    driver = start_driver(bob, tasks=1, seconds=90)  # reconnects while Eve listens
+    kept_env = bob.env()
+    wait_for(lambda: _workers_in(bob) > 0, 180, "the worker in Ray")
+    log = (bob.state_dir / "logs" / "head-login.log").read_text()
+    agent_port = int(re.findall(r"--dashboard-agent-listen-port=(\d+)", log)[-1])
+    grpc_ports = f"{head['gcs_port']},{head['client_port']}"
+    http_ports = f"{head['dashboard_port']},{agent_port}"
+    heard = Path(f"/tmp/eve-heard-down-{head['gcs_port']}")
+    heard.unlink(missing_ok=True)
+    eve = EVE.popen([EVE.bin("python"), "-c", RELEASED, str(heard), "60", grpc_ports, http_ports])
+    try:
+        bob.down()
+        took = [eve.stdout.readline().split() for _ in range(4)]
+        submit = bob.user.run(["timeout", "30", bob.user.bin("ray"), "job", "submit", "--",
+                               "echo", "hi"], env=kept_env, timeout=90, check=False)  # fmt: skip
+        late = bob.user.run(["timeout", "30", bob.user.bin("python"), "-c",
+                             "import ray; ray.init(); print('JOINED')"], env=kept_env,
+                            timeout=90, check=False)  # fmt: skip
+    finally:
+        eve.kill()
+        driver.kill()
+    said = heard.read_text() if heard.exists() else ""
+    heard.unlink(missing_ok=True)
+    assert sorted(int(port) for _, port in took) == sorted(
+        [head["gcs_port"], head["client_port"], head["dashboard_port"], agent_port]
+    )
+    assert token not in said, f"Eve was sent Bob's token:\n{said[:2000]}"
+    assert submit.returncode != 0 and "JOINED" not in late.stdout
+    assert bob.jobs() == []

@@ -25,6 +25,7 @@ import yaml
 from ray_slurm import backends, check, config, headlife
 from ray_slurm.config import ConfigError, Settings
 from ray_slurm.nodemap import NodeMapError
+from ray_slurm.policy import PORTS_TAKEN_EXIT
 from ray_slurm.private import UnsafePathError
 from ray_slurm.slurm import Slurm, SlurmError
 from ray_slurm.state import ClusterDir, StateLockError, write_private
@@ -152,9 +153,16 @@ def cmd_head_ended(args: argparse.Namespace) -> int:
 
 
 def cmd_hold_ports(args: argparse.Namespace) -> int:
-    """(the head's script, after `ray start`) ``headlife.hold_ports``."""
-    cluster = ClusterDir.at(args.cluster_dir)
-    return 0 if headlife.hold_ports(cluster, args.temp_dir, args.ray_pid, args.timeout) else 1
+    """(a node's script, after `ray start`) ``headlife.hold_ports`` for the head (which has a
+    record: ``--temp-dir``), else ``hold_node_ports``; exits PORTS_TAKEN_EXIT if another
+    account holds one of the ports."""
+    if args.temp_dir:
+        cluster = ClusterDir.at(args.cluster_dir)
+        check = headlife.hold_ports(cluster, args.temp_dir, args.ray_pid, args.timeout,
+                                    args.agent_ports)  # fmt: skip
+    else:
+        check = headlife.hold_node_ports(args.agent_ports, args.ray_pid, args.timeout)
+    return 0 if check.held else PORTS_TAKEN_EXIT if check.taken else 1
 
 
 def cmd_wait_head(args: argparse.Namespace) -> int:
@@ -293,10 +301,19 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--temp-dir", required=True, help="the head's Ray temp dir (which head)")
     p.set_defaults(func=cmd_head_ended)
 
-    p = sub.add_parser("hold-ports", help="(in the head's job) wait until Ray holds the "
-                       "head's ports; fail, naming the holder, if another has one")  # fmt: skip
+    p = sub.add_parser("hold-ports", help="(in a node's job) wait until Ray holds the node's "
+                       "ports; fail, naming the holder, if another has one")  # fmt: skip
     p.add_argument("cluster_dir", help="the cluster's state directory")
-    p.add_argument("--temp-dir", required=True, help="the head's Ray temp dir (which head)")
+    p.add_argument("--temp-dir", default="", help="the head's Ray temp dir (which head); "
+                   "a worker has none")  # fmt: skip
+    p.add_argument(
+        "--agent-ports",
+        type=int,
+        nargs=len(headlife.AGENT_PORT_NAMES),
+        required=True,
+        metavar="PORT",
+        help="the node's " + ", ".join(headlife.AGENT_PORT_NAMES) + " ports",
+    )
     p.add_argument("--ray-pid", type=int, required=True, help="the head's `ray start`")
     p.add_argument("--timeout", type=float, default=120, help="seconds (default: 120)")
     p.set_defaults(func=cmd_hold_ports)

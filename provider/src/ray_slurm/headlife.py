@@ -7,9 +7,10 @@ carries it in clear). So:
 
 - ``hold_ports`` (the head's script, after ``ray start``): the record is marked as holding its
   ports once Ray listens on each of them as this user (``/proc/net/tcp`` names each listener's
-  uid); a port another account holds ends the head with a message naming port and uid
-  (``head.failed``, which ``ray-slurm wait-head`` reports at once), instead of a head that runs
-  with part of its address in someone else's hands.
+  uid): the published ones and its agents'; a port another account holds ends the head with a
+  message naming port and uid (``head.failed``, which ``ray-slurm wait-head`` reports at once),
+  instead of a head that runs with part of its address in someone else's hands.
+  ``hold_node_ports`` is the same check for a worker's agents.
 - ``head_ended`` (the head's script, as it exits, however): the record goes, and the workers'
   jobs and pods are cancelled, pending ones included (they could never join a later head: every
   head has a new token and TLS CA).
@@ -22,6 +23,8 @@ from __future__ import annotations
 import logging
 import os
 import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 
 import yaml
 
@@ -36,6 +39,9 @@ from ray_slurm.state import ClusterDir, Head
 logger = logging.getLogger(__name__)
 
 POLL_S = 0.1
+# The ports a node's script gives Ray's agents, in the order it passes them to hold-ports (the
+# metrics export port is not opened: nodestart turns metrics collection off).
+AGENT_PORT_NAMES = ("dashboard agent", "dashboard agent gRPC", "runtime env agent")
 
 
 def _alive(pid: int) -> bool:
@@ -48,43 +54,100 @@ def _alive(pid: int) -> bool:
     return True
 
 
-def port_problem(head: Head, ray_pid: int) -> tuple[bool, str | None]:
-    """(all held by this user, why the head cannot hold them) for the head's published ports."""
+@dataclass(frozen=True)
+class PortCheck:
+    """Whether Ray holds a node's ports; if not, why, and whether another account took one."""
+
+    held: bool
+    why: str | None = None
+    taken: bool = False  # another account holds one: not the node type's fault, nor Ray's
+
+
+def agent_ports(ports: Sequence[int]) -> dict[str, int]:
+    """The ports every node's Ray binds besides a head's, by name, as the script passes them.
+
+    The dashboard agent's HTTP port matters most: the head's dashboard sends job submissions
+    there with the token, in clear (Ray 2.60), and Ray keeps a node running when another
+    account holds it ("the HTTP service will be disabled").
+    """
+    return dict(zip(AGENT_PORT_NAMES, ports, strict=True)) if ports else {}
+
+
+def port_problem(ports: dict[str, int], ray_pid: int, what: str) -> PortCheck:
+    """Whether this user's Ray holds every one of ``ports`` (name -> port) of ``what``."""
     uid = os.geteuid()
-    ports = {"GCS": head.gcs_port, "dashboard": head.dashboard_port, "Ray Client": head.client_port}
     holders = listeners([p for p in ports.values() if p])
     for name, port in ports.items():
         others = sorted(holders.get(port, set()) - {uid})
         if others:
             who = ", ".join(f"uid {u}" for u in others)
-            return False, (f"the head's {name} port {port} is held by another account ({who}); "
-                           "run `ray up` again: a new head picks other ports")  # fmt: skip
+            return PortCheck(False, f"the {what}'s {name} port {port} is held by another "
+                             f"account ({who})", taken=True)  # fmt: skip
     if all(uid in holders[p] for p in ports.values() if p):
-        return True, None
+        return PortCheck(True)
     if not _alive(ray_pid):
-        return False, "Ray stopped before it held the head's ports (see the head's log)"
-    return False, None
+        return PortCheck(False, f"Ray stopped before it held the {what}'s ports (see its log)")
+    return PortCheck(False)
 
 
-def hold_ports(cluster: ClusterDir, temp_dir: str, ray_pid: int, timeout_s: float) -> bool:
-    """Wait until Ray holds every published port of this head, then mark its record so."""
+def _wait(ports: dict[str, int], ray_pid: int, what: str, timeout_s: float,
+          still_wanted: Callable[[], bool] = lambda: True) -> PortCheck:  # fmt: skip
     deadline = time.monotonic() + timeout_s
-    while True:
-        head = cluster.head()
-        if head is None or head.temp_dir != temp_dir:
-            logger.error("the head's record is gone or another head's: not marking it")
-            return False
-        held, why = port_problem(head, ray_pid)
-        if held:
-            cluster.mark_head_holding(temp_dir)
-            return True
-        if why is None and time.monotonic() > deadline:
-            why = f"Ray did not listen on the head's ports within {timeout_s:g} s"
-        if why is not None:
-            logger.error("%s", why)
-            cluster.fail_head(temp_dir, why)
-            return False
+    while still_wanted():
+        check = port_problem(ports, ray_pid, what)
+        if check.held or check.why is not None:
+            return check
+        if time.monotonic() > deadline:
+            return PortCheck(False, f"Ray did not listen on the {what}'s ports within "
+                             f"{timeout_s:g} s")  # fmt: skip
         time.sleep(POLL_S)
+    return PortCheck(False, "the head's record is gone or another head's: not marking it")
+
+
+def hold_ports(cluster: ClusterDir, temp_dir: str, ray_pid: int, timeout_s: float,
+               agents: Sequence[int] = ()) -> PortCheck:  # fmt: skip
+    """Wait until Ray holds every port of this head (published and its agents'), then mark its
+    record so; a port another account holds fails the head, naming it."""
+
+    def record() -> Head | None:
+        head = cluster.head()
+        return head if head is not None and head.temp_dir == temp_dir else None
+
+    head = record()
+    ports = (
+        {}
+        if head is None
+        else {
+            "GCS": head.gcs_port,
+            "dashboard": head.dashboard_port,
+            "Ray Client": head.client_port,
+        }
+    )
+    check = _wait({**ports, **agent_ports(agents)}, ray_pid, "head", timeout_s,
+                  lambda: record() is not None)  # fmt: skip
+    if check.held:
+        cluster.mark_head_holding(temp_dir)
+        return check
+    why = check.why or ""
+    if check.taken:
+        why += "; run `ray up` again: a new head picks other ports"
+    logger.error("%s", why)
+    if record() is not None:
+        cluster.fail_head(temp_dir, why)
+    return check
+
+
+def hold_node_ports(agents: Sequence[int], ray_pid: int, timeout_s: float) -> PortCheck:
+    """A worker's check: its Ray holds its agents' ports (nothing to mark: no client is sent to
+    a worker by a record). A port another account holds ends the node, naming it; the
+    provider replaces it (a new job picks other ports) without backing its type off."""
+    check = _wait(agent_ports(agents), ray_pid, "node", timeout_s)
+    if check.taken:
+        logger.error("%s; this node's job ends, the next one picks other ports", check.why)
+    elif not check.held and _alive(ray_pid):  # slow, or a Ray without its dashboard agent
+        logger.warning("%s: going on (nobody else holds them)", check.why)
+        return PortCheck(True)
+    return check
 
 
 def running_backends(cluster: ClusterDir) -> dict[str, Backend] | None:

@@ -15,6 +15,9 @@ HEAD_TIME_MARGIN_S = 60.0  # a worker's time limit ends this long before its hea
 # A node that ends sooner than this after it started died at start (its type is broken); one that
 # has run this long proves that its type works again.
 START_WINDOW_S = 120.0
+# A node's script exits with this (EX_TEMPFAIL) when another account held one of its Ray ports:
+# the job ended at start, but not for its type's fault: it is replaced, its type not backed off.
+PORTS_TAKEN_EXIT = 75
 
 
 class LaunchRefused(RuntimeError):
