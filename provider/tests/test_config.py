@@ -274,6 +274,10 @@ BAD_CONFIGS = {
         _set(("provider", "temp_root"), "/scratch/very/long/node/local/tmp"),
         ["provider.temp_root", "'/scratch/very/long/node/local/tmp'"],
     ),
+    "metrics_export not a boolean": (
+        _set(("provider", "metrics_export"), "yes"),
+        ["provider.metrics_export", "expected true or false, got 'yes'"],
+    ),
     "head_ip not an address": (
         _set(("provider", "head_ip"), "login1; rm"),
         ["provider.head_ip", "'login1; rm'"],

@@ -168,3 +168,16 @@ def test_a_newer_heads_record_is_not_marked(cluster):
         publish(cluster, port, port, port)
         assert not headlife.hold_ports(cluster, "/tmp/rs-h0.old/r", os.getpid(), timeout_s=1).held
     assert cluster.read_head() is not None and cluster.head_failure() is None
+
+
+def test_an_opened_metrics_port_another_account_holds_is_named():
+    eve, taken = nobodys_listener()
+    ours = [listening() for _ in range(3)]
+    try:
+        agents = [s.getsockname()[1] for s in ours]
+        check = headlife.hold_node_ports(agents, os.getpid(), 5, metrics_port=taken)
+    finally:
+        eve.kill()
+        for s in ours:
+            s.close()
+    assert check.taken and f"node's metrics export port {taken} is held" in check.why

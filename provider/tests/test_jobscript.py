@@ -567,3 +567,30 @@ def test_a_head_that_waits_for_its_loop_leaves_the_gcs_pull_as_ray_has_it(make_s
     text = render(settings, cluster, settings.spec("head"), node_ip="10.0.0.9").text
     assert "export AUTOSCALER_UPDATE_INTERVAL_S=1" in text.splitlines()
     assert "gcs_pull_resource_loads" not in text
+
+
+def test_metrics_are_off_unless_the_site_opens_them(make_settings, fake_ray_env, short_temp_root,
+                                                    tmp_path):  # fmt: skip
+    """The metrics export port answers anyone without token or TLS: closed by default; a site
+    that scrapes it sets provider.metrics_export, and then hold-ports checks that port too."""
+    env_dir, record = fake_ray_env
+
+    def script(metrics: bool | None) -> str:
+        def change(cfg):
+            cfg["provider"].update(ray_env=str(env_dir), temp_root=short_temp_root)
+            if metrics is not None:
+                cfg["provider"]["metrics_export"] = metrics
+
+        settings = make_settings(change)
+        spec = settings.spec("cpu")
+        return render(settings, _cluster(settings), spec, head_address=HEAD_ADDRESS).text
+
+    assert "export RAY_enable_metrics_collection=0" in script(None)
+    assert "--metrics-port" not in script(None)
+    opened = script(True)
+    assert "RAY_enable_metrics_collection" not in opened
+    _run(opened, tmp_path, job_id="4545")
+    hold = (record / "ray-slurm.calls").read_text().splitlines()[-1]
+    assert hold.startswith("hold-ports ") and hold.endswith(
+        "--agent-ports 25001 25002 25004 --metrics-port 25003"
+    )

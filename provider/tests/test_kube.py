@@ -222,6 +222,8 @@ def test_pod_manifest(burst_settings):
     assert env["RAY_AUTH_TOKEN"]["valueFrom"]["secretKeyRef"] == {
         "name": "ray-example-token-x", "key": "token"}  # fmt: skip
     assert "value" not in env["RAY_AUTH_TOKEN"]  # the token itself never is in the pod spec
+    assert env["RAY_enable_metrics_collection"]["value"] == "0"  # no port open to anyone
+    assert "RAY_enable_metrics_collection" not in env_of(manifest(spec, metrics_export=True))
 
 
 def test_pod_manifest_gpus_tolerations_account(make_settings):

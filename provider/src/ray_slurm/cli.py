@@ -159,9 +159,10 @@ def cmd_hold_ports(args: argparse.Namespace) -> int:
     if args.temp_dir:
         cluster = ClusterDir.at(args.cluster_dir)
         check = headlife.hold_ports(cluster, args.temp_dir, args.ray_pid, args.timeout,
-                                    args.agent_ports)  # fmt: skip
+                                    args.agent_ports, args.metrics_port)  # fmt: skip
     else:
-        check = headlife.hold_node_ports(args.agent_ports, args.ray_pid, args.timeout)
+        check = headlife.hold_node_ports(args.agent_ports, args.ray_pid, args.timeout,
+                                         args.metrics_port)  # fmt: skip
     return 0 if check.held else PORTS_TAKEN_EXIT if check.taken else 1
 
 
@@ -314,7 +315,9 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="PORT",
         help="the node's " + ", ".join(headlife.AGENT_PORT_NAMES) + " ports",
     )
-    p.add_argument("--ray-pid", type=int, required=True, help="the head's `ray start`")
+    p.add_argument("--metrics-port", type=int, default=0,
+                   help="its metrics export port, where the site opens it")  # fmt: skip
+    p.add_argument("--ray-pid", type=int, required=True, help="the node's `ray start`")
     p.add_argument("--timeout", type=float, default=120, help="seconds (default: 120)")
     p.set_defaults(func=cmd_hold_ports)
 

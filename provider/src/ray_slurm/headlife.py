@@ -63,14 +63,16 @@ class PortCheck:
     taken: bool = False  # another account holds one: not the node type's fault, nor Ray's
 
 
-def agent_ports(ports: Sequence[int]) -> dict[str, int]:
+def agent_ports(ports: Sequence[int], metrics_port: int = 0) -> dict[str, int]:
     """The ports every node's Ray binds besides a head's, by name, as the script passes them.
 
     The dashboard agent's HTTP port matters most: the head's dashboard sends job submissions
     there with the token, in clear (Ray 2.60), and Ray keeps a node running when another
-    account holds it ("the HTTP service will be disabled").
+    account holds it ("the HTTP service will be disabled"). ``metrics_port``: the metrics export
+    port, where the site opens it (``provider.metrics_export``).
     """
-    return dict(zip(AGENT_PORT_NAMES, ports, strict=True)) if ports else {}
+    named = dict(zip(AGENT_PORT_NAMES, ports, strict=True)) if ports else {}
+    return {**named, "metrics export": metrics_port} if metrics_port else named
 
 
 def port_problem(ports: dict[str, int], ray_pid: int, what: str) -> PortCheck:
@@ -105,7 +107,7 @@ def _wait(ports: dict[str, int], ray_pid: int, what: str, timeout_s: float,
 
 
 def hold_ports(cluster: ClusterDir, temp_dir: str, ray_pid: int, timeout_s: float,
-               agents: Sequence[int] = ()) -> PortCheck:  # fmt: skip
+               agents: Sequence[int] = (), metrics_port: int = 0) -> PortCheck:  # fmt: skip
     """Wait until Ray holds every port of this head (published and its agents'), then mark its
     record so; a port another account holds fails the head, naming it."""
 
@@ -123,7 +125,7 @@ def hold_ports(cluster: ClusterDir, temp_dir: str, ray_pid: int, timeout_s: floa
             "Ray Client": head.client_port,
         }
     )
-    check = _wait({**ports, **agent_ports(agents)}, ray_pid, "head", timeout_s,
+    check = _wait({**ports, **agent_ports(agents, metrics_port)}, ray_pid, "head", timeout_s,
                   lambda: record() is not None)  # fmt: skip
     if check.held:
         cluster.mark_head_holding(temp_dir)
@@ -137,11 +139,12 @@ def hold_ports(cluster: ClusterDir, temp_dir: str, ray_pid: int, timeout_s: floa
     return check
 
 
-def hold_node_ports(agents: Sequence[int], ray_pid: int, timeout_s: float) -> PortCheck:
+def hold_node_ports(agents: Sequence[int], ray_pid: int, timeout_s: float,
+                    metrics_port: int = 0) -> PortCheck:  # fmt: skip
     """A worker's check: its Ray holds its agents' ports (nothing to mark: no client is sent to
     a worker by a record). A port another account holds ends the node, naming it; the
     provider replaces it (a new job picks other ports) without backing its type off."""
-    check = _wait(agent_ports(agents), ray_pid, "node", timeout_s)
+    check = _wait(agent_ports(agents, metrics_port), ray_pid, "node", timeout_s)
     if check.taken:
         logger.error("%s; this node's job ends, the next one picks other ports", check.why)
     elif not check.held and _alive(ray_pid):  # slow, or a Ray without its dashboard agent

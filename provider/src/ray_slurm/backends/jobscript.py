@@ -96,7 +96,10 @@ def render(
     text = _env.get_template("ray-node.sh.j2").render(
         sbatch=sbatch,
         spec=spec,
-        start=ray_start(spec, settings.autoscaler_interval_s, settings.demand_poll_ms),
+        start=ray_start(
+            spec, settings.autoscaler_interval_s, settings.demand_poll_ms, settings.metrics_export
+        ),  # fmt: skip
+        metrics_export=settings.metrics_export,
         cluster_name=settings.cluster_name,
         job_name=job_name(settings.cluster_name, spec.kind, spec.name),
         log_dir=str(cluster.logs_dir),

@@ -203,6 +203,7 @@ class KubernetesBackend:
         return podspec.pod_manifest(
             spec, name=name, user=self.user, cluster_name=self.settings.cluster_name,
             head_address=head_address, token_secret=self.secret, expect_versions=head_versions(),
+            metrics_export=self.settings.metrics_export,
         )  # fmt: skip
 
     def launch(self, request: LaunchRequest) -> str:

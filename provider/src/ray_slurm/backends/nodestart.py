@@ -38,17 +38,20 @@ def ray_start(
     spec: NodeTypeSpec,
     autoscaler_interval_s: int = DEFAULT_AUTOSCALER_INTERVAL_S,
     demand_poll_ms: int = DEFAULT_DEMAND_POLL_MS,
+    metrics_export: bool = False,
 ) -> RayStart:
     """``autoscaler_interval_s``, ``demand_poll_ms``: how often a head's autoscaler loops, and
-    how fresh its view of new demand is between loops (the provider's settings)."""
+    how fresh its view of new demand is between loops; ``metrics_export``: whether each node
+    opens its Prometheus port (the provider's settings)."""
     env = {
         "RAY_NODE_TYPE_NAME": spec.name,
         "RAY_AUTH_MODE": "token",
         "RAY_USAGE_STATS_ENABLED": "0",
+    }
+    if not metrics_export:
         # Each node's metrics export port (Prometheus text: task and actor names, job ids,
         # resource use) answers anyone, without token or TLS: off, so it is never opened.
-        "RAY_enable_metrics_collection": "0",
-    }
+        env["RAY_enable_metrics_collection"] = "0"
     if spec.kind == "head":
         # Ray's autoscaler v2 (`ray up` sets this only for the start commands it runs itself);
         # a head being stopped has nothing to drain to: it stops at once.

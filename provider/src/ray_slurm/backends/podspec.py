@@ -100,7 +100,7 @@ def ray_start_args(spec: NodeTypeSpec, head_address: str) -> list[str]:
     return [
         f"--address={head_address}",
         "--node-ip-address=$(POD_IP)",  # expanded by Kubernetes from the pod's own IP
-        *ray_start(spec).args,
+        *ray_start(spec).args,  # (the arguments do not depend on the provider's settings)
         "--block",
     ]
 
@@ -114,6 +114,7 @@ def pod_manifest(
     head_address: str,
     token_secret: str,
     expect_versions: str,
+    metrics_export: bool = False,
 ) -> dict[str, Any]:
     """The pod for one node of ``spec`` (a Kubernetes worker type)."""
     assert spec.pod is not None, f"node type {spec.name} is not a Kubernetes type"
@@ -127,7 +128,8 @@ def pod_manifest(
         {"name": "POD_IP", "valueFrom": {"fieldRef": {"fieldPath": "status.podIP"}}},
         {"name": "RAY_CLOUD_INSTANCE_ID",
          "valueFrom": {"fieldRef": {"fieldPath": "metadata.name"}}},
-        *({"name": key, "value": value} for key, value in ray_start(spec).env.items()),
+        *({"name": key, "value": value}
+          for key, value in ray_start(spec, metrics_export=metrics_export).env.items()),
         {"name": "RAY_AUTH_TOKEN",
          "valueFrom": {"secretKeyRef": {"name": token_secret, "key": TOKEN_KEY}}},
         {"name": tls.CA_ENV,

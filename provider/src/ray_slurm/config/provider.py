@@ -51,7 +51,7 @@ MIN_DEMAND_POLL_MS = 20
 PROVIDER_KEYS = {
     "type", "module", "head_mode", "head_ip", "state_dir", "ray_env", "node_map", "slurm_bin",
     "temp_root", "slurm_timeout_s", "pending_timeout_s", "use_internal_ips", "kubernetes",
-    "autoscaler_interval_s", "squeue_interval_s", "demand_poll_ms",
+    "autoscaler_interval_s", "squeue_interval_s", "demand_poll_ms", "metrics_export",
     "disable_node_updaters",
     "disable_launch_config_check", "foreground_node_launch",
     # added by Ray and by bootstrap_config
@@ -79,6 +79,9 @@ class Settings:
     autoscaler_interval_s: int = DEFAULT_AUTOSCALER_INTERVAL_S
     squeue_interval_s: int = DEFAULT_SQUEUE_INTERVAL_S
     demand_poll_ms: int = DEFAULT_DEMAND_POLL_MS
+    # Each node's Prometheus metrics export port: it answers anyone who can reach the node,
+    # without token or TLS, so it is opened only where the site chose to (for its scraper).
+    metrics_export: bool = False
 
     @property
     def kube_types(self) -> list[NodeTypeSpec]:
@@ -143,6 +146,9 @@ def check_provider(provider: Mapping[str, Any], cluster_name: str, problems: lis
                 problems, 1)  # fmt: skip
     count_field(provider.get("squeue_interval_s"), "provider.squeue_interval_s", problems, 1)
     demand_poll_ms(provider.get("demand_poll_ms"), problems)
+    metrics = provider.get("metrics_export")
+    if metrics is not None and not isinstance(metrics, bool):
+        problems.append(f"provider.metrics_export: expected true or false, got {metrics!r}")
     head_ip = provider.get("head_ip")
     if head_ip is not None and not re.match(r"^[0-9A-Fa-f:.]+$", str(head_ip)):
         problems.append(f"provider.head_ip: {head_ip!r} is not an IP address")
@@ -243,6 +249,7 @@ def resolve_settings(provider: Mapping[str, Any], cluster_name: str, problems: l
         autoscaler_interval_s=int(number("autoscaler_interval_s", DEFAULT_AUTOSCALER_INTERVAL_S)),
         squeue_interval_s=int(number("squeue_interval_s", DEFAULT_SQUEUE_INTERVAL_S)),
         demand_poll_ms=demand_poll_ms(provider.get("demand_poll_ms"), []),
+        metrics_export=provider.get("metrics_export") is True,
     )
 
 
