@@ -120,7 +120,7 @@ def test_a_neighbour_on_the_dead_heads_port_is_sent_no_token(make_cluster):
         assert eve.stdout.readline().strip() == "LISTENING", eve.stderr.read()
         # Bob does not know yet: a new driver in the shell where he ran `ray-slurm env` before
         # Ray's driver retries for minutes: what it sent in 30 s is what counts
-        late = bob.user.run(["timeout", "30", bob.user.bin("python"), "-c",
+        late = bob.user.run(["timeout", "20", bob.user.bin("python"), "-c",
                              "import ray; ray.init(); print('JOINED')"], env=kept_env,
                             timeout=90, check=False)  # fmt: skip
         assert "JOINED" not in late.stdout
@@ -203,7 +203,7 @@ def test_a_neighbour_who_takes_the_heads_port_first_gets_a_clear_failure(site_cl
 # Eve on a compute node (the harness starts her process there as her, as a job of hers on that
 # node would run it): each time a `ray start` of the victim's workers shows its dashboard agent
 # port, she binds it first, up to ``count`` times, and keeps what she took.
-AGENT_SNIPE = r"""
+AGENT_SNIPE = r"""# eve-agent-snipe
 import os, socket, sys, time
 victim, count, seconds = int(sys.argv[1]), int(sys.argv[2]), float(sys.argv[3])
 flag = b"--dashboard-agent-listen-port="
@@ -252,8 +252,7 @@ def test_a_neighbour_who_takes_a_workers_port_makes_it_start_elsewhere(make_clus
         out = bob.driver(where_tasks(tasks=1, seconds=1), timeout=300).stdout
         status = bob.status()
     finally:
-        for sniper in snipers:
-            sniper.kill()
+        _stop_eve("eve-agent-snipe")
     taken = [int(port) for sniper in snipers for port in sniper.stdout.read().split()]
     assert taken, "Eve took no port: the attack did not happen"
     ((host, ip),) = parse_result(out)  # the task ran on a worker
@@ -269,7 +268,7 @@ def test_a_neighbour_who_takes_a_workers_port_makes_it_start_elsewhere(make_clus
 
 # Eve's listeners on every port a head releases: gRPC ones answer as a server would and write
 # down each call's headers; the HTTP ones (dashboard, its agent) write down every request.
-RELEASED = r"""
+RELEASED = r"""# eve-released
 import socket, sys, threading, time, grpc
 from concurrent import futures
 log, seconds = sys.argv[1], float(sys.argv[2])
@@ -344,6 +343,12 @@ def test_a_neighbour_on_the_ports_ray_down_releases_is_sent_no_token(make_cluste
     driver = start_driver(bob, tasks=1, seconds=90)  # reconnects while Eve listens
     kept_env = bob.env()
     wait_for(lambda: _workers_in(bob) > 0, 180, "the worker in Ray")
+    # The Jobs API as the user guide says: `ray job submit` finds the dashboard through the GCS
+    # (RAY_ADDRESS: TLS, the cluster's CA), then sends the token over HTTP to the address the
+    # cluster itself reported, whose ports hold-ports saw held by Bob.
+    ok = bob.user.run([bob.user.bin("ray"), "job", "submit", "--", "python", "-c",
+                       "print('JOB' + 'RAN')"], env=kept_env, timeout=120)  # fmt: skip
+    assert "JOBRAN" in ok.stdout, ok.stdout[-2000:]
     log = (bob.state_dir / "logs" / "head-login.log").read_text()
     agent_port = int(re.findall(r"--dashboard-agent-listen-port=(\d+)", log)[-1])
     grpc_ports = f"{head['gcs_port']},{head['client_port']}"
@@ -354,13 +359,13 @@ def test_a_neighbour_on_the_ports_ray_down_releases_is_sent_no_token(make_cluste
     try:
         bob.down()
         took = [eve.stdout.readline().split() for _ in range(4)]
-        submit = bob.user.run(["timeout", "30", bob.user.bin("ray"), "job", "submit", "--",
+        submit = bob.user.run(["timeout", "20", bob.user.bin("ray"), "job", "submit", "--",
                                "echo", "hi"], env=kept_env, timeout=90, check=False)  # fmt: skip
-        late = bob.user.run(["timeout", "30", bob.user.bin("python"), "-c",
+        late = bob.user.run(["timeout", "20", bob.user.bin("python"), "-c",
                              "import ray; ray.init(); print('JOINED')"], env=kept_env,
                             timeout=90, check=False)  # fmt: skip
     finally:
-        eve.kill()
+        _stop_eve("eve-released")
         driver.kill()
     said = heard.read_text() if heard.exists() else ""
     heard.unlink(missing_ok=True)
@@ -370,3 +375,9 @@ def test_a_neighbour_on_the_ports_ray_down_releases_is_sent_no_token(make_cluste
     assert token not in said, f"Eve was sent Bob's token:\n{said[:2000]}"
     assert submit.returncode != 0 and "JOINED" not in late.stdout
     assert bob.jobs() == []
+
+
+def _stop_eve(marker: str) -> None:
+    """End Eve's script (its command line starts with ``marker``): killing the runuser that
+    started it would leave it running."""
+    run(["pkill", "-KILL", "-u", EVE.name, "-f", f"^\\S+ -c # {marker}"], check=False)
