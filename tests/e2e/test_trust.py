@@ -120,7 +120,7 @@ def test_a_neighbour_on_the_dead_heads_port_is_sent_no_token(make_cluster):
         assert eve.stdout.readline().strip() == "LISTENING", eve.stderr.read()
         # Bob does not know yet: a new driver in the shell where he ran `ray-slurm env` before
         # Ray's driver retries for minutes: what it sent in 30 s is what counts
-        late = bob.user.run(["timeout", "20", bob.user.bin("python"), "-c",
+        late = bob.user.run(["timeout", "30", bob.user.bin("python"), "-c",
                              "import ray; ray.init(); print('JOINED')"], env=kept_env,
                             timeout=90, check=False)  # fmt: skip
         assert "JOINED" not in late.stdout
