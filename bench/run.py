@@ -145,7 +145,8 @@ def main() -> int:
     print(f"\nresults: {args.output}")
     if not args.keep:
         shutil.rmtree(workdir, ignore_errors=True)
-    unavailable = [k for k in "abcdfh" if k in results and not results[k].get("available")]
+    unavailable = [k for k in "abcdfh" if k in args.only and k in results
+                   and not results[k].get("available")]  # fmt: skip
     unavailable += [k for k, peer in results.get("g", {}).items() if not peer.get("available")]
     return 1 if unavailable else 0
 
