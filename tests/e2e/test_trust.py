@@ -266,6 +266,17 @@ def test_a_neighbour_who_takes_a_workers_port_makes_it_start_elsewhere(make_clus
     assert "backed off" not in status and "failed" not in status, status
 
 
+# A Ray Client (ray://) program: one task on the head (0 CPUs: the worker is busy).
+RAY_CLIENT = """
+import ray
+ray.init("ray://{address}")
+@ray.remote(num_cpus=0)
+def ok():
+    return "CLIENT-" + "OK"
+print(ray.get(ok.remote()))
+"""
+
+
 # Eve's listeners on every port a head releases: gRPC ones answer as a server would and write
 # down each call's headers; the HTTP ones (dashboard, its agent) write down every request.
 RELEASED = r"""# eve-released
@@ -349,6 +360,10 @@ def test_a_neighbour_on_the_ports_ray_down_releases_is_sent_no_token(make_cluste
     ok = bob.user.run([bob.user.bin("ray"), "job", "submit", "--", "python", "-c",
                        "print('JOB' + 'RAN')"], env=kept_env, timeout=120)  # fmt: skip
     assert "JOBRAN" in ok.stdout, ok.stdout[-2000:]
+    # The Ray Client (ray://) speaks TLS with the cluster's CA too.
+    client = RAY_CLIENT.format(address=f"{head['ip']}:{head['client_port']}")
+    ok = bob.user.run([bob.user.bin("python"), "-c", client], env=kept_env, timeout=120)
+    assert "CLIENT-OK" in ok.stdout, ok.stdout[-2000:] + ok.stderr[-2000:]
     log = (bob.state_dir / "logs" / "head-login.log").read_text()
     agent_port = int(re.findall(r"--dashboard-agent-listen-port=(\d+)", log)[-1])
     grpc_ports = f"{head['gcs_port']},{head['client_port']}"
@@ -364,6 +379,8 @@ def test_a_neighbour_on_the_ports_ray_down_releases_is_sent_no_token(make_cluste
         late = bob.user.run(["timeout", "20", bob.user.bin("python"), "-c",
                              "import ray; ray.init(); print('JOINED')"], env=kept_env,
                             timeout=90, check=False)  # fmt: skip
+        late_client = bob.user.run(["timeout", "20", bob.user.bin("python"), "-c", client],
+                                   env=kept_env, timeout=90, check=False)  # fmt: skip
     finally:
         _stop_eve("eve-released")
         driver.kill()
@@ -374,6 +391,7 @@ def test_a_neighbour_on_the_ports_ray_down_releases_is_sent_no_token(make_cluste
     )
     assert token not in said, f"Eve was sent Bob's token:\n{said[:2000]}"
     assert submit.returncode != 0 and "JOINED" not in late.stdout
+    assert "CLIENT-OK" not in late_client.stdout
     assert bob.jobs() == []
 
 
