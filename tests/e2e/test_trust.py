@@ -7,6 +7,7 @@ she logged opens the victim's cluster, and the victim's cluster works (or fails,
 
 from __future__ import annotations
 
+import logging
 import os
 import re
 import subprocess
@@ -362,8 +363,17 @@ def test_a_neighbour_on_the_ports_ray_down_releases_is_sent_no_token(make_cluste
     assert "JOBRAN" in ok.stdout, ok.stdout[-2000:]
     # The Ray Client (ray://) speaks TLS with the cluster's CA too.
     client = RAY_CLIENT.format(address=f"{head['ip']}:{head['client_port']}")
-    ok = bob.user.run([bob.user.bin("python"), "-c", client], env=kept_env, timeout=120)
-    assert "CLIENT-OK" in ok.stdout, ok.stdout[-2000:] + ok.stderr[-2000:]
+    # Ray's proxy starts a server per client; once (in a full CI run, not reproduced since) that
+    # start failed ("Starting Ray client server failed"): a second connection is allowed, and
+    # what the first one met is logged with the servers' logs.
+    for attempt in (1, 2):
+        ok = bob.user.run([bob.user.bin("python"), "-c", client], env=kept_env, timeout=120,
+                          check=False)  # fmt: skip
+        if "CLIENT-OK" in ok.stdout or attempt == 2:
+            break
+        logging.warning("Ray Client attempt 1 failed:\n%s%s", ok.stderr[-2000:],
+                        _client_logs(head))  # fmt: skip
+    assert "CLIENT-OK" in ok.stdout, ok.stdout[-2000:] + ok.stderr[-2000:] + _client_logs(head)
     log = (bob.state_dir / "logs" / "head-login.log").read_text()
     agent_port = int(re.findall(r"--dashboard-agent-listen-port=(\d+)", log)[-1])
     grpc_ports = f"{head['gcs_port']},{head['client_port']}"
@@ -399,3 +409,10 @@ def _stop_eve(marker: str) -> None:
     """End Eve's script (its command line starts with ``marker``): killing the runuser that
     started it would leave it running."""
     run(["pkill", "-KILL", "-u", EVE.name, "-f", f"^\\S+ -c # {marker}"], check=False)
+
+
+def _client_logs(head: dict) -> str:
+    """The head's Ray Client server logs (its proxy, and the server it starts per client)."""
+    logs = Path(head["temp_dir"]) / "session_latest" / "logs"
+    return "".join(f"\n--- {p.name}:\n{p.read_text()[-3000:]}"
+                   for p in sorted(logs.glob("ray_client_server*")))  # fmt: skip
