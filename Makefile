@@ -41,6 +41,7 @@ lint: setup
 	$(VENV)/bin/mypy --strict provider/src/ray_slurm
 	bash -n $(SITE)
 	bash -n scripts/kube-standin
+	bash -n scripts/rootfs
 
 unit: setup
 	$(VENV)/bin/pytest -q provider/tests tests/harness

@@ -32,7 +32,12 @@ PART_RE = re.compile(r"^[a-z][a-z0-9_]{0,19}$")
 TIME_RE = re.compile(r"^(INFINITE|(\d+-)?\d{1,2}(:\d{2}){0,2})$")
 FIRST_NODE = 11  # compute nodes' last octet starts here; .1 is the login node
 KEYS = {"name", "prefix", "subnet", "login", "state_dir", "inventory", "munge", "node_groups",
-        "partitions", "accounting"}  # fmt: skip
+        "partitions", "accounting", "os", "rate_limit"}  # fmt: skip
+OPTIONAL = {"accounting", "os", "rate_limit"}
+# The OS a site runs: the host's (Debian 12, Slurm 22.05) or a root filesystem that
+# scripts/rootfs makes (Debian 13: Slurm 24.11, Python 3.13).
+OSES = ("debian12", "debian13")
+HOST_OS = "debian12"
 GROUP_KEYS = {"name", "count", "cpus", "memory_mb", "gpus", "features"}
 PART_KEYS = {"name", "nodes", "default", "max_time", "max_nodes", "priority_tier"}
 ACCOUNTING_KEYS = {"qos", "accounts"}
@@ -99,6 +104,8 @@ class Layout:
     state_dir: str
     inventory: str
     munge: str
+    os: str = HOST_OS
+    rate_limit: bool = False  # slurmctld's per-user RPC rate limiter, with SLURM's defaults
     nodes: list[Node] = field(default_factory=list)
     partitions: list[Partition] = field(default_factory=list)
     accounting: Accounting | None = None
@@ -133,7 +140,7 @@ def parse(raw: Any, source: str) -> Layout:
     """The layout in ``raw`` (a YAML mapping), or LayoutError naming the first bad value."""
     _want(raw, dict, source, "a mapping")
     _unknown(raw, KEYS, source)
-    missing = sorted(k for k in KEYS - {"accounting"} if k not in raw)
+    missing = sorted(k for k in KEYS - OPTIONAL if k not in raw)
     if missing:
         raise LayoutError(f"{source}: {missing[0]!r} is missing")
     subnet = _want(raw["subnet"], str, f"{source}: subnet", "a /24 as its first three octets")
@@ -155,7 +162,15 @@ def parse(raw: Any, source: str) -> Layout:
         state_dir=_want(raw["state_dir"], str, f"{source}: state_dir", "a path"),
         inventory=_want(raw["inventory"], str, f"{source}: inventory", "a path"),
         munge=munge,
-    )
+        os=raw.get("os", HOST_OS),
+        rate_limit=_want(raw.get("rate_limit", False), bool, f"{source}: rate_limit",
+                         "true or false"),
+    )  # fmt: skip
+    if layout.os not in OSES:
+        raise LayoutError(f"{source}: os: {layout.os!r} is not one of {', '.join(OSES)}")
+    if layout.os != HOST_OS and munge != "own":
+        raise LayoutError(f"{source}: munge: {munge!r}: a site on {layout.os} runs in a root "
+                          "filesystem of its own, with a munged of its own: use 'own'")  # fmt: skip
     if not layout.state_dir.startswith("/"):
         raise LayoutError(f"{source}: state_dir: {layout.state_dir!r} is not an absolute path")
     _nodes(layout, _want(raw["node_groups"], list, f"{source}: node_groups", "a list"), source)
@@ -272,6 +287,7 @@ def shell(layout: Layout) -> str:
     values = {"SITE_NAME": layout.name, "RSL_PREFIX": layout.prefix, "SUBNET": layout.subnet,
               "LOGIN_HOST": layout.login, "LAYOUT_STATE": layout.state_dir,
               "LAYOUT_INVENTORY": layout.inventory, "MUNGE_MODE": layout.munge,
+              "SITE_OS": "" if layout.os == HOST_OS else layout.os,
               "ACCOUNTING": "yes" if layout.accounting else "no",
               "GPUS_MAX": str(max(n.gpus for n in layout.nodes))}  # fmt: skip
     lines = [f"{k}={q(v)}" for k, v in values.items()]
@@ -288,6 +304,8 @@ def slurm_conf(layout: Layout, state: str) -> str:
     lines = [text.replace("@CTLD@", f"{layout.login}({layout.subnet}.1)").rstrip("\n")]
     if layout.munge == "own":
         lines.append(f"AuthInfo=socket={munge_socket}")
+    if layout.rate_limit:  # SLURM's defaults: a bucket of 30 RPCs, refilled at 2 a second
+        lines.append("SlurmctldParameters=rl_enable")
     if layout.accounting:
         lines += ["AccountingStorageType=accounting_storage/slurmdbd",
                   f"AccountingStorageHost={layout.subnet}.1", f"AccountingStoragePort={DBD_PORT}",

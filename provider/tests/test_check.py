@@ -35,7 +35,9 @@ def slurm(fake_bin, tmp_path: Path) -> Slurm:
     (tmp_path / "partitions").write_text(PARTITIONS)
     (tmp_path / "nodes").write_text(NODES)
     fake_bin(
-        "sinfo", f'case "$*" in *%P*) cat {tmp_path}/partitions;; *) cat {tmp_path}/nodes;; esac'
+        "sinfo",
+        f'case "$*" in -V) echo "slurm-wlm 24.11.5";; *%P*) cat {tmp_path}/partitions;;'
+        f" *) cat {tmp_path}/nodes;; esac",
     )
     return Slurm(bin_dir=str(tmp_path / "bin"))
 
@@ -94,13 +96,14 @@ def test_the_example_is_ready(write_config, slurm, capsys):
     assert code == check.EXIT_OK, out
     assert problems(out) == []
     assert "ready for `ray up`" in out[-1]
-    for passed in ("Ray's schema", "partitions debug", "head address 127.0.0.1", "state dir"):
+    for passed in ("Ray's schema", "SLURM 24.11.5;", "partitions debug", "head address 127.0.0.1",
+                   "state dir"):  # fmt: skip
         assert passed in out[-1]
 
 
-def test_site_checks_cost_two_sinfo_calls(write_config, slurm, capsys):
+def test_site_checks_cost_three_sinfo_calls(write_config, slurm, capsys):
     run(write_config(), slurm, capsys)
-    assert slurm.calls == 2  # partitions, nodes (cached by nothing else)
+    assert slurm.calls == 3  # partitions, nodes (RPCs); sinfo -V (the client's release, no RPC)
 
 
 def test_default_partition_and_a_gpu_type_that_fits(write_config, slurm, capsys):

@@ -19,6 +19,7 @@ from ray_slurm.slurm import (
     parse_sbatch,
     parse_sinfo_nodes,
     parse_squeue,
+    parse_version,
 )
 
 # ------------------------------------------------------------------------------------- states
@@ -54,6 +55,23 @@ def test_unknown_state_is_pending_so_the_job_is_never_forgotten(slurm_state):
 
 
 # ------------------------------------------------------------------------------------- squeue
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("slurm 22.05.8\n", (22, 5, 8)),
+        ("slurm-wlm 24.11.5\n", (24, 11, 5)),
+        ("slurm 25.11", (25, 11, 0)),
+    ],
+)
+def test_parse_version_of_each_release(text, expected):
+    assert parse_version(text) == expected
+
+
+def test_parse_version_refuses_what_is_no_version():
+    with pytest.raises(SlurmError, match="no SLURM version"):
+        parse_version("sinfo: command not understood")
 
 
 def test_parse_squeue_fields():

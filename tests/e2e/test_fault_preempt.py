@@ -23,8 +23,9 @@ from pathlib import Path
 
 import pytest
 from conftest import BOB, Cluster, run, scontrol, wait_for
+from support.accounts import SITE_STATE
 
-PIDS = Path(os.environ.get("RAYHPC_LOCALSITE_DIR", "/var/tmp/rayhpc-localsite")) / "run"
+PIDS = SITE_STATE / "run"
 REPO = Path(__file__).resolve().parents[2]
 
 

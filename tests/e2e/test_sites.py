@@ -1,4 +1,5 @@
-"""Issue #13, part 1: several local sites side by side, each from its layout file.
+"""Issue #13, part 1: several local sites side by side, each from its layout file (issue #25:
+the GPU centre on Debian 13, Slurm 24.11, in a root filesystem of its own).
 
 `make test` brings up the GPU centre (scripts/sites/gpu-centre.yaml) beside the campus site these
 tests run on, and deploys it with its own inventory. Here: each site has the shape its layout
@@ -10,6 +11,8 @@ deploys both sites over SSH.
 
 from __future__ import annotations
 
+import re
+import shutil
 from pathlib import Path
 
 import pytest
@@ -17,6 +20,7 @@ from conftest import REPO, run
 
 GPU_SITE = [str(REPO / "scripts" / "localsite"), "--site", "gpu-centre"]
 GPU_STATE = Path("/var/tmp/rayhpc-gpu-centre")
+CAMPUS_MUNGE_KEY = Path("/etc/munge/munge.key")  # campus uses the machine's munged
 
 
 @pytest.fixture(scope="module", autouse=True)
@@ -55,22 +59,42 @@ def test_each_site_has_its_layouts_shape() -> None:
     config = gpu("scontrol", "show", "config")
     assert "ClusterName             = gpu-centre" in config
     assert "Slurmctld(primary) at gpulogin is UP" in gpu("scontrol", "ping")
+    # Its hosts run Debian 13's Slurm 24.11, with slurmctld's per-user RPC rate limiter on;
+    # campus runs the machine's Slurm 22.05.
+    assert gpu("sinfo", "-V").startswith("slurm-wlm 24.11")
+    assert re.search(r"(?m)^SlurmctldParameters\s+= rl_enable$", config)
+    assert run(["sinfo", "-V"]).stdout.startswith("slurm-wlm 22.05")
 
 
 def test_the_sites_do_not_trust_each_other() -> None:
-    """A credential of the campus munge key (the machine's munged) is refused by the GPU
-    centre's slurmctld, which knows only its own key."""
-    conf = GPU_STATE / "etc" / "slurm.conf"
-    foreign = Path("/tmp/gpu-centre-with-campus-munge.conf")  # root's own, removed below
-    foreign.write_text("".join(ln for ln in conf.read_text().splitlines(keepends=True)
-                               if not ln.startswith("AuthInfo=")))  # fmt: skip
+    """A credential of the campus munge key (the machine's), sent by a SLURM client on the GPU
+    centre's login node through a munged that holds that key, is refused by the GPU centre's
+    slurmctld, which knows only its own key."""
+    foreign = GPU_STATE / "foreign-munge"  # root's own, removed below
+    shutil.rmtree(foreign, ignore_errors=True)
+    foreign.mkdir(mode=0o755)  # munged wants its socket dir searchable; the key is 0600
+    shutil.copy(CAMPUS_MUNGE_KEY, foreign / "munge.key")  # mode 0600 kept
+    conf = (GPU_STATE / "etc" / "slurm.conf").read_text()
+    (foreign / "slurm.conf").write_text(
+        re.sub(r"(?m)^AuthInfo=.*$", f"AuthInfo=socket={foreign}/munge.socket", conf)
+    )
+    (foreign / "gres.conf").write_text((GPU_STATE / "etc" / "gres.conf").read_text())
+    d = foreign
+    script = (
+        f"chown -R munge:munge {d} && runuser -u munge -- /usr/sbin/munged"
+        f" --socket={d}/munge.socket --key-file={d}/munge.key --pid-file={d}/munged.pid"
+        f" --log-file={d}/munged.log --seed-file={d}/munged.seed || exit 9;"
+        f" SLURM_CONF={d}/slurm.conf squeue; rc=$?;"
+        f" kill $(cat {d}/munged.pid); exit $rc"
+    )  # fmt: skip
+    log = GPU_STATE / "log" / "slurmctld.log"
+    errors_before = log.read_text().count("Protocol authentication error")
     try:
-        refused = run([*GPU_SITE, "login", "env", f"SLURM_CONF={foreign}", "squeue"], check=False)
+        refused = run([*GPU_SITE, "login", "sh", "-c", script], check=False)
     finally:
-        foreign.unlink()
-    assert refused.returncode != 0
+        shutil.rmtree(foreign, ignore_errors=True)
+    assert refused.returncode not in (0, 9), refused.stdout + refused.stderr
     assert "JOBID" not in refused.stdout
-    log = (GPU_STATE / "log" / "slurmctld.log").read_text()
-    assert "Protocol authentication error" in log
+    assert log.read_text().count("Protocol authentication error") > errors_before
     # The GPU centre's own clients are answered (the same command, the site's own conf).
     assert "JOBID" in gpu("squeue")

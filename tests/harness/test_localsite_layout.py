@@ -68,6 +68,15 @@ def test_the_gpu_centre_has_its_own_munge_and_gpu_nodes() -> None:
     assert "NodeName=gpu2 Name=gpu File=/s/dev/gpu[0-1]" in gres and "cpu1" not in gres
     assert "GPUS_MAX=2" in helper("shell", SCRIPTS / "sites" / "gpu-centre.yaml").stdout
     assert "AccountingStorageType=accounting_storage/none" in out  # no accounting there
+    # Debian 13's Slurm 24.11, in a root filesystem of its own, with the RPC rate limiter on.
+    assert "SlurmctldParameters=rl_enable" in out
+    assert "SITE_OS=debian13" in helper("shell", SCRIPTS / "sites" / "gpu-centre.yaml").stdout
+
+
+def test_campus_runs_on_the_host_without_the_rate_limiter() -> None:
+    layout = layout_mod.parse(CAMPUS, "campus.yaml")
+    assert "SITE_OS=''" in layout_mod.shell(layout)
+    assert "rl_enable" not in layout_mod.slurm_conf(layout, "/s")
 
 
 def test_shell_variables_list_the_nodes_in_order() -> None:
@@ -111,6 +120,9 @@ def _changed(path: str, value: Any) -> dict[str, Any]:
         ("accounting.accounts.0.qos", ["gold"], "accounting.accounts[0].qos: 'gold' is not a QOS"),
         ("accounting.accounts.0.users", ["Alice Smith"], "users: 'Alice Smith' is not a user"),
         ("accounting.accounts", [], "accounting needs at least one account"),
+        ("os", "centos7", "os: 'centos7' is not one of debian12, debian13"),
+        ("os", "debian13", "munge: 'host': a site on debian13 runs in a root filesystem"),
+        ("rate_limit", "yes", "rate_limit: 'yes' is not true or false"),
     ],
 )
 def test_a_bad_layout_is_refused_naming_the_value(path: str, value: Any, message: str) -> None:

@@ -21,7 +21,8 @@ import yaml
 from ray_slurm.slurm import Job, Slurm
 from support.procs import run
 
-SITE_STATE = Path("/var/tmp/rayhpc-localsite")
+# The site whose login node the tests run on (`scripts/localsite [--site NAME] login` says which).
+SITE_STATE = Path(os.environ.get("RSL_SITE_STATE", "/var/tmp/rayhpc-localsite"))
 SITE_CONFIG = SITE_STATE / "shared" / "ray-slurm.yaml"  # what the site's playbook rendered
 
 

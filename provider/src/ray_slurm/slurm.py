@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 import os
+import re
 import subprocess
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
@@ -198,6 +199,19 @@ def parse_sbatch(text: str) -> str:
     return job_id
 
 
+# The SLURM releases the provider is tested on (the harness's two sites); see docs/admin-guide.md.
+TESTED_RELEASES = ("22.05", "24.11")
+
+
+def parse_version(text: str) -> tuple[int, int, int]:
+    """``sinfo -V`` (``slurm 22.05.8``, ``slurm-wlm 24.11.5``) as ``(24, 11, 5)``."""
+    match = re.search(r"(\d+)\.(\d+)(?:\.(\d+))?", text)
+    if not match:
+        raise SlurmError(f"sinfo -V printed no SLURM version: {text.strip()!r}")
+    major, minor, patch = match.groups()
+    return int(major), int(minor), int(patch or 0)
+
+
 def parse_sinfo_nodes(text: str) -> dict[str, SlurmNode]:
     """Parse ``sinfo -N --noheader -o '%N|%o|%n'`` (a node in several partitions appears twice)."""
     nodes = {}
@@ -292,6 +306,7 @@ class Slurm:
         self.bin_dir = bin_dir
         self.timeout_s = timeout_s
         self.calls = 0  # counted so that benchmarks and tests can see the cost per tick
+        self._version: tuple[int, int, int] | None = None
 
     def command(self, name: str) -> str:
         return os.path.join(self.bin_dir, name) if self.bin_dir else name
@@ -358,6 +373,12 @@ class Slurm:
             lines = [ln for ln in proc.stderr.splitlines() if ln.strip()]
             if not lines or any(not any(b in ln for b in benign) for ln in lines):
                 raise SlurmError(f"scancel failed: {proc.stderr.strip() or proc.returncode}")
+
+    def version(self) -> tuple[int, int, int]:
+        """The release of the site's SLURM clients (asked once: ``sinfo -V`` needs no RPC)."""
+        if self._version is None:
+            self._version = parse_version(self.run(["sinfo", "-V"]).stdout)
+        return self._version
 
     def nodes(self) -> dict[str, SlurmNode]:
         proc = self.run(["sinfo", "-N", "--noheader", "--format=%N|%o|%n"])

@@ -21,7 +21,7 @@ from ray_slurm.config import Settings
 from ray_slurm.net import PORT_RANGE, free_ports, is_local_address, listeners
 from ray_slurm.nodemap import NodeAddresses, NodeMapError, load_node_map
 from ray_slurm.private import UnsafePathError, check_ancestors, check_private_dir
-from ray_slurm.slurm import Partition, Slurm, SlurmError
+from ray_slurm.slurm import TESTED_RELEASES, Partition, Slurm, SlurmError
 from ray_slurm.state import ClusterDir
 
 SHOW_NAMES = 8  # list at most this many node names in one line
@@ -80,12 +80,16 @@ def check_slurm(site: Site, slurm: Slurm, report: Report) -> None:
     try:
         partitions = slurm.partitions()
         nodes = slurm.nodes()
+        release = ".".join(map(str, slurm.version()))
     except SlurmError as exc:
         report.add(
             f"SLURM does not answer: {exc}",
             "run this on a login node of the site (SLURM_CONF, provider.slurm_bin)",
         )
         return
+    tested = release.rsplit(".", 1)[0] in TESTED_RELEASES
+    report.passed.append(f"SLURM {release}" + ("" if tested else " (tested on "
+                         f"{', '.join(TESTED_RELEASES)}: see the admin guide)"))  # fmt: skip
     used = sorted({p for t in site.types for p in t.partitions})
     ok = all([_check_type(t, partitions, report) for t in site.types])  # report every type
     if ok:
