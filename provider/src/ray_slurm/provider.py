@@ -94,7 +94,9 @@ class SlurmNodeProvider(NodeProvider):
         self._teardown_began: dict[tuple[tuple[str, str], ...], set[str]] = {}
         self._terminated: set[str] = set()  # nodes this process stopped (may still be listed)
         self.listing = Listing(self.backends, self.cluster, cluster_name, self.watch,
-                               lambda: self.settings.squeue_interval_s, self._listed)  # fmt: skip
+                               # slower while slurmctld throttles the user (ratelimit.Pace)
+                               lambda: self.settings.squeue_interval_s * slurm.pace.factor,
+                               self._listed)  # fmt: skip
         self._lock = self.listing.lock
         if self.autoscaling is not None:
             self.listing.start()  # the autoscaler's loop answers from memory (``listing``)

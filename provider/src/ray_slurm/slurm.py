@@ -14,6 +14,7 @@ import subprocess
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 
+from ray_slurm import ratelimit
 from ray_slurm.errors import BackendError
 from ray_slurm.nodes import JobState
 from ray_slurm.private import user_name
@@ -307,6 +308,7 @@ class Slurm:
         self.timeout_s = timeout_s
         self.calls = 0  # counted so that benchmarks and tests can see the cost per tick
         self._version: tuple[int, int, int] | None = None
+        self.pace = ratelimit.Pace()  # slurmctld's rate limiter as the listing's squeue saw it
 
     def command(self, name: str) -> str:
         return os.path.join(self.bin_dir, name) if self.bin_dir else name
@@ -339,17 +341,16 @@ class Slurm:
         return user_name()
 
     def squeue(self, user: str | None = None) -> list[Job]:
-        """All jobs of the user, in every state, with one call."""
-        proc = self.run(
-            [
-                "squeue",
-                "--noheader",
-                "--states=all",
-                f"--user={user or self.user()}",
-                f"--format={_SQUEUE_FORMAT}",
-            ]
-        )
-        return parse_squeue(proc.stdout)
+        """All jobs of the user, in every state, with one call (``-v`` where slurmctld may rate-
+        limit it: how the provider sees throttling, ``ratelimit``)."""
+        verbose = ratelimit.verbose(self.version())
+        args = ["squeue", "--noheader", "--states=all", f"--user={user or self.user()}",
+                f"--format={_SQUEUE_FORMAT}", *(["-v"] if verbose else [])]  # fmt: skip
+        proc = self.run(args)
+        if not verbose:
+            return parse_squeue(proc.stdout)
+        self.pace.saw("squeue", proc.stderr)
+        return parse_squeue(ratelimit.jobs_part(proc.stdout))
 
     def sbatch(self, script_path: str, extra_args: Iterable[str] = ()) -> str:
         """Submit; options in ``extra_args`` override the script's own #SBATCH lines."""
@@ -375,9 +376,16 @@ class Slurm:
                 raise SlurmError(f"scancel failed: {proc.stderr.strip() or proc.returncode}")
 
     def version(self) -> tuple[int, int, int]:
-        """The release of the site's SLURM clients (asked once: ``sinfo -V`` needs no RPC)."""
+        """The release of the site's SLURM clients, asked once (``sinfo -V`` is no RPC, and is not
+        counted in ``calls``); ``(0, 0, 0)`` if they do not say."""
         if self._version is None:
-            self._version = parse_version(self.run(["sinfo", "-V"]).stdout)
+            self._version = (0, 0, 0)
+            try:
+                self._version = parse_version(self.run(["sinfo", "-V"]).stdout)
+            except SlurmError as exc:
+                logger.info("SLURM's release unknown: %s", exc)
+            finally:
+                self.calls -= 1
         return self._version
 
     def nodes(self) -> dict[str, SlurmNode]:

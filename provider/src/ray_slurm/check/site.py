@@ -80,13 +80,15 @@ def check_slurm(site: Site, slurm: Slurm, report: Report) -> None:
     try:
         partitions = slurm.partitions()
         nodes = slurm.nodes()
-        release = ".".join(map(str, slurm.version()))
+        version = slurm.version()
     except SlurmError as exc:
         report.add(
             f"SLURM does not answer: {exc}",
             "run this on a login node of the site (SLURM_CONF, provider.slurm_bin)",
         )
         return
+    major, minor, patch = version
+    release = f"{major}.{minor:02d}.{patch}" if any(version) else "(release unknown)"
     tested = release.rsplit(".", 1)[0] in TESTED_RELEASES
     report.passed.append(f"SLURM {release}" + ("" if tested else " (tested on "
                          f"{', '.join(TESTED_RELEASES)}: see the admin guide)"))  # fmt: skip

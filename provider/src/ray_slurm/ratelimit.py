@@ -1,0 +1,69 @@
+"""slurmctld's per-user RPC rate limiter, as the provider sees it, and how it slows down.
+
+Sites turn it on with ``SlurmctldParameters=rl_enable`` (SLURM 23.02+): each user gets a bucket
+of RPCs (30 by default) refilled at a fixed rate (2 a second). A command that finds the bucket
+empty is told to back off; since 23.11 the command then sleeps and retries by itself, so it never
+fails and prints nothing — it only gets slow. Run with ``-v``, it says so on stderr
+(``squeue: RPC rate limited 1 time(s). Sleeping then trying again.``), which is how the
+provider sees throttling: its ``squeue`` (the one call it makes in a loop) runs with ``-v`` where
+the release has the limiter, and ``Pace`` turns what it printed into how much longer to wait
+between listings — doubled after each throttled listing (at most ``MAX_FACTOR`` times the
+configured ``squeue_interval_s``), halved after each one that was not — so several clusters of
+one user share the bucket instead of draining it in a storm. One user's clusters each pace
+themselves; nothing is coordinated between processes.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+
+logger = logging.getLogger(__name__)
+
+SINCE = (23, 2)  # the first SLURM release with rl_enable
+MAX_FACTOR = 8.0
+_LIMITED = re.compile(r"RPC rate limited (\d+) time")
+# squeue -v prints its options and then this line to stdout before the jobs.
+_VERBOSE_END = re.compile(r"^last_update_time=\d+ records=\d+$", re.M)
+
+
+def verbose(version: tuple[int, int, int]) -> bool:
+    """Whether to run the listing's squeue with ``-v`` (a release that may throttle it)."""
+    return version >= SINCE
+
+
+def jobs_part(stdout: str) -> str:
+    """The jobs of ``squeue -v`` output: what follows its options dump."""
+    ends = list(_VERBOSE_END.finditer(stdout))
+    return stdout[ends[-1].end() :].lstrip("\n") if ends else stdout
+
+
+class Pace:
+    """How many times longer than configured the provider waits between listings."""
+
+    def __init__(self) -> None:
+        self.factor = 1.0
+        self.throttled = 0  # times slurmctld made one of our commands wait
+        self.throttled_calls = 0  # commands that waited at least once
+
+    def saw(self, command: str, stderr: str) -> int:
+        """Account for one command's stderr; returns how often it was made to wait."""
+        waits = sum(int(n) for n in _LIMITED.findall(stderr))
+        before = self.factor
+        if waits:
+            self.throttled += waits
+            self.throttled_calls += 1
+            self.factor = min(MAX_FACTOR, self.factor * 2)
+        else:
+            self.factor = max(1.0, self.factor / 2)
+        if self.factor != before:
+            if waits:
+                logger.warning(
+                    "slurmctld's RPC rate limiter made %s wait %d time(s) (the user's clusters "
+                    "and commands share one budget): listing %g times less often",
+                    command, waits, self.factor,
+                )  # fmt: skip
+            else:
+                logger.info("slurmctld no longer throttles %s: listing %g times less often",
+                            command, self.factor)  # fmt: skip
+        return waits
