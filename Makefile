@@ -7,8 +7,23 @@ SHELL := /bin/bash
 VENV := .venv
 PY := $(VENV)/bin/python
 SITE := scripts/localsite
-# The second local site (scripts/sites/gpu-centre.yaml), beside the default campus site.
+# The other local sites, beside the default campus site (Slurm 22.05, the machine's Debian 12):
+# the GPU centre and campus24 (campus's shape) run Debian 13's Slurm 24.11 with slurmctld's rate
+# limiter, in a root filesystem of their own (scripts/sites/*.yaml, scripts/rootfs).
 GPU_SITE := scripts/localsite --site gpu-centre
+SITE24 := scripts/localsite --site campus24
+SITES_DOWN := $(SITE24) down; $(GPU_SITE) down; $(SITE) down
+# The end-to-end suite on both SLURM releases at once, a pytest run on each release's campus
+# (most of an end-to-end test is waiting, so two share the 2 cores). campus24 (24.11) runs all of
+# it but what needs campus itself (the other sites and SSH deployment; bursting: the Kubernetes
+# stand-in is on campus's network); campus (22.05) runs those and what depends on SLURM's
+# release: the login and SLURM heads and the whole fault suite. (test_rate_limit.py needs
+# slurmctld's rate limiter: campus24 only.)
+E2E_CAMPUS_ONLY := tests/e2e/test_sites.py tests/e2e/test_ssh_deploy.py tests/e2e/test_burst.py
+E2E_BOTH := tests/e2e/test_login_head.py tests/e2e/test_slurm_head.py $(sort $(wildcard tests/e2e/test_fault_*.py))
+E2E_CAMPUS := $(E2E_CAMPUS_ONLY) $(E2E_BOTH)
+E2E_CAMPUS24 := $(filter-out $(E2E_CAMPUS_ONLY),$(sort $(wildcard tests/e2e/test_*.py)))
+PYTEST_E2E := $(abspath $(VENV))/bin/pytest -v -p no:cacheprovider --durations=25 --timeout=900
 CONSTRAINTS := requirements/constraints.txt
 PEERS_VENV := /var/tmp/rayhpc-bench-peers
 # Python 3.12 for the tool venv (pyenv's shim may not be active: try its install dir too).
@@ -16,7 +31,7 @@ PYTHON312 ?= $(shell for p in python3.12 $$HOME/.pyenv/versions/3.12*/bin/python
 	"$$p" -c 'import sys; assert sys.version_info[:2] == (3, 12)' 2>/dev/null && { echo "$$p"; break; }; done)
 
 .PHONY: help setup lint unit e2e test demo site-up site-down clean ansible-lint molecule site-tests
-.PHONY: sites-up site-suites checks
+.PHONY: sites-up site-suites checks e2e-suites
 .PHONY: collection sanity units bench
 
 help:
@@ -59,8 +74,19 @@ site-down:
 # driver as one of the site's users; the site is stopped afterwards whatever the result.
 e2e: setup
 	status=0; $(MAKE) --no-print-directory sites-up || status=1; \
-	((status)) || $(SITE) login $(abspath $(VENV))/bin/pytest -v -p no:cacheprovider --durations=25 --timeout=900 tests/e2e || status=1; \
-	$(GPU_SITE) down; $(SITE) down; exit $$status
+	((status)) || $(MAKE) --no-print-directory e2e-suites || status=1; \
+	$(SITES_DOWN); exit $$status
+
+# The end-to-end suites on both releases, side by side, on sites already up; each one's output
+# is in build/e2e-<site>.log, printed when both have ended.
+e2e-suites: setup
+	mkdir -p build; result() { (($$1)) && echo FAILED || echo passed; }; c=0; c24=0; \
+	$(SITE) login $(PYTEST_E2E) $(E2E_CAMPUS) >build/e2e-campus.log 2>&1 & campus=$$!; \
+	$(SITE24) login $(PYTEST_E2E) $(E2E_CAMPUS24) >build/e2e-campus24.log 2>&1 & campus24=$$!; \
+	wait $$campus || c=1; wait $$campus24 || c24=1; \
+	cat build/e2e-campus.log build/e2e-campus24.log; \
+	echo "e2e: campus (Slurm 22.05) $$(result $$c), campus24 (Slurm 24.11) $$(result $$c24)"; \
+	((c + c24 == 0))
 
 # The Ansible collection: ansible-lint (production profile, offline: .config/ansible-lint.yml),
 # run plainly, as editors, pre-commit and Galaxy users run it. Then: every role option in
@@ -76,15 +102,15 @@ ansible-lint: setup
 molecule: setup
 	status=0; $(MAKE) --no-print-directory sites-up || status=1; \
 	((status)) || PATH=$(abspath $(VENV))/bin:$$PATH scripts/molecule-test || status=1; \
-	$(GPU_SITE) down; $(SITE) down; exit $$status
+	$(SITES_DOWN); exit $$status
 
-# Everything that needs the local sites, in one session of them: the e2e and fault suites (the
-# GPU centre beside the campus site), the Kubernetes stand-in's tests, the molecule scenarios.
-# The sites are stopped whatever the result.
+# Everything that needs the local sites, in one session of them: the e2e and fault suites (on
+# campus, Slurm 22.05, and campus24, Slurm 24.11, with the GPU centre beside them), the
+# Kubernetes stand-in's tests, the molecule scenarios. The sites are stopped whatever the result.
 site-tests: setup
 	status=0; $(MAKE) --no-print-directory sites-up || status=1; \
 	((status)) || $(MAKE) --no-print-directory site-suites || status=1; \
-	$(GPU_SITE) down; $(SITE) down; exit $$status
+	$(SITES_DOWN); exit $$status
 
 # Both sites up and deployed (they are left up: site-tests and test stop them).
 sites-up: setup
@@ -92,14 +118,25 @@ sites-up: setup
 	$(SITE) deploy
 	$(GPU_SITE) up
 	$(GPU_SITE) deploy
+	$(SITE24) up
+	$(SITE24) deploy
 
-# The suites of site-tests, on sites already up.
+# The suites of site-tests, on sites already up, in two lines at once: on campus (22.05) its
+# e2e share, then the Kubernetes stand-in's tests, then the molecule scenarios (campus and the GPU
+# centre); beside them the whole e2e suite on campus24 (24.11), the longer of the two. Each
+# line's output is in build/, printed when both have ended.
 site-suites: setup
-	status=0; \
-	$(SITE) login $(abspath $(VENV))/bin/pytest -v -p no:cacheprovider --durations=25 --timeout=900 tests/e2e || status=1; \
-	$(SITE) login $(abspath $(VENV))/bin/pytest -v -p no:cacheprovider --timeout=300 tests/kube_standin || status=1; \
-	PATH=$(abspath $(VENV))/bin:$$PATH scripts/molecule-test || status=1; \
-	scripts/kube-standin down || true; exit $$status
+	mkdir -p build; result() { (($$1)) && echo FAILED || echo passed; }; c=0; c24=0; \
+	( s=0; $(SITE) login $(PYTEST_E2E) $(E2E_CAMPUS) || s=1; \
+	  $(SITE) login $(abspath $(VENV))/bin/pytest -v -p no:cacheprovider --timeout=300 tests/kube_standin || s=1; \
+	  PATH=$(abspath $(VENV))/bin:$$PATH scripts/molecule-test || s=1; \
+	  scripts/kube-standin down || true; exit $$s ) >build/suites-campus.log 2>&1 & campus=$$!; \
+	$(SITE24) login $(PYTEST_E2E) $(E2E_CAMPUS24) >build/e2e-campus24.log 2>&1 & campus24=$$!; \
+	wait $$campus || c=1; wait $$campus24 || c24=1; \
+	cat build/suites-campus.log build/e2e-campus24.log; \
+	echo "site suites: campus (Slurm 22.05: e2e, Kubernetes stand-in, molecule) $$(result $$c)," \
+	  "campus24 (Slurm 24.11: e2e) $$(result $$c24)"; \
+	((c + c24 == 0))
 
 # The checks that need no site, one after the other.
 checks: setup
@@ -111,7 +148,7 @@ checks: setup
 test: setup
 	status=0; $(MAKE) --no-print-directory -j2 --output-sync=recurse checks sites-up || status=1; \
 	((status)) || $(MAKE) --no-print-directory site-suites || status=1; \
-	$(GPU_SITE) down; $(SITE) down; exit $$status
+	$(SITES_DOWN); exit $$status
 
 # Benchmarks (bench/run.py, ~10 min) on the site's login node: scale-up latency vs its floor,
 # provider cost with 1,000 jobs, teardown, playbook runs, memory. Prints a table and writes

@@ -310,6 +310,8 @@ def slurm_conf(layout: Layout, state: str) -> str:
         lines += ["AccountingStorageType=accounting_storage/slurmdbd",
                   f"AccountingStorageHost={layout.subnet}.1", f"AccountingStoragePort={DBD_PORT}",
                   "AccountingStorageEnforce=associations,limits,qos"]  # fmt: skip
+        if layout.munge == "own":  # 24.11's clients sign for slurmdbd with this munged only
+            lines.append(f"AccountingStoragePass={munge_socket}")
     else:
         lines.append("AccountingStorageType=accounting_storage/none")
     if any(n.gpus for n in layout.nodes):

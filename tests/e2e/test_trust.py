@@ -15,6 +15,7 @@ from pathlib import Path
 
 import pytest
 from conftest import BOB, EVE, parse_result, run, start_driver, wait_for, where_tasks
+from support.accounts import SITE_PREFIX
 
 from ray_slurm.net import listeners
 
@@ -244,7 +245,7 @@ def test_a_neighbour_who_takes_a_workers_port_makes_it_start_elsewhere(make_clus
     bob = make_cluster("e2e-agentport", user=BOB, max_workers=1)
     bob.up()
     snipers = [
-        subprocess.Popen(["ip", "netns", "exec", f"rsl-{node}", *EVE.argv(
+        subprocess.Popen(["ip", "netns", "exec", f"{SITE_PREFIX}-{node}", *EVE.argv(
             [EVE.bin("python"), "-c", AGENT_SNIPE, str(BOB.uid), "2", "300"])],
             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
         for node in sorted(site_nodes)

@@ -73,6 +73,18 @@ def test_the_gpu_centre_has_its_own_munge_and_gpu_nodes() -> None:
     assert "SITE_OS=debian13" in helper("shell", SCRIPTS / "sites" / "gpu-centre.yaml").stdout
 
 
+def test_campus24_is_campus_on_slurm_24_11_with_its_own_munge_for_slurmdbd_too() -> None:
+    raw = yaml.safe_load((SCRIPTS / "sites" / "campus24.yaml").read_text())
+    layout = layout_mod.parse(raw, "campus24.yaml")
+    campus = layout_mod.parse(CAMPUS, "campus.yaml")
+    assert [(n.name, n.cpus) for n in layout.nodes] == [(n.name, n.cpus) for n in campus.nodes]
+    assert layout.partitions == campus.partitions and layout.accounting == campus.accounting
+    conf = layout_mod.slurm_conf(layout, "/s")
+    assert "AuthInfo=socket=/s/munge/munge.socket" in conf and "rl_enable" in conf
+    # 24.11's clients sign their slurmdbd messages with AccountingStoragePass's munged.
+    assert "AccountingStoragePass=/s/munge/munge.socket" in conf
+
+
 def test_campus_runs_on_the_host_without_the_rate_limiter() -> None:
     layout = layout_mod.parse(CAMPUS, "campus.yaml")
     assert "SITE_OS=''" in layout_mod.shell(layout)

@@ -23,6 +23,7 @@ from support.procs import run
 
 # The site whose login node the tests run on (`scripts/localsite [--site NAME] login` says which).
 SITE_STATE = Path(os.environ.get("RSL_SITE_STATE", "/var/tmp/rayhpc-localsite"))
+SITE_PREFIX = os.environ.get("RSL_PREFIX", "rsl")  # its hosts' namespaces: <prefix>-<node>
 SITE_CONFIG = SITE_STATE / "shared" / "ray-slurm.yaml"  # what the site's playbook rendered
 
 
