@@ -96,8 +96,8 @@ def test_the_example_is_ready(write_config, slurm, capsys):
     assert code == check.EXIT_OK, out
     assert problems(out) == []
     assert "ready for `ray up`" in out[-1]
-    for passed in ("Ray's schema", "SLURM 24.11.5;", "partitions debug", "head address 127.0.0.1",
-                   "state dir"):  # fmt: skip
+    for passed in ("Ray's schema", "SLURM 24.11.5 (rate limiter watched with squeue -v);",
+                   "partitions debug", "head address 127.0.0.1", "state dir"):  # fmt: skip
         assert passed in out[-1]
 
 

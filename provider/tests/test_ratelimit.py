@@ -11,7 +11,7 @@ import logging
 import pytest
 
 from ray_slurm import ratelimit
-from ray_slurm.slurm import Slurm
+from ray_slurm.slurm import Slurm, SlurmError
 
 # squeue -v of 24.11 (its options dump goes to stdout, then the jobs).
 VERBOSE_STDOUT = """\
@@ -88,3 +88,15 @@ def test_an_unknown_release_is_listed_plainly(fake_bin, tmp_path, monkeypatch):
     slurm = Slurm(bin_dir=str(tmp_path / "bin"))
     assert slurm.version() == (0, 0, 0)
     assert [j.job_id for j in slurm.squeue(user="u")] == ["7"]
+
+
+def test_a_squeue_starved_past_its_timeout_is_named_throttled_and_paces(fake_bin, tmp_path):
+    """The user's other commands take the whole bucket: the provider's squeue waits past
+    ``slurm_timeout_s`` and is killed; what it printed before says why, and counts."""
+    fake_bin("sinfo", 'echo "slurm-wlm 24.11.5"')
+    fake_bin("squeue", f'echo "{THROTTLED.strip()}" >&2; echo "{THROTTLED.strip()}" >&2; sleep 5')
+    slurm = Slurm(bin_dir=str(tmp_path / "bin"), timeout_s=1)
+    with pytest.raises(SlurmError, match=r"did not answer within 1 s \(slurmctld's RPC rate "
+                       r"limiter made it wait 2 time\(s\)\)"):  # fmt: skip
+        slurm.squeue(user="u")
+    assert slurm.pace.factor == 2.0 and slurm.pace.throttled == 2

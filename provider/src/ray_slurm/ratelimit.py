@@ -38,6 +38,13 @@ def jobs_part(stdout: str) -> str:
     return stdout[ends[-1].end() :].lstrip("\n") if ends else stdout
 
 
+def count(stderr: str | bytes | None) -> int:
+    """How often a command run with ``-v`` says slurmctld made it wait."""
+    if isinstance(stderr, bytes):
+        stderr = stderr.decode(errors="replace")
+    return sum(int(n) for n in _LIMITED.findall(stderr or ""))
+
+
 class Pace:
     """How many times longer than configured the provider waits between listings."""
 
@@ -46,9 +53,9 @@ class Pace:
         self.throttled = 0  # times slurmctld made one of our commands wait
         self.throttled_calls = 0  # commands that waited at least once
 
-    def saw(self, command: str, stderr: str) -> int:
+    def saw(self, command: str, stderr: str | bytes | None) -> int:
         """Account for one command's stderr; returns how often it was made to wait."""
-        waits = sum(int(n) for n in _LIMITED.findall(stderr))
+        waits = count(stderr)
         before = self.factor
         if waits:
             self.throttled += waits

@@ -329,7 +329,11 @@ class Slurm:
                 umask=0o077,  # sbatch hands its umask to the job: its output file is 0600
             )
         except subprocess.TimeoutExpired as exc:
-            raise SlurmError(f"{args[0]} did not answer within {self.timeout_s:g} s") from exc
+            # A command starved by slurmctld's rate limiter (the user's other commands took the
+            # bucket) says so with -v before it is killed: it is throttling, and paces us too.
+            waits = self.pace.saw(args[0], exc.stderr) if ratelimit.count(exc.stderr) else 0
+            why = f" (slurmctld's RPC rate limiter made it wait {waits} time(s))" if waits else ""
+            raise SlurmError(f"{args[0]} did not answer within {self.timeout_s:g} s{why}") from exc
         except FileNotFoundError as exc:
             raise SlurmError(f"{argv[0]} not found: is SLURM installed and on PATH?") from exc
         if check and proc.returncode != 0:

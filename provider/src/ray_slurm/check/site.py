@@ -14,7 +14,7 @@ import subprocess
 from dataclasses import dataclass
 from pathlib import Path
 
-from ray_slurm import usertmp
+from ray_slurm import ratelimit, usertmp
 from ray_slurm.backends.nodestart import HEAD_PORTS
 from ray_slurm.check.report import Report
 from ray_slurm.config import Settings
@@ -90,8 +90,10 @@ def check_slurm(site: Site, slurm: Slurm, report: Report) -> None:
     major, minor, patch = version
     release = f"{major}.{minor:02d}.{patch}" if any(version) else "(release unknown)"
     tested = release.rsplit(".", 1)[0] in TESTED_RELEASES
-    report.passed.append(f"SLURM {release}" + ("" if tested else " (tested on "
-                         f"{', '.join(TESTED_RELEASES)}: see the admin guide)"))  # fmt: skip
+    notes = [] if tested else [f"tested on {', '.join(TESTED_RELEASES)}: see the admin guide"]
+    if ratelimit.verbose(version):  # how the provider sees slurmctld's rate limiter
+        notes.append("rate limiter watched with squeue -v")
+    report.passed.append(f"SLURM {release}" + (f" ({'; '.join(notes)})" if notes else ""))
     used = sorted({p for t in site.types for p in t.partitions})
     ok = all([_check_type(t, partitions, report) for t in site.types])  # report every type
     if ok:

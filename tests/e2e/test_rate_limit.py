@@ -1,0 +1,49 @@
+"""Issue 25: a cluster under slurmctld's per-user RPC rate limiter (``rl_enable`` with SLURM's
+defaults: a bucket of 30 RPCs refilled at 2 a second), on the 24.11 site campus24.
+
+The user's own commands in another terminal (a loop of ``squeue``, as a watch script would)
+drain the bucket while the cluster scales from 0. SLURM's clients never fail for it, they wait:
+the provider sees it only because its listing's ``squeue`` runs with ``-v`` (``RPC rate limited
+N time(s)``), and then lists less often instead of adding to the storm. The tasks still run on
+workers, no worker is launched twice (sacct: every job the cluster ever submitted), and
+``ray down`` leaves nothing.
+"""
+
+from __future__ import annotations
+
+import re
+import time
+
+from conftest import ALICE, parse_result, run, start_driver
+
+# ~2 RPCs each, 0.5 s apart at the limiter's refill: minutes of throttling, ended by the test.
+# (marked, so that the test stops the loop itself, not only runuser above it)
+STORM = "for i in $(seq 1 600); do squeue -u rsl-alice -h >/dev/null 2>&1; done # rl-storm"
+
+
+def test_a_throttled_user_s_cluster_lists_less_often_and_loses_nothing(make_cluster, site_nodes):
+    config = run(["scontrol", "show", "config"]).stdout  # root is exempt from the limiter
+    assert re.search(r"(?m)^SlurmctldParameters\s+=.*\brl_enable\b", config), (
+        "this site has no rate limiter: run this on campus24 (scripts/sites/campus24.yaml)"
+    )
+    cluster = make_cluster("e2e-rl", max_workers=2)
+    cluster.up()
+    since = time.strftime("%Y-%m-%dT%H:%M:%S")
+    storm = ALICE.popen(["bash", "-c", STORM])
+    try:
+        driver = start_driver(cluster, tasks=2, seconds=10)
+        out, err = driver.communicate(timeout=480)
+        assert driver.returncode == 0, err[-3000:]
+        assert {host for host, _ in parse_result(out)} <= set(site_nodes)
+        log = cluster.autoscaler_log()
+        assert "slurmctld's RPC rate limiter made squeue wait" in log, log[-3000:]
+        assert "listing 2 times less often" in log
+    finally:
+        run(["pkill", "-f", "rl-storm"], check=False)
+        storm.wait(timeout=30)
+    cluster.down()
+    assert cluster.jobs() == []
+    # Every worker job the cluster ever submitted (accounting keeps them): one per worker.
+    sacct = run(["sacct", "-X", "-n", "-P", "-u", ALICE.name, "-S", since, "-o", "JobName,State",
+                 f"--name=ray.{cluster.name}.worker.cpu"]).stdout.splitlines()  # fmt: skip
+    assert len(sacct) == 2, sacct
