@@ -5,7 +5,8 @@ The user's own commands in another terminal (a loop of ``squeue``, as a watch sc
 drain the bucket while the cluster scales from 0. SLURM's clients never fail for it, they wait:
 the provider sees it only because its listing's ``squeue`` runs with ``-v`` (``RPC rate limited
 N time(s)``), and then lists less often instead of adding to the storm. The tasks still run on
-workers, no worker is launched twice (sacct: every job the cluster ever submitted), and
+workers, no worker is launched twice (sacct: every job the cluster ever submitted, at most one
+per worker the demand asked for), and
 ``ray down`` leaves nothing.
 """
 
@@ -43,7 +44,9 @@ def test_a_throttled_user_s_cluster_lists_less_often_and_loses_nothing(make_clus
         storm.wait(timeout=30)
     cluster.down()
     assert cluster.jobs() == []
-    # Every worker job the cluster ever submitted (accounting keeps them): one per worker.
+    # Every worker job the cluster ever submitted (accounting keeps them): none twice, so at
+    # most the 2 the demand asked for. (Throttled, the first worker may have run both tasks
+    # before a second was needed: one job is right too. Seen in CI under load.)
     sacct = run(["sacct", "-X", "-n", "-P", "-u", ALICE.name, "-S", since, "-o", "JobName,State",
                  f"--name=ray.{cluster.name}.worker.cpu"]).stdout.splitlines()  # fmt: skip
-    assert len(sacct) == 2, sacct
+    assert 1 <= len(sacct) <= 2, sacct
