@@ -30,7 +30,7 @@ from ray.autoscaler.tags import (
 from ray_slurm import SlurmNodeProvider, burst, config, demandwake
 from ray_slurm import provider as provider_module
 from ray_slurm.backends.base import LaunchRequest, Preview
-from ray_slurm.errors import BackendError
+from ray_slurm.errors import BackendBusy, BackendError
 from ray_slurm.launcher import HeadStartedElsewhere
 from ray_slurm.nodes import JobState, Node
 from ray_slurm.policy import LaunchRefused
@@ -55,6 +55,7 @@ class FakeBackend:
         self.terminated: list[list[str]] = []
         self.listings = 0
         self.refuse = ""  # launch raises BackendError with this message
+        self.busy = ""  # launch raises BackendBusy (throttled) with this message
         self.down = False
         self.cleaned = False
         self._next = first_id
@@ -68,6 +69,8 @@ class FakeBackend:
     def launch(self, request: LaunchRequest) -> str:
         if self.refuse:
             raise BackendError(self.refuse)
+        if self.busy:
+            raise BackendBusy(self.busy)
         node_id = str(self._next)
         self._next += 1
         spec = request.spec
@@ -228,6 +231,17 @@ def test_a_refused_launch_backs_the_type_off(provider, fakes):
     with pytest.raises(LaunchRefused, match="backed off"):  # no retry storm
         provider.create_node({}, WORKER_TAGS, 1)
     assert fakes["slurm"].launched == []
+
+
+def test_a_launch_the_rate_limiter_starved_is_refused_without_backing_the_type_off(provider, fakes):
+    publish_head(provider)
+    fakes["slurm"].busy = "sbatch gave up after 600 s: slurmctld's RPC rate limiter made it wait"
+    with pytest.raises(LaunchRefused, match="rate limiter"):
+        provider.create_node({}, WORKER_TAGS, 1)
+    assert "cpu" not in provider.cluster.read_state().get("failures", {})
+    fakes["slurm"].busy = ""
+    provider.create_node({}, WORKER_TAGS, 1)  # Ray asks again: launched at once
+    assert len(fakes["slurm"].launched) == 1
 
 
 def test_a_launch_that_fails_half_way_keeps_the_nodes_already_launched(provider, fakes):

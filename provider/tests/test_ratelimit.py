@@ -11,7 +11,8 @@ import logging
 import pytest
 
 from ray_slurm import ratelimit
-from ray_slurm.slurm import Slurm, SlurmError
+from ray_slurm.errors import BackendBusy
+from ray_slurm.slurm import Slurm, SlurmError, Throttled
 
 # squeue -v of 24.11 (its options dump goes to stdout, then the jobs).
 VERBOSE_STDOUT = """\
@@ -96,7 +97,69 @@ def test_a_squeue_starved_past_its_timeout_is_named_throttled_and_paces(fake_bin
     fake_bin("sinfo", 'echo "slurm-wlm 24.11.5"')
     fake_bin("squeue", f'echo "{THROTTLED.strip()}" >&2; echo "{THROTTLED.strip()}" >&2; sleep 5')
     slurm = Slurm(bin_dir=str(tmp_path / "bin"), timeout_s=1)
-    with pytest.raises(SlurmError, match=r"did not answer within 1 s \(slurmctld's RPC rate "
-                       r"limiter made it wait 2 time\(s\)\)"):  # fmt: skip
+    with pytest.raises(Throttled, match=r"squeue gave up after \d+ s: slurmctld's RPC rate "
+                       r"limiter made it wait 2 time\(s\)"):  # fmt: skip
         slurm.squeue(user="u")
     assert slurm.pace.factor == 2.0 and slurm.pace.throttled == 2
+
+
+def test_refusals_are_counted_one_per_line_not_summed():
+    """The client numbers the refusals of one RPC (1, 2, 3 …): three lines are three waits."""
+    lines = "".join(f"squeue: RPC rate limited {n} time(s). Sleeping then trying again.\n"
+                    for n in (1, 2, 3))  # fmt: skip
+    assert ratelimit.count(lines) == 3
+
+
+def _refused(times: int, every_s: float, then: str) -> str:
+    """A fake client refused ``times`` times, ``every_s`` apart, that then does ``then``."""
+    return (f'for n in $(seq 1 {times}); do echo "sbatch: RPC rate limited $n time(s). Sleeping '
+            f'then trying again." >&2; sleep {every_s}; done; {then}')  # fmt: skip
+
+
+def test_a_command_the_limiter_keeps_refusing_is_not_killed_at_its_timeout(fake_bin, tmp_path):
+    """4 refusals over 2 s with a 1 s timeout: slurmctld answers it, so it is let finish (it was
+    killed at 1 s before, and the launch counted as the node type's failure)."""
+    fake_bin("sinfo", 'echo "slurm-wlm 24.11.5"')
+    fake_bin("sbatch", f'echo "$*" > {tmp_path}/args; ' + _refused(4, 0.5, "echo 42"))
+    slurm = Slurm(bin_dir=str(tmp_path / "bin"), timeout_s=1)
+    assert slurm.sbatch("job.sh") == "42"
+    assert "-v" in (tmp_path / "args").read_text().split()
+    assert (slurm.pace.throttled, slurm.pace.throttled_calls, slurm.pace.factor) == (4, 1, 2.0)
+
+
+def test_a_command_refused_past_the_cap_is_given_up_as_busy(fake_bin, tmp_path, monkeypatch):
+    monkeypatch.setattr(ratelimit, "THROTTLED_MAX_S", 1.5)
+    fake_bin("sinfo", 'echo "slurm-wlm 24.11.5"')
+    fake_bin("sbatch", _refused(100, 0.2, "echo 42"))
+    slurm = Slurm(bin_dir=str(tmp_path / "bin"), timeout_s=0.5)
+    with pytest.raises(BackendBusy, match=r"sbatch gave up after \d s: slurmctld's RPC rate "):
+        slurm.sbatch("job.sh")
+
+
+def test_a_command_that_hangs_without_being_refused_is_killed_at_its_timeout(fake_bin, tmp_path):
+    fake_bin("sinfo", 'echo "slurm-wlm 24.11.5"')
+    fake_bin("sbatch", "sleep 5")
+    slurm = Slurm(bin_dir=str(tmp_path / "bin"), timeout_s=0.5)
+    with pytest.raises(SlurmError, match="did not answer within 0.5 s") as raised:
+        slurm.sbatch("job.sh")
+    assert not isinstance(raised.value, BackendBusy)
+
+
+VERBOSE_SCANCEL = "scancel: Terminating job 7\nscancel: Terminating job 8\n"
+
+
+@pytest.mark.parametrize(("error", "raises"), [
+    ("scancel: error: Kill job error on job id 8: Invalid job id specified", False),
+    ("scancel: error: No active jobs match ALL job filters, including: user_name=u ", False),
+    ("scancel: error: Kill job error on job id 8: Access/permission denied", True),
+])  # fmt: skip
+def test_scancel_v_reports_only_its_errors(fake_bin, tmp_path, error, raises):
+    """Its ``-v`` lines on stderr are no error; a job that already ended is none either."""
+    fake_bin("sinfo", 'echo "slurm-wlm 24.11.5"')
+    fake_bin("scancel", f'printf "{VERBOSE_SCANCEL}" >&2; echo "{error}" >&2; exit 1')
+    slurm = Slurm(bin_dir=str(tmp_path / "bin"))
+    if raises:
+        with pytest.raises(SlurmError, match="permission denied"):
+            slurm.scancel(["7", "8"])
+    else:
+        slurm.scancel(["7", "8"])

@@ -7,13 +7,13 @@ import time
 
 import pytest
 
+from ray_slurm.jobenv import clean_env
 from ray_slurm.nodes import JobState
 from ray_slurm.private import user_name
 from ray_slurm.slurm import (
     Job,
     Slurm,
     SlurmError,
-    clean_env,
     first_node,
     job_state,
     parse_sbatch,

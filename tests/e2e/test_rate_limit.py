@@ -4,10 +4,12 @@ defaults: a bucket of 30 RPCs refilled at 2 a second), on the 24.11 site campus2
 The user's own commands in another terminal (a loop of ``squeue``, as a watch script would)
 drain the bucket while the cluster scales from 0. SLURM's clients never fail for it, they wait:
 the provider sees it only because its listing's ``squeue`` runs with ``-v`` (``RPC rate limited
-N time(s)``), and then lists less often instead of adding to the storm. The tasks still run on
-workers, no worker is launched twice (sacct: every job the cluster ever submitted, at most one
-per worker the demand asked for), and
-``ray down`` leaves nothing.
+N time(s)``), and then lists less often instead of adding to the storm. Its ``sbatch`` waits
+too: with ``slurm_timeout_s: 5`` a throttled sbatch outlives its timeout, and is let finish
+(slurmctld answers it; before, it was killed and the launch counted as the node type's failure,
+backing it off). The tasks still run on workers, no type is backed off, no worker is launched
+twice (sacct: every job the cluster ever submitted, at most one per worker the demand asked
+for), and ``ray down`` leaves nothing.
 """
 
 from __future__ import annotations
@@ -17,9 +19,12 @@ import time
 
 from conftest import ALICE, parse_result, run, start_driver
 
-# ~2 RPCs each, 0.5 s apart at the limiter's refill: minutes of throttling, ended by the test.
-# (marked, so that the test stops the loop itself, not only runuser above it)
-STORM = "for i in $(seq 1 600); do squeue -u rsl-alice -h >/dev/null 2>&1; done # rl-storm"
+# Four loops of squeue (~2 RPCs each) take every RPC the limiter refills, for minutes, until the
+# test ends them. (Marked, so that the test stops the loops themselves, not only runuser above.)
+STORM = (
+    "for k in 1 2 3 4; do (for i in $(seq 1 600); do squeue -u rsl-alice -h >/dev/null 2>&1;"
+    " done) & done; wait # rl-storm"
+)
 
 
 def test_a_throttled_user_s_cluster_lists_less_often_and_loses_nothing(make_cluster, site_nodes):
@@ -27,7 +32,11 @@ def test_a_throttled_user_s_cluster_lists_less_often_and_loses_nothing(make_clus
     assert re.search(r"(?m)^SlurmctldParameters\s+=.*\brl_enable\b", config), (
         "this site has no rate limiter: run this on campus24 (scripts/sites/campus24.yaml)"
     )
-    cluster = make_cluster("e2e-rl", max_workers=2)
+
+    def short_timeout(cfg):
+        cfg["provider"]["slurm_timeout_s"] = 5
+
+    cluster = make_cluster("e2e-rl", max_workers=2, change=short_timeout)
     cluster.up()
     since = time.strftime("%Y-%m-%dT%H:%M:%S")
     storm = ALICE.popen(["bash", "-c", STORM])
@@ -39,6 +48,8 @@ def test_a_throttled_user_s_cluster_lists_less_often_and_loses_nothing(make_clus
         log = cluster.autoscaler_log()
         assert "slurmctld's RPC rate limiter made squeue wait" in log, log[-3000:]
         assert "listing 2 times less often" in log
+        assert "no new job of this type" not in log, log[-3000:]  # throttled is not failed
+        assert "did not answer within" not in log, log[-3000:]
     finally:
         run(["pkill", "-f", "rl-storm"], check=False)
         storm.wait(timeout=30)

@@ -42,8 +42,8 @@ from ray.autoscaler._private.subprocess_output_util import ProcessRunnerError
 from ray.autoscaler.command_runner import CommandRunnerInterface
 
 from ray_slurm import tls
+from ray_slurm.jobenv import clean_env
 from ray_slurm.private import user_name
-from ray_slurm.slurm import clean_env
 from ray_slurm.state import ClusterDir
 
 logger = logging.getLogger(__name__)

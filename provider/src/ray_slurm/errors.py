@@ -9,3 +9,8 @@ from __future__ import annotations
 
 class BackendError(RuntimeError):
     """A backend (SLURM, Kubernetes) refused or failed a call; the message says why."""
+
+
+class BackendBusy(BackendError):
+    """The backend's control plane made the call wait until it gave up (slurmctld's RPC rate
+    limiter): the call may be tried again later, and it says nothing about the node type."""

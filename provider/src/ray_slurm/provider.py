@@ -37,7 +37,7 @@ from ray_slurm import backends, burst, config, demandwake, raynodes, usertmp
 from ray_slurm.backends.base import Backend, LaunchRequest
 from ray_slurm.command_runner import CommandContext, LocalCommandRunner, NodeStartTimeout
 from ray_slurm.config import ConfigError, NodeTypeSpec
-from ray_slurm.errors import BackendError
+from ray_slurm.errors import BackendBusy, BackendError
 from ray_slurm.launcher import (
     ConfigRefused,
     HeadStartedElsewhere,
@@ -278,6 +278,9 @@ class SlurmNodeProvider(NodeProvider):
         for _ in range(count):
             try:
                 node_id = backend.launch(request)
+            except BackendBusy as exc:  # not the type's fault: Ray asks again, no back-off
+                logger.warning("node type %s: not launched this time: %s", spec.name, exc)
+                raise LaunchRefused(f"node type {spec.name}: {exc}") from exc
             except BackendError as exc:
                 delay = self.watch.type_failed(spec.name, str(exc), log=False)
                 logger.error("node type %s: %s (no new job of this type for %.0f s)",

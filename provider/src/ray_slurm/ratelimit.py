@@ -4,10 +4,13 @@ Sites turn it on with ``SlurmctldParameters=rl_enable`` (SLURM 23.02+): each use
 of RPCs (30 by default) refilled at a fixed rate (2 a second). A command that finds the bucket
 empty is told to back off; since 23.11 the command then sleeps and retries by itself, so it never
 fails and prints nothing — it only gets slow. Run with ``-v``, it says so on stderr
-(``squeue: RPC rate limited 1 time(s). Sleeping then trying again.``), which is how the
-provider sees throttling: its ``squeue`` (the one call it makes in a loop) runs with ``-v`` where
-the release has the limiter, and ``Pace`` turns what it printed into how much longer to wait
-between listings — doubled after each throttled listing (at most ``MAX_FACTOR`` times the
+(``squeue: RPC rate limited 1 time(s). Sleeping then trying again.``, then 2, 3 … with as many
+seconds of sleep), which is how the provider sees throttling: its ``squeue``, ``sbatch`` and
+``scancel`` run with ``-v`` where the release has the limiter. A command that is being throttled
+is not hung — slurmctld answers it — so it is not killed at ``slurm_timeout_s`` while it keeps
+being refused (``Slurm.run``, up to ``THROTTLED_MAX_S``), and a launch that still gives up is not
+the node type's fault. ``Pace`` turns what the commands printed into how much longer to wait
+between listings — doubled after each throttled command (at most ``MAX_FACTOR`` times the
 configured ``squeue_interval_s``), halved after each one that was not — so several clusters of
 one user share the bucket instead of draining it in a storm. One user's clusters each pace
 themselves; nothing is coordinated between processes.
@@ -22,13 +25,17 @@ logger = logging.getLogger(__name__)
 
 SINCE = (23, 2)  # the first SLURM release with rl_enable
 MAX_FACTOR = 8.0
+# How long in all a command that slurmctld keeps throttling may wait before it is given up (SLURM's
+# own clients never give up): at the default bucket a starved client is refused about once a
+# second more slowly each time, so this is tens of refusals.
+THROTTLED_MAX_S = 600.0
 _LIMITED = re.compile(r"RPC rate limited (\d+) time")
 # squeue -v prints its options and then this line to stdout before the jobs.
 _VERBOSE_END = re.compile(r"^last_update_time=\d+ records=\d+$", re.M)
 
 
 def verbose(version: tuple[int, int, int]) -> bool:
-    """Whether to run the listing's squeue with ``-v`` (a release that may throttle it)."""
+    """Whether to run SLURM's commands with ``-v`` (a release that may throttle them)."""
     return version >= SINCE
 
 
@@ -39,10 +46,11 @@ def jobs_part(stdout: str) -> str:
 
 
 def count(stderr: str | bytes | None) -> int:
-    """How often a command run with ``-v`` says slurmctld made it wait."""
+    """How often a command run with ``-v`` says slurmctld made it wait: one line per refusal
+    (the client numbers the refusals of one RPC, 1, 2, 3 …, and sleeps that many seconds)."""
     if isinstance(stderr, bytes):
         stderr = stderr.decode(errors="replace")
-    return sum(int(n) for n in _LIMITED.findall(stderr or ""))
+    return len(_LIMITED.findall(stderr or ""))
 
 
 class Pace:

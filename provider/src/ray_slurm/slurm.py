@@ -11,11 +11,15 @@ import logging
 import os
 import re
 import subprocess
-from collections.abc import Iterable, Mapping, Sequence
+import tempfile
+import time
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
+from typing import IO
 
 from ray_slurm import ratelimit
-from ray_slurm.errors import BackendError
+from ray_slurm.errors import BackendBusy, BackendError
+from ray_slurm.jobenv import clean_env
 from ray_slurm.nodes import JobState
 from ray_slurm.private import user_name
 
@@ -23,34 +27,13 @@ logger = logging.getLogger(__name__)
 
 DEFAULT_TIMEOUT_S = 30.0
 
-# Variables of a running job or of the user's shell that change what SLURM commands do or print.
-# sbatch/salloc/srun input variables (SBATCH_JOB_NAME, SBATCH_PARTITION, SBATCH_ACCOUNT, ...) take
-# precedence over a script's #SBATCH lines: left in, they would rename the jobs (so the provider
-# would not know them as its own) or send them elsewhere. SLURM_CONF is the user's choice of site.
-_KEEP_SLURM_VARS = {"SLURM_CONF"}
-_DROP_PREFIXES = ("SLURM_", "SBATCH_", "SALLOC_", "SRUN_", "SQUEUE_", "SINFO_", "SCANCEL_",
-                  "SCONTROL_", "SACCT_")  # fmt: skip
-# Identity of the Ray node that runs the provider (the head), and Ray's client settings: a job
-# must never inherit them, and a token in the user's environment must never replace the
-# cluster's (Ray prefers RAY_AUTH_TOKEN to RAY_AUTH_TOKEN_PATH); job scripts and command runners
-# set the auth variables themselves.
-_DROP_RAY_VARS = {
-    "RAY_CLOUD_INSTANCE_ID",
-    "RAY_NODE_TYPE_NAME",
-    "RAY_OVERRIDE_RESOURCES",
-    "RAY_OVERRIDE_LABELS",
-    "RAY_ADDRESS",
-    "RAY_enable_autoscaler_v2",
-    "RAY_AUTH_TOKEN",
-    "RAY_AUTH_TOKEN_PATH",
-    "RAY_AUTH_MODE",
-    "RAY_NAMESPACE",
-    "RAY_JOB_CONFIG_JSON_ENV_VAR",
-}
-
 
 class SlurmError(BackendError):
     """A SLURM command failed; the message carries SLURM's own words."""
+
+
+class Throttled(SlurmError, BackendBusy):
+    """slurmctld's rate limiter kept refusing a command until it was given up."""
 
 
 # Every state squeue can print (Slurm 22.05 ``%T``), mapped to what it means for us.
@@ -290,14 +273,9 @@ def parse_sinfo_partitions(text: str) -> dict[str, Partition]:
     return {n: Partition(n, a, d, tuple(s)) for n, (a, d, s) in found.items()}
 
 
-def clean_env(base: Mapping[str, str] | None = None) -> dict[str, str]:
-    """The environment for SLURM commands and for the jobs they submit (sbatch exports it)."""
-    env = dict(os.environ if base is None else base)
-    for key in list(env):
-        job_var = key.startswith(_DROP_PREFIXES) and key not in _KEEP_SLURM_VARS
-        if job_var or key in _DROP_RAY_VARS:
-            del env[key]
-    return env
+def _read(file: IO[bytes]) -> str:
+    file.seek(0)
+    return file.read().decode(errors="replace")
 
 
 class Slurm:
@@ -314,51 +292,66 @@ class Slurm:
         return os.path.join(self.bin_dir, name) if self.bin_dir else name
 
     def run(self, args: Sequence[str], check: bool = True) -> subprocess.CompletedProcess[str]:
+        """Run one SLURM command. It is killed after ``timeout_s`` unless slurmctld's rate limiter
+        refused it again meanwhile (``-v``): then it is answered, only made to wait, and gets
+        another ``timeout_s``, up to ``ratelimit.THROTTLED_MAX_S`` in all. Killing it would not
+        help: it would start over and spend another RPC of the user's budget."""
         argv = [self.command(args[0]), *args[1:]]
         self.calls += 1
         logger.debug("running %s", argv)
-        try:
-            proc = subprocess.run(
-                argv,
-                capture_output=True,
-                text=True,
-                timeout=self.timeout_s,
-                env=clean_env(),
-                stdin=subprocess.DEVNULL,
-                check=False,
-                umask=0o077,  # sbatch hands its umask to the job: its output file is 0600
-            )
-        except subprocess.TimeoutExpired as exc:
-            # A command starved by slurmctld's rate limiter (the user's other commands took the
-            # bucket) says so with -v before it is killed: it is throttling, and paces us too.
-            waits = self.pace.saw(args[0], exc.stderr) if ratelimit.count(exc.stderr) else 0
-            why = f" (slurmctld's RPC rate limiter made it wait {waits} time(s))" if waits else ""
-            raise SlurmError(f"{args[0]} did not answer within {self.timeout_s:g} s{why}") from exc
-        except FileNotFoundError as exc:
-            raise SlurmError(f"{argv[0]} not found: is SLURM installed and on PATH?") from exc
+        with tempfile.TemporaryFile() as out, tempfile.TemporaryFile() as err:
+            try:  # (sbatch hands its umask to the job: its output file is 0600)
+                proc = subprocess.Popen(argv, stdout=out, stderr=err, env=clean_env(),
+                                        stdin=subprocess.DEVNULL,
+                                        umask=0o077)  # fmt: skip
+            except FileNotFoundError as exc:
+                raise SlurmError(f"{argv[0]} not found: is SLURM installed and on PATH?") from exc
+            self._wait(proc, args[0], err)
+            stdout, stderr = _read(out), _read(err)
+        if "-v" in args:  # a release with the limiter: what it said paces the listing
+            self.pace.saw(args[0], stderr)
         if check and proc.returncode != 0:
-            message = (proc.stderr or proc.stdout).strip() or f"exit code {proc.returncode}"
+            message = (stderr or stdout).strip() or f"exit code {proc.returncode}"
             raise SlurmError(f"{args[0]} failed: {message}")
-        return proc
+        return subprocess.CompletedProcess(argv, proc.returncode, stdout, stderr)
+
+    def _wait(self, proc: subprocess.Popen[bytes], name: str, err: IO[bytes]) -> None:
+        started = time.monotonic()
+        deadline, refused = started + self.timeout_s, 0
+        while True:
+            try:
+                proc.wait(timeout=max(0.0, deadline - time.monotonic()))
+                return
+            except subprocess.TimeoutExpired:
+                now, before = time.monotonic(), refused
+                refused = ratelimit.count(_read(err))
+                if refused > before and now - started < ratelimit.THROTTLED_MAX_S:
+                    deadline = now + self.timeout_s
+                    continue
+                proc.kill()
+                proc.wait()
+            stderr = _read(err)
+            waited = now - started
+            if not refused:
+                raise SlurmError(f"{name} did not answer within {self.timeout_s:g} s")
+            self.pace.saw(name, stderr)
+            raise Throttled(f"{name} gave up after {waited:.0f} s: slurmctld's RPC rate limiter "
+                            f"made it wait {refused} time(s) (the user's commands and clusters "
+                            "share one budget)")  # fmt: skip
 
     def user(self) -> str:
         return user_name()
 
     def squeue(self, user: str | None = None) -> list[Job]:
-        """All jobs of the user, in every state, with one call (``-v`` where slurmctld may rate-
-        limit it: how the provider sees throttling, ``ratelimit``)."""
-        verbose = ratelimit.verbose(self.version())
+        """All jobs of the user, in every state, with one call."""
         args = ["squeue", "--noheader", "--states=all", f"--user={user or self.user()}",
-                f"--format={_SQUEUE_FORMAT}", *(["-v"] if verbose else [])]  # fmt: skip
+                f"--format={_SQUEUE_FORMAT}", *self._verbose()]  # fmt: skip
         proc = self.run(args)
-        if not verbose:
-            return parse_squeue(proc.stdout)
-        self.pace.saw("squeue", proc.stderr)
-        return parse_squeue(ratelimit.jobs_part(proc.stdout))
+        return parse_squeue(ratelimit.jobs_part(proc.stdout) if "-v" in args else proc.stdout)
 
     def sbatch(self, script_path: str, extra_args: Iterable[str] = ()) -> str:
         """Submit; options in ``extra_args`` override the script's own #SBATCH lines."""
-        proc = self.run(["sbatch", "--parsable", *extra_args, script_path])
+        proc = self.run(["sbatch", "--parsable", *self._verbose(), *extra_args, script_path])
         return parse_sbatch(proc.stdout)
 
     def scancel(self, job_ids: Sequence[str], signal: str | None = None) -> None:
@@ -369,15 +362,22 @@ class Slurm:
         """
         if not job_ids:
             return
-        args = ["scancel", f"--user={self.user()}"]
+        args = ["scancel", f"--user={self.user()}", *self._verbose()]
         if signal:
             args.append(f"--signal={signal}")
         proc = self.run([*args, *job_ids], check=False)
         if proc.returncode != 0:
-            benign = ("Invalid job id", "already completing", "Job/step already completing")
-            lines = [ln for ln in proc.stderr.splitlines() if ln.strip()]
+            # (24.11's -v adds "No active jobs match": none of them is still alive)
+            benign = ("Invalid job id", "already completing", "Job/step already completing",
+                      "No active jobs match")  # fmt: skip
+            lines = [ln for ln in proc.stderr.splitlines()
+                     if ln.strip() and ("-v" not in args or "error" in ln)]  # fmt: skip
             if not lines or any(not any(b in ln for b in benign) for ln in lines):
                 raise SlurmError(f"scancel failed: {proc.stderr.strip() or proc.returncode}")
+
+    def _verbose(self) -> list[str]:
+        """``-v`` where slurmctld may rate-limit the user: how the provider sees throttling."""
+        return ["-v"] if ratelimit.verbose(self.version()) else []
 
     def version(self) -> tuple[int, int, int]:
         """The release of the site's SLURM clients, asked once (``sinfo -V`` is no RPC, and is not

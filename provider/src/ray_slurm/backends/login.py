@@ -20,9 +20,10 @@ from typing import TYPE_CHECKING, Any
 from ray_slurm.backends.base import LaunchRequest, Preview
 from ray_slurm.backends.jobscript import login_head_id, render
 from ray_slurm.config import NodeTypeSpec, Settings
+from ray_slurm.jobenv import clean_env
 from ray_slurm.nodemap import NodeAddresses
 from ray_slurm.nodes import JobState, Node
-from ray_slurm.slurm import Slurm, clean_env
+from ray_slurm.slurm import Slurm
 from ray_slurm.state import ClusterDir, write_private
 
 if TYPE_CHECKING:
