@@ -32,14 +32,15 @@ PART_RE = re.compile(r"^[a-z][a-z0-9_]{0,19}$")
 TIME_RE = re.compile(r"^(INFINITE|(\d+-)?\d{1,2}(:\d{2}){0,2})$")
 FIRST_NODE = 11  # compute nodes' last octet starts here; .1 is the login node
 KEYS = {"name", "prefix", "subnet", "login", "state_dir", "inventory", "munge", "node_groups",
-        "partitions", "accounting", "os", "rate_limit"}  # fmt: skip
-OPTIONAL = {"accounting", "os", "rate_limit"}
+        "partitions", "accounting", "os", "rate_limit", "preempt_signal"}  # fmt: skip
+OPTIONAL = {"accounting", "os", "rate_limit", "preempt_signal"}
 # The OS a site runs: the host's (Debian 12, Slurm 22.05) or a root filesystem that
 # scripts/rootfs makes (Debian 13: Slurm 24.11, Python 3.13).
 OSES = ("debian12", "debian13")
 HOST_OS = "debian12"
 GROUP_KEYS = {"name", "count", "cpus", "memory_mb", "gpus", "features"}
-PART_KEYS = {"name", "nodes", "default", "max_time", "max_nodes", "priority_tier"}
+PART_KEYS = {"name", "nodes", "default", "max_time", "max_nodes", "priority_tier",
+             "grace_time_s"}  # fmt: skip
 ACCOUNTING_KEYS = {"qos", "accounts"}
 QOS_KEYS = {"name", "max_submit_jobs_per_user", "grp_tres"}
 ACCOUNT_KEYS = {"name", "users", "qos"}
@@ -71,6 +72,7 @@ class Partition:
     max_time: str = "INFINITE"
     max_nodes: int = 0
     priority_tier: int = 1
+    grace_time_s: int = 0  # how long a preempted job of this partition has before SIGKILL
 
 
 @dataclass
@@ -106,6 +108,7 @@ class Layout:
     munge: str
     os: str = HOST_OS
     rate_limit: bool = False  # slurmctld's per-user RPC rate limiter, with SLURM's defaults
+    preempt_signal: bool = False  # PreemptParameters=send_user_signal: the job's --signal
     nodes: list[Node] = field(default_factory=list)
     partitions: list[Partition] = field(default_factory=list)
     accounting: Accounting | None = None
@@ -165,6 +168,8 @@ def parse(raw: Any, source: str) -> Layout:
         os=raw.get("os", HOST_OS),
         rate_limit=_want(raw.get("rate_limit", False), bool, f"{source}: rate_limit",
                          "true or false"),
+        preempt_signal=_want(raw.get("preempt_signal", False), bool,
+                             f"{source}: preempt_signal", "true or false"),
     )  # fmt: skip
     if layout.os not in OSES:
         raise LayoutError(f"{source}: os: {layout.os!r} is not one of {', '.join(OSES)}")
@@ -266,6 +271,7 @@ def _partitions(layout: Layout, parts: list[Any], source: str) -> None:
                             "a SLURM time (INFINITE, D-HH:MM:SS, HH:MM:SS, MM)"),
             max_nodes=_count(raw.get("max_nodes", 0), f"{where}.max_nodes", 0, 1000),
             priority_tier=_count(raw.get("priority_tier", 1), f"{where}.priority_tier", 0, 65533),
+            grace_time_s=_count(raw.get("grace_time_s", 0), f"{where}.grace_time_s", 0, 3600),
         ))  # fmt: skip
     if sum(p.default for p in layout.partitions) != 1:
         raise LayoutError(f"{source}: partitions: exactly one must be default: true")
@@ -306,6 +312,8 @@ def slurm_conf(layout: Layout, state: str) -> str:
         lines.append(f"AuthInfo=socket={munge_socket}")
     if layout.rate_limit:  # SLURM's defaults: a bucket of 30 RPCs, refilled at 2 a second
         lines.append("SlurmctldParameters=rl_enable")
+    if layout.preempt_signal:  # a preempted job gets its own --signal, then GraceTime to leave
+        lines.append("PreemptParameters=send_user_signal")
     if layout.accounting:
         lines += ["AccountingStorageType=accounting_storage/slurmdbd",
                   f"AccountingStorageHost={layout.subnet}.1", f"AccountingStoragePort={DBD_PORT}",
@@ -325,6 +333,7 @@ def slurm_conf(layout: Layout, state: str) -> str:
         nodes = ",".join(n.name for n in layout.nodes if n.group in p.groups)
         extra = " Default=YES" if p.default else ""
         extra += f" MaxNodes={p.max_nodes}" if p.max_nodes else ""
+        extra += f" GraceTime={p.grace_time_s}" if p.grace_time_s else ""
         lines.append(f"PartitionName={p.name} Nodes={nodes} MaxTime={p.max_time} "
                      f"PriorityTier={p.priority_tier}{extra} State=UP")  # fmt: skip
     return "\n".join(lines) + "\n"

@@ -5,7 +5,10 @@ The site's `scavenger` partition (PriorityTier 0, PreemptMode=REQUEUE) shares it
 each (2 CPUs): `cpu` as the provider submits it (`--no-requeue`: SLURM cancels it instead of
 requeueing it) and `rq` with the user's `--requeue` (SLURM keeps its id and queues it again).
 
-- preemption of `cpu`: the job ends PREEMPTED; it is lost, replaced, not the type's fault;
+- preemption of `cpu`: the job ends PREEMPTED; it is lost, replaced, not the type's fault. On a
+  site set up as current ones are (campus24, 24.11: `PreemptParameters=send_user_signal` and a
+  `GraceTime` of 30 s on scavenger) the job hears its own `--signal` (B:TERM) at preemption and
+  its Ray leaves within the grace, before SLURM's kill;
 - `scontrol requeue` of `rq`: the job is pending again under its id; the provider cancels the
   copy (never re-adopts it) and a new job replaces it;
 - slurmd killed under the new `cpu` job: after SlurmdTimeout (30 s here) the node is DOWN and
@@ -87,7 +90,12 @@ def test_preempted_requeued_and_node_failed_workers_are_lost_and_replaced(
     # --- preemption: bob's debug job takes the cpu worker's node ------------------------------
     urgent = BOB.run(["sbatch", "--parsable", "-p", "debug", f"--nodelist={cpu.node}", "-c", "2",
                       "--mem=1000M", "--wrap", "sleep 600"]).stdout.strip()  # fmt: skip
-    wait_for(lambda: ever(cluster, cpu.job_id).startswith("PREEMPTED"), 60, "the preemption")
+    wait_for(lambda: ever(cluster, cpu.job_id).startswith("PREEMPTED"), 90, "the preemption")
+    if "send_user_signal" in run(["scontrol", "show", "config"]).stdout:  # campus24 (24.11)
+        log = (cluster.state_dir / "logs" / f"ray.f-preempt.worker.cpu-{cpu.job_id}.log")
+        text = log.read_text()
+        assert "ray-slurm: SIGTERM at" in text, text[-3000:]
+        assert "did not stop within" not in text, text[-3000:]
     cpu2 = wait_for(lambda: one_running(cluster, "cpu", {cpu.job_id}), 180, "a new cpu worker")
     assert cpu2.node != cpu.node
     wait_for(lambda: ray_has(cluster, 1, "cpu"), 120, "Ray with the new cpu node only")

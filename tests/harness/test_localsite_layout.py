@@ -4,7 +4,9 @@ refused naming the bad value (before any namespace or daemon exists)."""
 from __future__ import annotations
 
 import copy
+import dataclasses
 import importlib.util
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -78,9 +80,13 @@ def test_campus24_is_campus_on_slurm_24_11_with_its_own_munge_for_slurmdbd_too()
     layout = layout_mod.parse(raw, "campus24.yaml")
     campus = layout_mod.parse(CAMPUS, "campus.yaml")
     assert [(n.name, n.cpus) for n in layout.nodes] == [(n.name, n.cpus) for n in campus.nodes]
-    assert layout.partitions == campus.partitions and layout.accounting == campus.accounting
+    graced = [dataclasses.replace(p, grace_time_s=0) for p in layout.partitions]
+    assert graced == campus.partitions and layout.accounting == campus.accounting
     conf = layout_mod.slurm_conf(layout, "/s")
     assert "AuthInfo=socket=/s/munge/munge.socket" in conf and "rl_enable" in conf
+    # Preemption as current sites set it: the job's own --signal, then 30 s to leave.
+    assert "PreemptParameters=send_user_signal" in conf
+    assert re.search(r"(?m)^PartitionName=scavenger .*GraceTime=30 ", conf)
     # 24.11's clients sign their slurmdbd messages with AccountingStoragePass's munged.
     assert "AccountingStoragePass=/s/munge/munge.socket" in conf
 
@@ -88,7 +94,8 @@ def test_campus24_is_campus_on_slurm_24_11_with_its_own_munge_for_slurmdbd_too()
 def test_campus_runs_on_the_host_without_the_rate_limiter() -> None:
     layout = layout_mod.parse(CAMPUS, "campus.yaml")
     assert "SITE_OS=''" in layout_mod.shell(layout)
-    assert "rl_enable" not in layout_mod.slurm_conf(layout, "/s")
+    conf = layout_mod.slurm_conf(layout, "/s")
+    assert "rl_enable" not in conf and "PreemptParameters" not in conf and "GraceTime" not in conf
 
 
 def test_shell_variables_list_the_nodes_in_order() -> None:
@@ -135,6 +142,8 @@ def _changed(path: str, value: Any) -> dict[str, Any]:
         ("os", "centos7", "os: 'centos7' is not one of debian12, debian13"),
         ("os", "debian13", "munge: 'host': a site on debian13 runs in a root filesystem"),
         ("rate_limit", "yes", "rate_limit: 'yes' is not true or false"),
+        ("preempt_signal", 1, "preempt_signal: 1 is not true or false"),
+        ("partitions.2.grace_time_s", -5, "partitions[2].grace_time_s: -5 is not a whole number"),
     ],
 )
 def test_a_bad_layout_is_refused_naming_the_value(path: str, value: Any, message: str) -> None:
