@@ -92,7 +92,7 @@ def test_preempted_requeued_and_node_failed_workers_are_lost_and_replaced(
                       "--mem=1000M", "--wrap", "sleep 600"]).stdout.strip()  # fmt: skip
     wait_for(lambda: ever(cluster, cpu.job_id).startswith("PREEMPTED"), 90, "the preemption")
     if "send_user_signal" in run(["scontrol", "show", "config"]).stdout:  # campus24 (24.11)
-        log = (cluster.state_dir / "logs" / f"ray.f-preempt.worker.cpu-{cpu.job_id}.log")
+        log = cluster.state_dir / "logs" / f"ray.f-preempt.worker.cpu-{cpu.job_id}.log"
         text = log.read_text()
         assert "ray-slurm: SIGTERM at" in text, text[-3000:]
         assert "did not stop within" not in text, text[-3000:]
