@@ -21,6 +21,7 @@ from ray_slurm import ratelimit
 from ray_slurm.errors import BackendBusy, BackendError
 from ray_slurm.jobenv import clean_env
 from ray_slurm.nodes import JobState
+from ray_slurm.partitions import Partition, parse_sinfo_partitions
 from ray_slurm.private import user_name
 
 logger = logging.getLogger(__name__)
@@ -209,70 +210,6 @@ def parse_sinfo_nodes(text: str) -> dict[str, SlurmNode]:
     return nodes
 
 
-@dataclass(frozen=True)
-class NodeShape:
-    """Nodes of a partition that look alike: CPUs, memory (MB), GPUs and a usable state."""
-
-    cpus: int
-    memory_mb: int
-    gpus: int
-    usable: bool  # idle, mixed, allocated or completing: can run (or will free up for) jobs
-
-
-@dataclass(frozen=True)
-class Partition:
-    """One partition as ``sinfo`` reports it."""
-
-    name: str
-    available: str  # sinfo %a: up, down, drain, inact
-    default: bool
-    shapes: tuple[NodeShape, ...]
-
-    def fits(self, cpus: int, memory_mb: int, gpus: int) -> bool:
-        """Whether one usable node of this partition could ever hold such a job."""
-        return any(
-            s.usable and s.cpus >= cpus and s.memory_mb >= memory_mb and s.gpus >= gpus
-            for s in self.shapes
-        )
-
-
-# sinfo node states that can run jobs now or once they free up (suffixes like ~ # @ stripped;
-# a trailing * means "not responding" and is not usable).
-_USABLE_NODE_STATES = {"idle", "mix", "mixed", "alloc", "allocated", "comp", "completing"}
-
-
-def _gres_gpus(gres: str) -> int:
-    """GPUs in a sinfo %G value such as ``gpu:2``, ``gpu:a100:4(S:0-1)``, ``(null)``."""
-    total = 0
-    for item in gres.split(","):
-        fields = item.split("(")[0].split(":")
-        if fields[0] == "gpu" and len(fields) > 1 and fields[-1].isdigit():
-            total += int(fields[-1])
-    return total
-
-
-def parse_sinfo_partitions(text: str) -> dict[str, Partition]:
-    """Parse ``sinfo --noheader -o '%P|%a|%c|%m|%G|%t'`` (one line per group of alike nodes)."""
-    found: dict[str, tuple[str, bool, list[NodeShape]]] = {}
-    for line in text.splitlines():
-        if not line.strip():
-            continue
-        parts = [p.strip() for p in line.split("|")]
-        if len(parts) != 6:
-            raise SlurmError(f"cannot parse sinfo line {line!r}")
-        name, available, cpus, memory, gres, state = parts
-        default = name.endswith("*")
-        name = name.rstrip("*")
-        try:
-            shape = NodeShape(int(cpus.rstrip("+")), int(memory.rstrip("+")), _gres_gpus(gres),
-                              state.rstrip("~#!%$@^-") in _USABLE_NODE_STATES)  # fmt: skip
-        except ValueError:
-            raise SlurmError(f"cannot parse sinfo line {line!r}") from None
-        entry = found.setdefault(name, (available, default, []))
-        entry[2].append(shape)
-    return {n: Partition(n, a, d, tuple(s)) for n, (a, d, s) in found.items()}
-
-
 def _read(file: IO[bytes]) -> str:
     file.seek(0)
     return file.read().decode(errors="replace")
@@ -399,7 +336,10 @@ class Slurm:
     def partitions(self) -> dict[str, Partition]:
         """Every partition, its availability and the shapes of its nodes, with one call."""
         proc = self.run(["sinfo", "--noheader", "--format=%P|%a|%c|%m|%G|%t"])
-        return parse_sinfo_partitions(proc.stdout)
+        try:
+            return parse_sinfo_partitions(proc.stdout)
+        except ValueError as exc:
+            raise SlurmError(str(exc)) from None
 
     def node(self, name: str) -> SlurmNode:
         """One node by name (from inside a job: ``$SLURMD_NODENAME``)."""

@@ -20,8 +20,9 @@ from ray_slurm.check.report import Report
 from ray_slurm.config import Settings
 from ray_slurm.net import PORT_RANGE, free_ports, is_local_address, listeners
 from ray_slurm.nodemap import NodeAddresses, NodeMapError, load_node_map
+from ray_slurm.partitions import Partition
 from ray_slurm.private import UnsafePathError, check_ancestors, check_private_dir
-from ray_slurm.slurm import TESTED_RELEASES, Partition, Slurm, SlurmError
+from ray_slurm.slurm import TESTED_RELEASES, Slurm, SlurmError
 from ray_slurm.state import ClusterDir
 
 SHOW_NAMES = 8  # list at most this many node names in one line
