@@ -53,7 +53,7 @@ def test_the_jobs_are_parsed_after_the_options_dump(site, tmp_path, monkeypatch)
     jobs = slurm.squeue(user="rsl-bob")
     assert [(j.job_id, j.name) for j in jobs] == [("7", "ray.c.worker.cpu")]
     assert "-v" in (tmp_path / "args").read_text().split()
-    assert slurm.calls == 1  # sinfo -V is no RPC and not counted
+    assert slurm.calls == 2  # sinfo -V is no RPC and not counted; scontrol show federation is
 
 
 def test_a_release_without_the_limiter_gets_no_v(site, tmp_path, monkeypatch):

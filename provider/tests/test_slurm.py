@@ -228,6 +228,7 @@ def test_squeue_call_uses_fixed_format_and_clean_env(fake_bin, tmp_path, monkeyp
         f'"conf=${{SLURM_CONF-unset}}" > {record}\n'
         "echo '11|RUNNING|n[2-4]|5:00|ray.example.worker.cpu|None'",
     )
+    fake_bin("scontrol", "true")  # show federation: none
     monkeypatch.setenv("SLURM_JOB_ID", "1234")
     monkeypatch.setenv("SQUEUE_FORMAT", "%j")
     monkeypatch.setenv("SLURM_CONF", "/site/slurm.conf")
@@ -242,7 +243,24 @@ def test_squeue_call_uses_fixed_format_and_clean_env(fake_bin, tmp_path, monkeyp
     assert "job=unset" in args
     assert "fmt=unset" in args
     assert "conf=/site/slurm.conf" in args
-    assert slurm.calls == 1
+    assert "--local" in args  # no federation: squeue need not look one up
+    assert slurm.calls == 2  # the federation asked once, then squeue
+    slurm.squeue(user="alice")
+    assert slurm.calls == 3
+
+
+@pytest.mark.parametrize(("scontrol", "local"), [
+    ("echo 'Federation: fed1'; echo 'Self: c1:10.0.0.1:6817 ID:1 FedState:ACTIVE'", False),
+    ("exit 1", False),  # unknown: as SLURM lists by default
+    ("true", True),
+])  # fmt: skip
+def test_squeue_lists_locally_only_outside_a_federation(fake_bin, tmp_path, scontrol, local):
+    """In a federation a job may run on a sibling while this cluster keeps a revoked copy."""
+    record = tmp_path / "squeue.args"
+    fake_bin("squeue", f'printf "%s\\n" "$@" > {record}')
+    fake_bin("scontrol", scontrol)
+    Slurm(str(tmp_path / "bin")).squeue(user="alice")
+    assert ("--local" in record.read_text().splitlines()) is local
 
 
 def test_sbatch_returns_job_id(fake_bin, tmp_path):

@@ -71,7 +71,10 @@ class Pace:
             self.factor = min(MAX_FACTOR, self.factor * 2)
         else:
             self.factor = max(1.0, self.factor / 2)
-        if self.factor != before:
+        if waits and self.factor == before:  # already as slow as it goes: still one line each
+            logger.info("slurmctld's RPC rate limiter made %s wait %d time(s): still listing %g "
+                        "times less often", command, waits, self.factor)  # fmt: skip
+        elif self.factor != before:
             if waits:
                 logger.warning(
                     "slurmctld's RPC rate limiter made %s wait %d time(s) (the user's clusters "

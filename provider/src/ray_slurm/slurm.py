@@ -223,6 +223,7 @@ class Slurm:
         self.timeout_s = timeout_s
         self.calls = 0  # counted so that benchmarks and tests can see the cost per tick
         self._version: tuple[int, int, int] | None = None
+        self._federated: bool | None = None
         self.pace = ratelimit.Pace()  # slurmctld's rate limiter as the listing's squeue saw it
 
     def command(self, name: str) -> str:
@@ -282,7 +283,8 @@ class Slurm:
     def squeue(self, user: str | None = None) -> list[Job]:
         """All jobs of the user, in every state, with one call."""
         args = ["squeue", "--noheader", "--states=all", f"--user={user or self.user()}",
-                f"--format={_SQUEUE_FORMAT}", *self._verbose()]  # fmt: skip
+                f"--format={_SQUEUE_FORMAT}", *self._verbose(),
+                *([] if self.federated() else ["--local"])]  # fmt: skip
         proc = self.run(args)
         return parse_squeue(ratelimit.jobs_part(proc.stdout) if "-v" in args else proc.stdout)
 
@@ -311,6 +313,21 @@ class Slurm:
                      if ln.strip() and ("-v" not in args or "error" in ln)]  # fmt: skip
             if not lines or any(not any(b in ln for b in benign) for ln in lines):
                 raise SlurmError(f"scancel failed: {proc.stderr.strip() or proc.returncode}")
+
+    def federated(self) -> bool:
+        """Whether the site's cluster is in a SLURM federation, asked once (one RPC).
+
+        Outside one, ``squeue --local`` lists the same jobs and spares the federation lookup that
+        squeue otherwise makes on every call (one RPC of its three). In one, a job may run on a
+        sibling cluster while this one keeps a revoked copy: the federated view is the truth.
+        Unknown counts as federated."""
+        if self._federated is None:
+            self._federated = True
+            try:
+                self._federated = bool(self.run(["scontrol", "show", "federation"]).stdout.strip())
+            except SlurmError as exc:
+                logger.info("whether SLURM is federated is unknown, listing as it is: %s", exc)
+        return self._federated
 
     def _verbose(self) -> list[str]:
         """``-v`` where slurmctld may rate-limit the user: how the provider sees throttling."""
