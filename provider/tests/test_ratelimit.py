@@ -63,7 +63,7 @@ def test_a_release_without_the_limiter_gets_no_v(site, tmp_path, monkeypatch):
     assert "-v" not in (tmp_path / "args").read_text().split()
 
 
-def test_throttled_listings_slow_the_pace_and_unthrottled_ones_restore_it(
+def test_throttled_listings_halve_the_rate_and_unthrottled_ones_restore_it_slowly(
     site, tmp_path, monkeypatch, caplog
 ):
     monkeypatch.setenv("STDOUT_V", VERBOSE_STDOUT)
@@ -77,10 +77,11 @@ def test_throttled_listings_slow_the_pace_and_unthrottled_ones_restore_it(
     assert "rate limiter made squeue wait 1 time(s)" in caplog.text
     (tmp_path / "throttled").unlink()
     factors = []
-    for _ in range(4):
+    for _ in range(8):
         slurm.squeue(user="rsl-bob")
-        factors.append(slurm.pace.factor)
-    assert factors == [4.0, 2.0, 1.0, 1.0]
+        factors.append(round(slurm.pace.factor, 2))
+    # the rate grows back by an eighth of the configured one per listing: 1/8, 2/8, 3/8 … 8/8
+    assert factors == [4.0, 2.67, 2.0, 1.6, 1.33, 1.14, 1.0, 1.0]
 
 
 def test_an_unknown_release_is_listed_plainly(fake_bin, tmp_path, monkeypatch):

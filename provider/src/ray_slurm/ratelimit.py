@@ -11,8 +11,9 @@ is not hung — slurmctld answers it — so it is not killed at ``slurm_timeout_
 being refused (``Slurm.run``, up to ``THROTTLED_MAX_S``), and a launch that still gives up is not
 the node type's fault. ``Pace`` turns what the commands printed into how much longer to wait
 between listings — doubled after each throttled command (at most ``MAX_FACTOR`` times the
-configured ``squeue_interval_s``), halved after each one that was not — so several clusters of
-one user share the bucket instead of draining it in a storm. One user's clusters each pace
+configured ``squeue_interval_s``), and after each one that was not the rate grows back by an
+eighth of the configured rate (``RECOVERY``) — so several clusters of one user share the bucket
+instead of draining it in a storm. One user's clusters each pace
 themselves; nothing is coordinated between processes.
 """
 
@@ -29,6 +30,11 @@ MAX_FACTOR = 8.0
 # own clients never give up): at the default bucket a starved client is refused about once a
 # second more slowly each time, so this is tens of refusals.
 THROTTLED_MAX_S = 600.0
+# After a command that was not throttled the listing rate grows back by this share of the
+# configured rate (halved at once after one that was): a user's ten clusters at rest stay under
+# the budget longer between throttles, which leaves room for the user's own commands (halving
+# the factor back went from 8 to 1 in three listings, and to the budget's edge).
+RECOVERY = 0.125
 _LIMITED = re.compile(r"RPC rate limited (\d+) time")
 # squeue -v prints its options and then this line to stdout before the jobs.
 _VERBOSE_END = re.compile(r"^last_update_time=\d+ records=\d+$", re.M)
@@ -69,8 +75,8 @@ class Pace:
             self.throttled += waits
             self.throttled_calls += 1
             self.factor = min(MAX_FACTOR, self.factor * 2)
-        else:
-            self.factor = max(1.0, self.factor / 2)
+        else:  # the listing rate grows back by an eighth of the configured rate at a time
+            self.factor = max(1.0, 1 / (1 / self.factor + RECOVERY))
         if waits and self.factor == before:  # already as slow as it goes: still one line each
             logger.info("slurmctld's RPC rate limiter made %s wait %d time(s): still listing %g "
                         "times less often", command, waits, self.factor)  # fmt: skip
