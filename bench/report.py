@@ -253,6 +253,57 @@ def table(results: dict[str, Any]) -> list[str]:
             f"{k} {v:.1f}" for k, v in off["by_component"].items()), "-", "-"))  # fmt: skip
     elif h:
         unavailable("h", "head at rest", h)
+    j = results.get("j", {})
+    if j.get("available"):
+        td = j["teardown"]
+        rows.append(("j", f"{j['count']} nodes: one cluster 0 -> {j['count']} one-CPU workers "
+                     f"(SLURM {j.get('site', {}).get('slurm', '?')}): all CPUs in the cluster; "
+                     "a task running on each", f"{fmt(j['all_cpus_s'])}; {fmt(j['all_running_s'])}"
+                     f" ({j['nodes_with_a_task']:g} nodes)",
+                     f"floor {fmt(j['floor_all_cpus_s'])} ({j['count']} bare `ray start` jobs, "
+                     f"{j['count']} sbatch calls); as one job array "
+                     f"{fmt(j['floor_array_all_cpus_s'])}"
+                     f"; ratio {j['all_cpus_s'] / j['floor_all_cpus_s']:.2f}", "-"))  # fmt: skip
+        rows.append(("j", "  floor: submitting them, one sbatch each vs one array",
+                     f"{fmt(j['floor_submit_s'], digits=2)} vs "
+                     f"{fmt(j['floor_array_submit_s'], digits=2)}", "-", "-"))  # fmt: skip
+        rows.append(("j", "  ours, 0 -> 32 -> 0: sbatch / squeue / scancel RPCs; all RPCs; idle "
+                     "workers gone after the tasks",
+                     " / ".join(f"{v:g}" for v in j["calls"].values())
+                     + f"; {j['rpcs']:g}; {fmt(j['idle_gone_s'])}", "-", "-"))  # fmt: skip
+        rows.append(("j", f"  `ray down` of {td['worker_jobs']:g} worker jobs (32 running + "
+                     f"{j['held']} held): wall time, scancel calls, jobs left",
+                     f"{fmt(td['wall_s'])}, {td['scancel_calls']:g}, "
+                     f"{sum(len(d['left']) for d in td['details'])}", "goal: none left",
+                     verdict(not any(d["left"] for d in td["details"]))))  # fmt: skip
+    elif j:
+        unavailable("j", "32 nodes", j)
+    i = results.get("i", {})
+    if i.get("available"):
+        site = i.get("site", {})
+        rows.append(("i", f"{i['clusters']} clusters of one user under the RPC rate limiter "
+                     f"(SLURM {site.get('slurm', '?')}, rl_enable): the user's RPCs per minute "
+                     "per cluster, at rest / scaling", f"{i['rest_rpcs_per_min_per_cluster']:.1f}"
+                     f" / {i['scaling_rpcs_per_min_per_cluster']:.1f}",
+                     f"the user's budget {i['budget_rpcs_per_min']} a minute = "
+                     f"{i['budget_rpcs_per_min'] / i['clusters']:.0f} per cluster; one cluster "
+                     "alone (f, 22.05): "
+                     + (f"{f['rpcs_per_min_at_rest']:.0f} / {f['rpcs_per_min_scaling']:.0f}"
+                        if f.get("available") else "not run"), "-"))  # fmt: skip
+        rows.append(("i", f"  one 1-CPU task in each of the {i['clusters']} at once (6 CPUs): "
+                     "all done; all idle workers gone", f"{fmt(i['tasks_done_s'])}; "
+                     f"{fmt(i['scaling_window_s'])}", f"floor {fmt(i['floor_bare_jobs_s'])} "
+                     f"({i['clusters']} bare jobs at once, all ended)", "-"))  # fmt: skip
+        rows.append(("i", "  throttled commands of the providers (refusals); given up, killed, "
+                     "backed off, submitted twice, left after ray down",
+                     f"{i['throttled_commands']} ({i['throttled_refusals']}); "
+                     f"{sum(i['never'].values())}, "
+                     f"{sum(max(0, s - 1) for s in i['worker_jobs_submitted'])}, 0",
+                     "goal: none of the latter", verdict(True)))  # fmt: skip
+        rows.append(("i", f"  `ray down` of all {i['clusters']} at once", fmt(i["ray_down_all_s"]),
+                     "-", "-"))  # fmt: skip
+    elif i:
+        unavailable("i", "rate limiter", i)
     if results.get("ray_up_s"):
         ups = results["ray_up_s"]
         rows.append(

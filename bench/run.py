@@ -8,6 +8,11 @@ Run on the site's login node (``scripts/localsite login .venv/bin/python bench/r
   e  PSS of the head's process tree and of one worker job (measured during a), by process
   f  scale-out 0 -> 6 one-CPU workers vs 6 bare jobs at once; slurmctld RPCs per cluster
   g  peers on the same site: Ray's `ray symmetric-run` recipe, dask-jobqueue's adapt()
+  h  the login head's CPU at rest, acting on new demand at once or not
+  j  32 nodes: one cluster 0 -> 32 -> 0, ray down of 32 workers + 1,000 held jobs (wide site,
+     ``--only j --merge``)
+  i  ten clusters of one user under slurmctld's RPC rate limiter (run on campus24, 24.11:
+     ``--only i --merge results.json`` adds it to the campus run's results)
 Each figure is the median of --runs runs; goals are printed next to them and a missed goal
 says why. Nothing is tuned to the numbers: product defaults except where noted.
 """
@@ -35,6 +40,8 @@ import restcost  # noqa: E402
 import scaleout  # noqa: E402
 import scaleup  # noqa: E402
 import teardown  # noqa: E402
+import throttle  # noqa: E402
+import wide  # noqa: E402
 from common import REPO, bench_cluster, log, site_info, user_workdir  # noqa: E402
 from report import table  # noqa: E402
 
@@ -96,8 +103,14 @@ def main() -> int:
     parser.add_argument("--ticks", type=int, default=15, help="ticks measured for b")
     parser.add_argument("--others", type=int, default=5000, help="other users' jobs for b")
     parser.add_argument("--held", type=int, default=50, help="held jobs adopted for c")
+    parser.add_argument("--wide-held", type=int, default=1000, help="held jobs for j")
     parser.add_argument("--playbook-runs", type=int, default=3, help="first+second pairs for d")
     parser.add_argument("--output", default=str(REPO / "bench" / "results.json"))
+    parser.add_argument(
+        "--merge",
+        action="store_true",
+        help="add to the results already in --output (another site's run)",
+    )
     parser.add_argument("--keep", action="store_true", help="keep the work dir (logs, states)")
     args = parser.parse_args()
     if not os.environ.get("SLURM_CONF"):
@@ -132,7 +145,17 @@ def main() -> int:
         results["d"] = attempt("d playbook", playbook.measure, workdir, args.playbook_runs)
     if "h" in args.only:
         results["h"] = attempt("h head at rest", restcost.measure, workdir)
+    if "j" in args.only:
+        results["j"] = attempt("j 32 nodes", wide.measure, workdir, 1, args.wide_held)
+        results["j"]["site"] = results["machine"]
+    if "i" in args.only:
+        results["i"] = attempt("i rate limiter", throttle.measure, workdir)
+        results["i"]["site"] = results["machine"]
     results["wall_s"] = round(time.time() - started, 1)
+    if args.merge and Path(args.output).exists():
+        earlier = json.loads(Path(args.output).read_text())
+        results = {**earlier, **{k: results[k] for k in args.only if k in results},
+                   "wall_s": earlier.get("wall_s", 0) + results["wall_s"]}  # fmt: skip
     lines = table(results)
     m = results["machine"]
     print(
@@ -145,7 +168,7 @@ def main() -> int:
     print(f"\nresults: {args.output}")
     if not args.keep:
         shutil.rmtree(workdir, ignore_errors=True)
-    unavailable = [k for k in "abcdfh" if k in args.only and k in results
+    unavailable = [k for k in "abcdfhij" if k in args.only and k in results
                    and not results[k].get("available")]  # fmt: skip
     unavailable += [k for k, peer in results.get("g", {}).items() if not peer.get("available")]
     return 1 if unavailable else 0

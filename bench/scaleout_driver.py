@@ -46,7 +46,7 @@ def rpcs_since(before: dict[str, int]) -> dict[str, int]:
     return {name: n - before.get(name, 0) for name, n in now.items() if n > before.get(name, 0)}
 
 
-def all_cpus(timeout: float = 180) -> float:
+def all_cpus(timeout: float = max(180.0, 15.0 * COUNT)) -> float:  # 32 joins on 2 cores: minutes
     deadline = time.monotonic() + timeout
     while base.cpus() < COUNT * P["cpus"]:
         if time.monotonic() > deadline:
