@@ -236,7 +236,7 @@ def _nodes(layout: Layout, groups: list[Any], source: str) -> None:
         features = _want(raw.get("features", []), list, f"{where}.features", "a list of words")
         for feature in features:
             _match(feature, PART_RE, f"{where}.features", "a word (a-z, 0-9, _)")
-        for n in range(1, _count(raw.get("count"), f"{where}.count", 1, 20) + 1):
+        for n in range(1, _count(raw.get("count"), f"{where}.count", 1, 89) + 1):
             last = FIRST_NODE + len(layout.nodes)
             if last > 99:
                 raise LayoutError(f"{where}.count: more than {99 - FIRST_NODE + 1} nodes in all")

@@ -127,7 +127,7 @@ def _changed(path: str, value: Any) -> dict[str, Any]:
         ("state_dir", "var/tmp", "state_dir: 'var/tmp' is not an absolute path"),
         ("inventory", KeyError, "'inventory' is missing"),
         ("colour", "blue", "unknown key 'colour'"),
-        ("node_groups.0.count", 0, "node_groups[0].count: 0 is not a whole number 1..20"),
+        ("node_groups.0.count", 0, "node_groups[0].count: 0 is not a whole number 1..89"),
         ("node_groups.0.cpus", "2", "node_groups[0].cpus: '2' is not a whole number"),
         ("node_groups.0.gpus", True, "node_groups[0].gpus: True is not a whole number"),
         ("node_groups.0.features", ["a b"], "node_groups[0].features: 'a b' is not a word"),
