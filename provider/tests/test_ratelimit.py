@@ -164,3 +164,19 @@ def test_scancel_v_reports_only_its_errors(fake_bin, tmp_path, error, raises):
             slurm.scancel(["7", "8"])
     else:
         slurm.scancel(["7", "8"])
+
+
+def test_a_refused_sbatch_v_is_named_by_slurms_words_without_the_options_dump(fake_bin, tmp_path):
+    """24.11's ``sbatch -v`` prints its options before the error: the message keeps the error
+    (it was the whole dump, and the log line users read began with it)."""
+    fake_bin("sinfo", 'echo "slurm-wlm 24.11.5"')
+    fake_bin("sbatch", 'printf "sbatch: defined options\\nsbatch: account : nosuch\\n" >&2; '
+             'echo "sbatch: error: Batch job submission failed: Invalid account or '
+             'account/partition combination specified" >&2; exit 1')  # fmt: skip
+    slurm = Slurm(bin_dir=str(tmp_path / "bin"))
+    with pytest.raises(SlurmError) as raised:
+        slurm.sbatch("job.sh")
+    assert str(raised.value) == (
+        "sbatch failed: sbatch: error: Batch job submission failed: "
+        "Invalid account or account/partition combination specified"
+    )

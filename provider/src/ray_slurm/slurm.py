@@ -249,7 +249,10 @@ class Slurm:
         if "-v" in args:  # a release with the limiter: what it said paces the listing
             self.pace.saw(args[0], stderr)
         if check and proc.returncode != 0:
-            message = (stderr or stdout).strip() or f"exit code {proc.returncode}"
+            said = stderr
+            if "-v" in args:  # SLURM's words, not the options dump -v adds before them
+                said = "\n".join(ln for ln in stderr.splitlines() if "error" in ln.lower())
+            message = (said or stdout).strip() or f"exit code {proc.returncode}"
             raise SlurmError(f"{args[0]} failed: {message}")
         return subprocess.CompletedProcess(argv, proc.returncode, stdout, stderr)
 
