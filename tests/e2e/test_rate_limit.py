@@ -17,7 +17,7 @@ from __future__ import annotations
 import re
 import time
 
-from conftest import ALICE, parse_result, run, start_driver
+from conftest import ALICE, parse_result, run, start_driver, wait_for
 
 # Four loops of squeue (~2 RPCs each) take every RPC the limiter refills, for minutes, until the
 # test ends them. (Marked, so that the test stops the loops themselves, not only runuser above.)
@@ -45,8 +45,14 @@ def test_a_throttled_user_s_cluster_lists_less_often_and_loses_nothing(make_clus
         out, err = driver.communicate(timeout=480)
         assert driver.returncode == 0, err[-3000:]
         assert {host for host, _ in parse_result(out)} <= set(site_nodes)
-        log = cluster.autoscaler_log()
-        assert "slurmctld's RPC rate limiter made squeue wait" in log, log[-3000:]
+
+        # The listing's squeue is throttled too: under load the tasks may be done first (CI);
+        # the idle cluster keeps listing while the storm drains the bucket.
+        def throttled_log() -> str:
+            text = cluster.autoscaler_log()
+            return text if "RPC rate limiter made squeue wait" in text else ""
+
+        log = wait_for(throttled_log, 240, "a throttled squeue in the autoscaler log")
         assert "listing 2 times less often" in log
         assert "no new job of this type" not in log, log[-3000:]  # throttled is not failed
         # Before, a throttled squeue was killed at its timeout: "squeue did not answer within 5 s
