@@ -259,6 +259,12 @@ def short_temp_root():
     shutil.rmtree(path, ignore_errors=True)
 
 
+@pytest.fixture(autouse=True)
+def no_start_pause(monkeypatch):
+    """A worker's Ray that ends at start is started again after a pause: none in tests."""
+    monkeypatch.setattr(jobscript, "START_PAUSE_S", 0)
+
+
 @pytest.fixture
 def fake_ray_env(tmp_path):
     """A ray_env whose ``ray`` and ``ray-slurm`` only record how they were called."""
@@ -269,6 +275,7 @@ def fake_ray_env(tmp_path):
     scripts = {
         "ray": f"""
 printf '%s\\n' "$@" > {record}/ray.args
+echo start >> {record}/ray.starts
 env > {record}/ray.env
 for a in "$@"; do
   case "$a" in
@@ -340,6 +347,11 @@ def test_running_the_worker_script(make_settings, fake_ray_env, short_temp_root,
     assert proc.returncode == 3, (
         proc.stdout + proc.stderr
     )  # the job ends with Ray's own exit status
+    # Ray ended at once: started again in the allocation, twice, then the job gives up
+    assert (record / "ray.starts").read_text().split() == ["start"] * jobscript.START_ATTEMPTS
+    assert "Ray ended 0 s after it started (exit 3): starting it again in 0 s (attempt 2 of 3)" in (
+        proc.stdout
+    )
     args = (record / "ray.args").read_text().splitlines()
     assert args[0] == "start"
     assert args[-1] == "--block"
@@ -377,12 +389,13 @@ def test_running_the_worker_script(make_settings, fake_ray_env, short_temp_root,
     assert (tmp_path / "setup.mark").read_text() == "setup ran\n"
     calls = (record / "ray-slurm.calls").read_text().splitlines()
     # one quick helper before `ray start`: address, ports, and the node's TLS certificate
-    assert calls == [
+    assert calls[:2] == [
         f"ray-slurm-node 4 --seed 4242 --tls-ca {cluster.ca_file} --tls-out {node_dir}",
         # after `ray start`: the node goes on once Ray holds its agents' ports (no record)
         f"hold-ports {cluster.root} --ray-pid {calls[1].split()[3]} --agent-ports 25001 25002 "
         "25004",
     ]
+    assert len(calls) == 1 + jobscript.START_ATTEMPTS  # each start is checked again
     assert ray_env["RAY_USE_TLS"] == "1"
     assert ray_env["RAY_TLS_SERVER_CERT"] == f"{node_dir}/tls.crt"
     assert ray_env["RAY_TLS_SERVER_KEY"] == f"{node_dir}/tls.key"
@@ -406,6 +419,7 @@ def test_running_the_login_head_script(make_settings, fake_ray_env, short_temp_r
     proc = _run(text, tmp_path, job_id=None)
 
     assert proc.returncode == 3, proc.stderr
+    assert (record / "ray.starts").read_text().split() == ["start"]  # a head is started once
     args = (record / "ray.args").read_text().splitlines()
     assert args[:14] == [
         "start",
@@ -471,6 +485,7 @@ def test_a_port_another_account_took_ends_the_worker_with_its_own_status(
     proc = subprocess.run(["bash", str(path)], env=env, capture_output=True, text=True,
                           timeout=10, check=False)  # fmt: skip
     assert proc.returncode == PORTS_TAKEN_EXIT, proc.stderr
+    assert "starting it again" not in proc.stdout  # a new job picks other ports
     env["RAY_SLURM_TEST_HOLD"] = "1"  # the check failed because Ray stopped: Ray's status
     proc = subprocess.run(["bash", str(path)], env=env, capture_output=True, text=True,
                           timeout=10, check=False)  # fmt: skip
@@ -549,9 +564,10 @@ while :; do sleep 0.1; done
             time.sleep(0.05)
         assert pid_file.exists(), "the fake ray never started"
         proc.send_signal(signal.SIGTERM)
-        _, err = proc.communicate(timeout=8)
+        out, err = proc.communicate(timeout=8)
         assert proc.returncode == 128 + signal.SIGTERM
         assert "Ray did not stop within 1 s of the signal: killing it" in err
+        assert "starting it again" not in out  # a signalled node is never started again
         assert os.listdir(short_temp_root) == []
         ray_stat = Path(f"/proc/{int(pid_file.read_text())}/stat")
         assert not ray_stat.exists() or ray_stat.read_text().split()[2] == "Z"

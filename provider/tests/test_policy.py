@@ -10,6 +10,7 @@ from ray_slurm.policy import (
     HEAD_TIME_MARGIN_S,
     LaunchRefused,
     TypeBackoff,
+    start_room,
     worker_time_limit_minutes,
 )
 from ray_slurm.slurm import parse_duration
@@ -116,3 +117,14 @@ def test_parse_duration(text, seconds):
 def test_parse_duration_rejects(text):
     with pytest.raises(ValueError, match="not a SLURM duration"):
         parse_duration(text)
+
+
+@pytest.mark.parametrize(
+    ("starting", "joined", "speed", "room"),
+    [(0, 0, 1.0, 5), (5, 0, 1.0, 0), (3, 16, 1.0, 13), (5, 20, 0.25, 0), (4, 40, 0.25, 6),
+     (0, 3, 2.0, 6), (9, 0, 1.0, 0)],
+)  # fmt: skip
+def test_nodes_starting_at_once_are_upscaling_speed_times_those_joined_at_least_five(
+    starting, joined, speed, room
+):
+    assert start_room(starting, joined, speed) == room

@@ -27,7 +27,7 @@ from ray.autoscaler.tags import (
     TAG_RAY_USER_NODE_TYPE,
 )
 
-from ray_slurm import SlurmNodeProvider, burst, config, demandwake
+from ray_slurm import SlurmNodeProvider, burst, config, demandwake, raynodes
 from ray_slurm import provider as provider_module
 from ray_slurm.backends.base import LaunchRequest, Preview
 from ray_slurm.errors import BackendBusy, BackendError
@@ -242,6 +242,52 @@ def test_a_launch_the_rate_limiter_starved_is_refused_without_backing_the_type_o
     fakes["slurm"].busy = ""
     provider.create_node({}, WORKER_TAGS, 1)  # Ray asks again: launched at once
     assert len(fakes["slurm"].launched) == 1
+
+
+def test_the_heads_autoscaler_starts_no_more_nodes_than_upscaling_speed_allows(
+    make_provider, fakes, raw_config, monkeypatch
+):
+    """Ray's v2 autoscaler would ask for more every tick while submitted jobs are still starting:
+    the provider keeps a type's nodes not yet in the Ray cluster (as the GCS says) at most
+    ``upscaling_speed`` x those in it, at least 5; the rest is refused for now, the type not
+    backed off; a GCS that does not answer leaves SLURM's word (running counts as joined)."""
+    joined: list[set[str] | None] = [set()]
+    monkeypatch.setattr(raynodes, "joined", lambda address: joined[0])
+    monkeypatch.setattr(demandwake, "install", lambda poll, ms: None)
+    uploaded = copy.deepcopy(raw_config)
+    uploaded["upscaling_speed"] = 0.5
+    cli = make_provider()
+    cli.cluster.bootstrap_config.write_text(
+        yaml.safe_dump(SlurmNodeProvider.bootstrap_config(uploaded))
+    )
+    monkeypatch.setenv(burst.AUTOSCALING_CONFIG_ENV, str(cli.cluster.autoscaling_config))
+    head = make_provider()
+    publish_head(head)
+    slurm = fakes["slurm"]
+    with pytest.raises(LaunchRefused, match="launched 5 of 8; .*upscaling_speed"):
+        head.create_node({}, WORKER_TAGS, 8)
+    assert len(slurm.launched) == 5
+    with pytest.raises(LaunchRefused, match="launched 0 of 3"):  # five starting: none more
+        head.create_node({}, WORKER_TAGS, 3)
+    assert "cpu" not in head.cluster.read_state().get("failures", {})
+    for job in ("100", "101", "102", "103"):
+        slurm.run(job)
+    fresh(head)
+    joined[0] = {"100", "101", "102"}  # the fourth runs but has not joined yet: still starting
+    with pytest.raises(LaunchRefused, match="launched 3 of 20"):
+        head.create_node({}, WORKER_TAGS, 20)
+    assert len(slurm.launched) == 8
+    for job in map(str, range(104, 108)):
+        slurm.run(job)
+    fresh(head)
+    joined[0] = set(map(str, range(100, 108))) - {"107"}  # 7 joined: 5 may start, max(5, 3.5)
+    head.create_node({}, WORKER_TAGS, 4)  # 1 starting + 4
+    assert len(slurm.launched) == 12
+    fresh(head)
+    joined[0] = None  # the GCS does not answer: the 8 running jobs count as joined, 4 pending
+    with pytest.raises(LaunchRefused, match="launched 1 of 2"):
+        head.create_node({}, WORKER_TAGS, 2)
+    assert len(slurm.launched) == 13
 
 
 def test_a_launch_that_fails_half_way_keeps_the_nodes_already_launched(provider, fakes):

@@ -63,3 +63,10 @@ def test_an_unreachable_gcs_is_a_warning(gcs, caplog):
     gcs.fail = True
     assert raynodes.stop_ray_nodes("10.0.0.1:6379", ["41"]) == []
     assert "could not stop the Ray nodes of lost jobs 41" in caplog.text
+
+
+def test_joined_names_the_alive_workers_by_instance_id(gcs):
+    """What the provider paces starts by (``startpace``): the head is not a worker."""
+    assert raynodes.joined("10.0.0.1:6379") == {"41", "42"}
+    gcs.fail = True
+    assert raynodes.joined("10.0.0.1:6379") is None  # the caller falls back on SLURM's word

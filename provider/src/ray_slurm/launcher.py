@@ -23,6 +23,7 @@ import logging
 from collections.abc import Iterable, Mapping
 
 import click
+from ray.autoscaler.tags import NODE_KIND_HEAD, TAG_RAY_NODE_KIND, TAG_RAY_USER_NODE_TYPE
 
 
 def _option(command: str, option: str) -> bool:
@@ -61,6 +62,20 @@ def beyond_min_workers(
         else:
             stop.append(node_id)
     return stop
+
+
+def for_teardown(nodes: list[str], tags: Mapping[str, Mapping[str, str]], began: set[str],
+                 min_workers: Mapping[str, int]) -> list[str]:  # fmt: skip
+    """What `ray down` stops of ``nodes``: with ``--workers-only``, only those that ran when it
+    began (``began``); with ``--keep-min-workers``, each type's ``min_workers`` stay."""
+    if workers_only_requested():
+        nodes = [n for n in nodes if n in began]
+    if not keep_min_workers_requested():
+        return nodes
+    workers = {n: t.get(TAG_RAY_USER_NODE_TYPE, "") for n, t in tags.items()
+               if t.get(TAG_RAY_NODE_KIND) != NODE_KIND_HEAD}  # fmt: skip
+    stop = beyond_min_workers(workers.items(), min_workers)
+    return [n for n in nodes if n not in workers or n in stop]
 
 
 class _LegacyFieldsFilter(logging.Filter):

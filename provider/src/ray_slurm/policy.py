@@ -18,6 +18,8 @@ START_WINDOW_S = 120.0
 # A node's script exits with this (EX_TEMPFAIL) when another account held one of its Ray ports:
 # the job ended at start, but not for its type's fault: it is replaced, its type not backed off.
 PORTS_TAKEN_EXIT = 75
+# Ray's own floor for nodes starting at once (``AUTOSCALER_UPSCALING_INITIAL_NUM_NODES``).
+MIN_STARTING = 5
 
 
 class LaunchRefused(RuntimeError):
@@ -89,6 +91,19 @@ class TypeBackoff:
         """Types backed off right now, with the reason: for status output."""
         now = self._clock()
         return {t: self._why[t] for t, until in self._until.items() if now < until}
+
+
+def start_room(starting: int, joined: int, upscaling_speed: float) -> int:
+    """How many more nodes of a type may start now: ``upscaling_speed`` as Ray documents it
+    (nodes not yet in the Ray cluster at most that multiple of the type's nodes in it, and at
+    least ``MIN_STARTING``).
+
+    Ray's autoscaler v2 applies it only to launch requests not yet answered; a job is submitted
+    in a second, so it would ask for ``upscaling_speed`` × joined new nodes every tick, and a
+    scale-out of tens of nodes would have them all start together, each `ray start` racing
+    Ray's fixed 30 s to register with a head that registers the others.
+    """
+    return max(0, max(MIN_STARTING, math.ceil(upscaling_speed * joined)) - starting)
 
 
 def worker_time_limit_minutes(

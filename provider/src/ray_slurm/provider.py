@@ -41,17 +41,20 @@ from ray_slurm.errors import BackendBusy, BackendError
 from ray_slurm.launcher import (
     ConfigRefused,
     HeadStartedElsewhere,
-    beyond_min_workers,
-    keep_min_workers_requested,
+    for_teardown,
     quiet_ray_legacy_field_warnings,
     restart_requested,
-    workers_only_requested,
 )
 from ray_slurm.listing import Listing
 from ray_slurm.nodes import JobState, Node
-from ray_slurm.policy import LaunchRefused, TypeBackoff, worker_time_limit_minutes
+from ray_slurm.policy import (
+    LaunchRefused,
+    TypeBackoff,
+    worker_time_limit_minutes,
+)
 from ray_slurm.private import UnsafePathError
 from ray_slurm.slurm import Slurm
+from ray_slurm.startpace import StartPace
 from ray_slurm.state import ClusterDir, StateLockError
 from ray_slurm.watch import NodeWatch
 
@@ -93,6 +96,7 @@ class SlurmNodeProvider(NodeProvider):
         self._restart_head = restart_requested()
         self._teardown_began: dict[tuple[tuple[str, str], ...], set[str]] = {}
         self._terminated: set[str] = set()  # nodes this process stopped (may still be listed)
+        self.starts = StartPace()
         self.listing = Listing(self.backends, self.cluster, cluster_name, self.watch,
                                # slower while slurmctld throttles the user (ratelimit.Pace)
                                lambda: self.settings.squeue_interval_s * slurm.pace.factor,
@@ -177,19 +181,11 @@ class SlurmNodeProvider(NodeProvider):
         return self._node(node_id) is None
 
     def nodes_for_teardown(self, tag_filters: dict[str, str]) -> list[str]:
-        """What `ray down` stops; with ``--keep-min-workers``, each type's min_workers stay;
-        with ``--workers-only``, only the workers that ran when it began (see launcher.py)."""
+        """What `ray down` stops (``launcher.for_teardown``)."""
         nodes = self.non_terminated_nodes(tag_filters)
-        if workers_only_requested():
-            first = self._teardown_began.setdefault(tuple(sorted(tag_filters.items())), set(nodes))
-            nodes = [n for n in nodes if n in first]
-        if not keep_min_workers_requested():
-            return nodes
-        tags = {n: self.node_tags(n) for n in nodes}
-        workers = {n: t.get(TAG_RAY_USER_NODE_TYPE, "") for n, t in tags.items()
-                   if t.get(TAG_RAY_NODE_KIND) != NODE_KIND_HEAD}  # fmt: skip
-        stop = beyond_min_workers(workers.items(), self.provider_config.get("_min_workers") or {})
-        return [n for n in nodes if n not in workers or n in stop]
+        began = self._teardown_began.setdefault(tuple(sorted(tag_filters.items())), set(nodes))
+        return for_teardown(nodes, {n: self.node_tags(n) for n in nodes}, began,
+                            self.provider_config.get("_min_workers") or {})  # fmt: skip
 
     def node_tags(self, node_id: str) -> dict[str, str]:
         self._refresh()
@@ -260,6 +256,10 @@ class SlurmNodeProvider(NodeProvider):
         if head is None:
             raise RuntimeError(f"cluster {self.cluster_name} has no running head "
                                f"({self.cluster.head_file} is missing)")  # fmt: skip
+        if self.autoscaling is not None:  # the head's autoscaler paces starts (``startpace``)
+            nodes = {i: n for i, n in self._refresh().items() if i not in self._terminated}
+            allowed = self.starts.room(spec.name, nodes, head.address, allowed,
+                                       self.autoscaling.bootstrap())  # fmt: skip
         # Workers start Ray from their own job script (disable_node_updaters): no updater will
         # ever mark them, so they are up to date from the start.
         tags = {**tags, TAG_RAY_NODE_STATUS: STATUS_UP_TO_DATE}
@@ -269,8 +269,10 @@ class SlurmNodeProvider(NodeProvider):
         )  # never outlive the head's job
         self._launch(spec, tags, request, allowed)
         if allowed < count:
-            raise LaunchRefused(f"node type {spec.name} failed recently: launched {allowed} of "
-                                f"{count} nodes, one at a time until one starts")  # fmt: skip
+            why = "the rest once more of those starting have joined (upscaling_speed)"
+            if self.backoff.failing(spec.name):
+                why = "it failed recently: one at a time until one starts"
+            raise LaunchRefused(f"node type {spec.name}: launched {allowed} of {count}; {why}")
 
     def _launch(self, spec: NodeTypeSpec, tags: dict[str, str], request: LaunchRequest,
                 count: int) -> None:  # fmt: skip

@@ -1,4 +1,9 @@
-"""Stop the Ray nodes of SLURM jobs that are lost while their processes may live on.
+"""What the head's GCS knows of the cluster's nodes: which have joined, and stopping lost ones.
+
+``joined`` tells the provider which of its jobs and pods are in the Ray cluster (their Ray nodes
+carry the cloud instance id), so that it can pace the ones still starting (``policy.start_room``).
+
+Stopping the Ray nodes of SLURM jobs that are lost while their processes may live on:
 
 A job whose node stops answering (slurmd dead, network cut) ends NODE_FAIL in slurmctld, but
 nothing on the node kills its processes until slurmd returns: its raylet stays in the Ray
@@ -16,6 +21,22 @@ from collections.abc import Collection
 logger = logging.getLogger(__name__)
 
 GCS_TIMEOUT_S = 10
+
+
+def joined(gcs_address: str) -> set[str] | None:
+    """The cloud instance ids (job ids, pod names) of the alive Ray worker nodes: the nodes that
+    have joined the cluster. None if the GCS did not answer."""
+    from ray._raylet import GcsClient  # type: ignore[attr-defined]
+    from ray.core.generated.gcs_pb2 import GcsNodeInfo  # type: ignore[attr-defined]
+
+    try:
+        infos = GcsClient(address=gcs_address).get_all_node_info(
+            timeout=GCS_TIMEOUT_S, state_filter=GcsNodeInfo.GcsNodeState.ALIVE
+        )
+    except Exception as exc:  # busy or gone: the caller falls back on what SLURM says
+        logger.info("could not ask the GCS which nodes have joined: %s", exc)
+        return None
+    return {info.instance_id for info in infos.values() if not info.is_head_node}
 
 
 def stop_ray_nodes(gcs_address: str, instance_ids: Collection[str]) -> list[str]:

@@ -18,7 +18,7 @@ import jinja2
 from ray_slurm import tls
 from ray_slurm.backends.nodestart import AGENT_PORTS, HEAD_PORTS, ray_start
 from ray_slurm.config import NodeTypeSpec, Settings
-from ray_slurm.policy import PORTS_TAKEN_EXIT
+from ray_slurm.policy import PORTS_TAKEN_EXIT, START_WINDOW_S
 from ray_slurm.state import ClusterDir
 
 CONFIG_WAIT_S = 600  # how long a new head waits for `ray up` to copy the cluster config
@@ -26,6 +26,10 @@ CONFIG_WAIT_S = 600  # how long a new head waits for `ray up` to copy the cluste
 # up: below the login head's grace (login.LoginBackend.terminate) and SLURM's KillWait default.
 # A head stops without draining (a few seconds); a worker drains its tasks first.
 STOP_GRACE_S = {"head": 8, "worker": 15}
+# A worker's Ray that ends within START_WINDOW_S of its start is started again in its allocation,
+# up to this many times in all (the template says why).
+START_ATTEMPTS = 3
+START_PAUSE_S = 5  # before attempt n+1: n times this, plus up to this again at random
 
 
 def job_name(cluster_name: str, kind: str, node_type: str) -> str:
@@ -114,6 +118,9 @@ def render(
         autoscaling_config=str(cluster.autoscaling_config),
         config_wait_s=CONFIG_WAIT_S,
         stop_grace_s=STOP_GRACE_S[spec.kind],
+        start_attempts=START_ATTEMPTS if spec.kind == "worker" else 1,
+        start_window_s=int(START_WINDOW_S),
+        start_pause_s=START_PAUSE_S,
         node_ip=node_ip,
         node_map=settings.node_map,
         head_address=head_address,
