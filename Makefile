@@ -151,10 +151,10 @@ test: setup
 	((status)) || $(MAKE) --no-print-directory site-suites || status=1; \
 	$(SITES_DOWN); exit $$status
 
-# Benchmarks (bench/run.py, ~25 min) on the sites' login nodes: on campus scale-up latency vs its
+# Benchmarks (bench/run.py, ~45 min) on the sites' login nodes: on campus scale-up latency vs its
 # floor, provider cost with 1,000 jobs, teardown, playbook runs, memory; then on campus24 (24.11)
-# ten clusters under the rate limiter (i). Prints a table and writes bench/results.json; each
-# site is stopped afterwards whatever the result.
+# ten clusters under the rate limiter (i); then on the wide site 32 nodes (j). Prints a table and
+# writes bench/results.json; each site is stopped afterwards whatever the result.
 bench: setup
 	# the peers (dask-jobqueue) get a venv of the site's system Python, as the site's Ray env
 	[ -x $(PEERS_VENV)/bin/python ] || /usr/bin/python3 -m venv $(PEERS_VENV)
@@ -165,9 +165,10 @@ bench: setup
 	$(SITE) down; \
 	$(SITE24) up && $(SITE24) deploy && \
 	$(SITE24) login $(abspath $(PY)) bench/run.py --only i --merge || status=$$?; \
-	$(SITE24) down; exit $$status
+	$(SITE24) down; \
+	$(MAKE) --no-print-directory bench-wide || status=1; exit $$status
 
-# j (32 nodes, 1,000 held jobs) on the wide site: not in `make bench` yet (docs/benchmarks.md).
+# j alone (32 nodes, 1,000 held jobs) on the wide site, added to bench/results.json.
 bench-wide: setup
 	$(WIDE_SITE) up
 	$(WIDE_SITE) deploy

@@ -98,10 +98,12 @@ def site_info() -> dict[str, Any]:
 def bench_cluster(
     name: str, workdir: Path, max_workers: int, idle_minutes: float, cpus: int = 1,
     memory: str = "1000M", min_workers: int = 0, provider: dict[str, Any] | None = None,
+    upscaling_speed: float = 1.0,
 ) -> Cluster:  # fmt: skip
     """A login-mode cluster of the bench user's from a copy of the example: 1-CPU workers
     (``provider``: settings that differ from the example's)."""
     cfg = example_config(name, workdir / "state")
+    cfg["upscaling_speed"] = upscaling_speed
     cfg["idle_timeout_minutes"] = idle_minutes
     cfg["max_workers"] = max_workers
     cfg["provider"].update(provider or {})

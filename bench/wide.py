@@ -22,6 +22,8 @@ from scaleup import driver_params, run_driver
 from ray_slurm.slurm import Slurm
 
 DRIVER = Path(__file__).resolve().parent / "wide_driver.py"
+# At most max(5, 0.1 x joined) nodes starting: 5 until 50 have joined (the floor's WAVE).
+UPSCALING_SPEED = 0.1
 CALLS = {"sbatch": "REQUEST_SUBMIT_BATCH_JOB", "squeue": "REQUEST_JOB_USER_INFO",
          "scancel": "REQUEST_KILL_JOB"}  # fmt: skip
 
@@ -31,7 +33,8 @@ def measure(workdir: Path, runs: int, held: int) -> dict[str, Any]:
     if count < 32:
         raise RuntimeError(f"this site has {count} nodes: run j on the wide site (32)")
     name = f"wide{os.getpid() % 10000}"
-    cluster = bench_cluster(name, workdir, count + held + 4, 0.1)
+    # Nodes start 5 at a time (``startpace``): more on this 2-core machine time out registering.
+    cluster = bench_cluster(name, workdir, count + held + 4, 0.1, upscaling_speed=UPSCALING_SPEED)
     try:
         cluster.up("--no-config-cache")
         params = {**driver_params(cluster, workdir, runs), "count": count}

@@ -5,7 +5,7 @@ from __future__ import annotations
 import dataclasses
 
 from ray_slurm.ended import JobEnd, how_job_ended, log_tail, parse_sacct, parse_scontrol_job
-from ray_slurm.policy import PORTS_TAKEN_EXIT
+from ray_slurm.policy import PORTS_TAKEN_EXIT, START_FAILED_EXIT
 from ray_slurm.slurm import Slurm
 
 # Real output of `scontrol show job -o` on the local site (Slurm 22.05) for `exit 3`, shortened.
@@ -26,6 +26,10 @@ def test_scontrol_gives_state_exit_code_node_run_time_and_the_log(fake_bin, tmp_
                           "+ exit 3"))  # fmt: skip
     assert end.types_fault
     assert not dataclasses.replace(end, run_time_s=3600.0).types_fault  # lost after a working life
+    # Ray ended at start in each of its attempts, however long they took together
+    assert dataclasses.replace(
+        end, run_time_s=158.0, exit_code=f"{START_FAILED_EXIT}:0"
+    ).types_fault
     # another account held one of its ports (the script's PORTS_TAKEN_EXIT): not the type's fault
     assert not dataclasses.replace(end, exit_code=f"{PORTS_TAKEN_EXIT}:0").types_fault
     text = end.describe()

@@ -13,7 +13,7 @@ import logging
 import os
 from dataclasses import dataclass
 
-from ray_slurm.policy import PORTS_TAKEN_EXIT, START_WINDOW_S
+from ray_slurm.policy import PORTS_TAKEN_EXIT, START_FAILED_EXIT, START_WINDOW_S
 from ray_slurm.slurm import Slurm, parse_duration
 
 logger = logging.getLogger(__name__)
@@ -50,8 +50,10 @@ class JobEnd:
         """Whether the job died at start of its own setup or Ray (the type is broken), not of
         its node or of another account that held one of its ports, and not after a working
         life (then it is only lost, and replaced at once)."""
-        early = self.run_time_s is None or self.run_time_s < START_WINDOW_S
-        ports_taken = self.exit_code.partition(":")[0] == str(PORTS_TAKEN_EXIT)
+        code = self.exit_code.partition(":")[0]
+        early = (self.run_time_s is None or self.run_time_s < START_WINDOW_S
+                 or code == str(START_FAILED_EXIT))  # fmt: skip
+        ports_taken = code == str(PORTS_TAKEN_EXIT)
         return early and self.state not in NOT_THE_TYPES_FAULT and not ports_taken
 
     def describe(self) -> str:

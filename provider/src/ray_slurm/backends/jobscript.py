@@ -18,7 +18,7 @@ import jinja2
 from ray_slurm import tls
 from ray_slurm.backends.nodestart import AGENT_PORTS, HEAD_PORTS, ray_start
 from ray_slurm.config import NodeTypeSpec, Settings
-from ray_slurm.policy import PORTS_TAKEN_EXIT, START_WINDOW_S
+from ray_slurm.policy import PORTS_TAKEN_EXIT, START_FAILED_EXIT, START_WINDOW_S
 from ray_slurm.state import ClusterDir
 
 CONFIG_WAIT_S = 600  # how long a new head waits for `ray up` to copy the cluster config
@@ -128,6 +128,7 @@ def render(
         node_helper=shlex.quote(os.path.join(bin_dir, "ray-slurm-node")),
         ports=HEAD_PORTS if spec.kind == "head" else AGENT_PORTS,
         ports_taken_exit=PORTS_TAKEN_EXIT,
+        start_failed_exit=START_FAILED_EXIT,
         ray=os.path.join(bin_dir, "ray"),
     )
     path = os.path.join(cluster.jobs_dir, f"{spec.kind}-{spec.name}.sh")
