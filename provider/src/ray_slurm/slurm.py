@@ -210,6 +210,13 @@ def parse_sinfo_nodes(text: str) -> dict[str, SlurmNode]:
     return nodes
 
 
+def _said(args: Sequence[str], stderr: str) -> list[str]:
+    """What a failed command said: its error lines under ``-v`` (not the options dump that -v
+    prints before them), else every line."""
+    lines = [ln.strip() for ln in stderr.splitlines() if ln.strip()]
+    return [ln for ln in lines if "error" in ln.lower()] if "-v" in args else lines
+
+
 def _read(file: IO[bytes]) -> str:
     file.seek(0)
     return file.read().decode(errors="replace")
@@ -249,11 +256,8 @@ class Slurm:
         if "-v" in args:  # a release with the limiter: what it said paces the listing
             self.pace.saw(args[0], stderr)
         if check and proc.returncode != 0:
-            said = stderr
-            if "-v" in args:  # SLURM's words, not the options dump -v adds before them
-                said = "\n".join(ln for ln in stderr.splitlines() if "error" in ln.lower())
-            message = (said or stdout).strip() or f"exit code {proc.returncode}"
-            raise SlurmError(f"{args[0]} failed: {message}")
+            message = "\n".join(_said(args, stderr)) or stdout.strip()
+            raise SlurmError(f"{args[0]} failed: {message or f'exit code {proc.returncode}'}")
         return subprocess.CompletedProcess(argv, proc.returncode, stdout, stderr)
 
     def _wait(self, proc: subprocess.Popen[bytes], name: str, err: IO[bytes]) -> None:
@@ -312,10 +316,9 @@ class Slurm:
             # (24.11's -v adds "No active jobs match": none of them is still alive)
             benign = ("Invalid job id", "already completing", "Job/step already completing",
                       "No active jobs match")  # fmt: skip
-            lines = [ln for ln in proc.stderr.splitlines()
-                     if ln.strip() and ("-v" not in args or "error" in ln)]  # fmt: skip
+            lines = _said(args, proc.stderr)
             if not lines or any(not any(b in ln for b in benign) for ln in lines):
-                raise SlurmError(f"scancel failed: {proc.stderr.strip() or proc.returncode}")
+                raise SlurmError(f"scancel failed: {' '.join(lines) or proc.returncode}")
 
     def federated(self) -> bool:
         """Whether the site's cluster is in a SLURM federation, asked once (one RPC).
