@@ -92,24 +92,29 @@ export RAY_USE_TLS=1 RAY_TLS_SERVER_CERT="$tmp/tls.crt" RAY_TLS_SERVER_KEY="$tmp
     RAY_TLS_CA_CERT="$tmp/ca.crt"
 agent_port=$(({base}))
 echo "ray_start $(date +%s.%N)" >> "$stamps"
-# As the provider's job script does: a Ray that ends within 120 s (its raylet missed Ray's 30 s
-# to register, at a scale-out of many nodes at once) starts again in the allocation, 3 tries.
+# As the provider's job script does: a `ray start` that timed out registering (its raylet missed
+# Ray's 30 s, at a scale-out of many nodes at once) runs again in the allocation, 3 tries.
 for attempt in 1 2 3; do
 started=$SECONDS
 {ray_bin} start --address={P["address"]} --node-ip-address="$ip" --temp-dir="$tmp" \\
     --num-cpus={P["cpus"]} --memory={P["ray_memory"]} --object-store-memory={P["object_store"]} \\
-    --dashboard-agent-listen-port=$agent_port{more} --disable-usage-stats --block &
+    --dashboard-agent-listen-port=$agent_port{more} --disable-usage-stats --block \\
+    2> >(tee "$tmp/start.err" >&2) &
 pid=$!
 trap 'stopped=1; kill -TERM "$pid" 2>/dev/null' TERM
 status=0
 wait "$pid" || status=$?; while kill -0 "$pid" 2>/dev/null; do wait "$pid" || status=$?; done
-{{ [ -z "$stopped" ] && [ "$status" != 0 ] && [ $((SECONDS - started)) -lt 120 ]; }} || break
+sleep 0.3  # (tee's last lines)
+{{ [ -z "$stopped" ] && [ "$status" != 0 ] && [ $((SECONDS - started)) -lt 120 ] \\
+  && grep -qF {shlex.quote(TIMED_OUT)} "$tmp/start.err"; }} || break
 echo "ray_retry $(date +%s.%N)" >> "$stamps"
-pkill -KILL -u "$(id -u)" -f -- "$tmp"; sleep $((5 * attempt + RANDOM % 6))
+pkill -KILL -u "$(id -u)" -f -- "$tmp/"; sleep $((5 * attempt + RANDOM % 6))
 done
 exit "$status"
 """)
 
+
+TIMED_OUT = "The current node timed out during startup"  # Ray 2.60's node.py: no join in 30 s
 
 # Lines of a new node's raylet.out that mark its start-up, by what happened.
 RAYLET_MARKS = {

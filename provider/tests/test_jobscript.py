@@ -344,14 +344,10 @@ def test_running_the_worker_script(make_settings, fake_ray_env, short_temp_root,
     planted.mkdir(mode=0o777)
     proc = _run(text, tmp_path, job_id="4242")
 
-    # Ray ended at once: started again in the allocation, twice, then the job gives up, saying
-    # so (a failure at start, whatever the attempts took together: the provider backs the type off)
-    assert proc.returncode == START_FAILED_EXIT, proc.stdout + proc.stderr
-    assert "Ray ended at start in all 3 attempts (the last with exit 3)" in proc.stderr
-    assert (record / "ray.starts").read_text().split() == ["start"] * jobscript.START_ATTEMPTS
-    assert "Ray ended 0 s after it started (exit 3): starting it again in 0 s (attempt 2 of 3)" in (
-        proc.stdout
-    )
+    assert proc.returncode == 3, proc.stdout + proc.stderr  # the job ends with Ray's own status
+    # Ray ended, but not because it timed out registering: not started again under this job
+    assert (record / "ray.starts").read_text().split() == ["start"]
+    assert "starting it again" not in proc.stdout
     args = (record / "ray.args").read_text().splitlines()
     assert args[0] == "start"
     assert args[-1] == "--block"
@@ -395,7 +391,7 @@ def test_running_the_worker_script(make_settings, fake_ray_env, short_temp_root,
         f"hold-ports {cluster.root} --ray-pid {calls[1].split()[3]} --agent-ports 25001 25002 "
         "25004",
     ]
-    assert len(calls) == 1 + jobscript.START_ATTEMPTS  # each start is checked again
+    assert len(calls) == 2
     assert ray_env["RAY_USE_TLS"] == "1"
     assert ray_env["RAY_TLS_SERVER_CERT"] == f"{node_dir}/tls.crt"
     assert ray_env["RAY_TLS_SERVER_KEY"] == f"{node_dir}/tls.key"
@@ -465,6 +461,41 @@ def test_running_the_login_head_script(make_settings, fake_ray_env, short_temp_r
     )  # below a private directory of its own
 
 
+@pytest.mark.parametrize("recovers", [False, True])
+def test_a_ray_start_that_timed_out_registering_is_run_again_in_the_allocation(
+    make_settings, fake_ray_env, short_temp_root, tmp_path, recovers
+):
+    """A raylet that missed Ray's 30 s to register (a busy head at a big scale-out): `ray start`
+    runs again in the same job, up to START_ATTEMPTS times; if every attempt timed out, the job
+    exits START_FAILED_EXIT (a failure at start, however long the attempts took: its type is
+    backed off); if one starts, the job is a node as any other."""
+    env_dir, record = fake_ray_env
+    (env_dir / "bin" / "ray").write_text(f"""#!/bin/bash
+echo start >> {record}/ray.starts
+if [ {str(recovers).lower()} = true ] && [ "$(wc -l < {record}/ray.starts)" -ge 2 ]; then exit 0; fi
+echo "Exception: {jobscript.START_TIMEOUT_SAID}. This could happen because ..." >&2
+exit 1
+""")
+
+    def change(cfg):
+        cfg["provider"]["ray_env"] = str(env_dir)
+        cfg["provider"]["temp_root"] = short_temp_root
+
+    settings = make_settings(change)
+    text = render(settings, _cluster(settings), settings.spec("cpu"), head_address=HEAD_ADDRESS)
+    proc = _run(text.text, tmp_path, job_id="4343")
+    starts = (record / "ray.starts").read_text().split()
+    said = (
+        "Ray timed out during startup after 0 s (exit 1): starting it again in 0 s (attempt 2 of 3)"
+    )
+    assert said in proc.stdout
+    if recovers:
+        assert (proc.returncode, len(starts)) == (0, 2), proc.stdout + proc.stderr
+    else:
+        assert (proc.returncode, len(starts)) == (START_FAILED_EXIT, jobscript.START_ATTEMPTS)
+        assert "timed out during startup in all 3 attempts (the last with exit 1)" in proc.stderr
+
+
 def test_a_port_another_account_took_ends_the_worker_with_its_own_status(
     make_settings, fake_ray_env, short_temp_root, tmp_path
 ):
@@ -486,10 +517,10 @@ def test_a_port_another_account_took_ends_the_worker_with_its_own_status(
                           timeout=10, check=False)  # fmt: skip
     assert proc.returncode == PORTS_TAKEN_EXIT, proc.stderr
     assert "starting it again" not in proc.stdout  # a new job picks other ports
-    env["RAY_SLURM_TEST_HOLD"] = "1"  # the check failed because Ray stopped: Ray's failure
+    env["RAY_SLURM_TEST_HOLD"] = "1"  # the check failed because Ray stopped: Ray's status
     proc = subprocess.run(["bash", str(path)], env=env, capture_output=True, text=True,
                           timeout=10, check=False)  # fmt: skip
-    assert proc.returncode == START_FAILED_EXIT, proc.stderr
+    assert proc.returncode == 3, proc.stderr
 
 
 def test_ray_processes_that_outlive_ray_start_do_not_keep_the_temp_dir(

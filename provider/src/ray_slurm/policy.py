@@ -18,8 +18,9 @@ START_WINDOW_S = 120.0
 # A node's script exits with this (EX_TEMPFAIL) when another account held one of its Ray ports:
 # the job ended at start, but not for its type's fault: it is replaced, its type not backed off.
 PORTS_TAKEN_EXIT = 75
-# A worker's script exits with this when its Ray ended at start in every attempt it made in its
-# allocation (``jobscript.START_ATTEMPTS``): a failure at start, however long the attempts took.
+# A worker's script exits with this when its Ray timed out during startup in every attempt it
+# made in its allocation (``jobscript.START_ATTEMPTS``): a failure at start, however long the
+# attempts took together.
 START_FAILED_EXIT = 76
 # Ray's own floor for nodes starting at once (``AUTOSCALER_UPSCALING_INITIAL_NUM_NODES``).
 MIN_STARTING = 5

@@ -26,8 +26,10 @@ CONFIG_WAIT_S = 600  # how long a new head waits for `ray up` to copy the cluste
 # up: below the login head's grace (login.LoginBackend.terminate) and SLURM's KillWait default.
 # A head stops without draining (a few seconds); a worker drains its tasks first.
 STOP_GRACE_S = {"head": 8, "worker": 15}
-# A worker's Ray that ends within START_WINDOW_S of its start is started again in its allocation,
-# up to this many times in all (the template says why).
+# A worker's `ray start` that fails saying this (Ray 2.60's node.py: its raylet did not register
+# within 30 s) within START_WINDOW_S is run again in its allocation, up to this many times in all
+# (the template says why).
+START_TIMEOUT_SAID = "The current node timed out during startup"
 START_ATTEMPTS = 3
 START_PAUSE_S = 5  # before attempt n+1: n times this, plus up to this again at random
 
@@ -119,6 +121,7 @@ def render(
         config_wait_s=CONFIG_WAIT_S,
         stop_grace_s=STOP_GRACE_S[spec.kind],
         start_attempts=START_ATTEMPTS if spec.kind == "worker" else 1,
+        start_timeout_said=START_TIMEOUT_SAID,
         start_window_s=int(START_WINDOW_S),
         start_pause_s=START_PAUSE_S,
         node_ip=node_ip,
