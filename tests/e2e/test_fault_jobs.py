@@ -34,6 +34,14 @@ def test_cancelled_worker_is_replaced_and_a_dead_raylet_ends_its_job(make_cluste
     second = wait_for(lambda: job_ids(cluster) - {first}, 90, "a replacement worker").pop()
 
     pid = wait_for(lambda: raylet_pid(second), 60, f"Ray on job {second}")
+    # Once the node is in the cluster: a raylet that dies while `ray start` waits for it to
+    # register is a start failure (Ray says it timed out, and the job runs `ray start` again).
+    log = cluster.state_dir / "logs" / f"ray.{cluster.name}.worker.cpu-{second}.log"
+    wait_for(
+        lambda: log.exists() and "Ray runtime started" in log.read_text(),
+        60,
+        f"job {second} to join",
+    )
     os.kill(pid, signal.SIGKILL)  # the raylet dies while its job lives on
     wait_for(lambda: second not in job_ids(cluster), 60,
              f"job {second} to end with its raylet (no allocation held without Ray)")  # fmt: skip
