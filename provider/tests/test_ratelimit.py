@@ -128,6 +128,17 @@ def test_a_command_the_limiter_keeps_refusing_is_not_killed_at_its_timeout(fake_
     assert (slurm.pace.throttled, slurm.pace.throttled_calls, slurm.pace.factor) == (4, 1, 2.0)
 
 
+def test_a_command_whose_client_sleeps_longer_after_each_refusal_is_let_finish(fake_bin, tmp_path):
+    """SLURM's client sleeps n s after its nth refusal: the waits outgrow ``slurm_timeout_s``
+    (8 refusals, then an 8 s sleep, against a 5 s timeout on campus24). Each refusal gives the
+    command its timeout plus that sleep (it was given up before: `squeue gave up after 35 s`)."""
+    fake_bin("sinfo", 'echo "slurm-wlm 24.11.5"')
+    fake_bin("sbatch", 'n=0; for s in 0.5 1 1.5; do n=$((n + 1)); echo "sbatch: RPC rate limited '
+             '$n time(s). Sleeping then trying again." >&2; sleep $s; done; echo 42')  # fmt: skip
+    slurm = Slurm(bin_dir=str(tmp_path / "bin"), timeout_s=0.5)
+    assert slurm.sbatch("job.sh") == "42"
+
+
 def test_a_command_refused_past_the_cap_is_given_up_as_busy(fake_bin, tmp_path, monkeypatch):
     monkeypatch.setattr(ratelimit, "THROTTLED_MAX_S", 1.5)
     fake_bin("sinfo", 'echo "slurm-wlm 24.11.5"')

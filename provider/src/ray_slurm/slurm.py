@@ -271,7 +271,8 @@ class Slurm:
                 now, before = time.monotonic(), refused
                 refused = ratelimit.count(_read(err))
                 if refused > before and now - started < ratelimit.THROTTLED_MAX_S:
-                    deadline = now + self.timeout_s
+                    # after its nth refusal SLURM's client sleeps n s before it asks again
+                    deadline = now + self.timeout_s + refused
                     continue
                 proc.kill()
                 proc.wait()
