@@ -33,7 +33,7 @@ from common import job_processes, process_tree, pss_by_component, pss_kib  # noq
 from support.jobs import job_state  # noqa: E402
 from support.procs import wait_for  # noqa: E402
 
-from ray_slurm.backends.jobscript import parse_job_name  # noqa: E402
+from ray_slurm.backends.jobscript import START_TIMEOUT_SAID, parse_job_name  # noqa: E402
 from ray_slurm.nodes import JobState  # noqa: E402
 from ray_slurm.slurm import Slurm  # noqa: E402
 
@@ -106,15 +106,13 @@ status=0
 wait "$pid" || status=$?; while kill -0 "$pid" 2>/dev/null; do wait "$pid" || status=$?; done
 sleep 0.3  # (tee's last lines)
 {{ [ -z "$stopped" ] && [ "$status" != 0 ] && [ $((SECONDS - started)) -lt 120 ] \\
-  && grep -qF {shlex.quote(TIMED_OUT)} "$tmp/start.err"; }} || break
+  && grep -qF {shlex.quote(START_TIMEOUT_SAID)} "$tmp/start.err"; }} || break
 echo "ray_retry $(date +%s.%N)" >> "$stamps"
 pkill -KILL -u "$(id -u)" -f -- "$tmp/"; sleep $((5 * attempt + RANDOM % 6))
 done
 exit "$status"
 """)
 
-
-TIMED_OUT = "The current node timed out during startup"  # Ray 2.60's node.py: no join in 30 s
 
 # Lines of a new node's raylet.out that mark its start-up, by what happened.
 RAYLET_MARKS = {

@@ -487,6 +487,22 @@ def test_ray_down_workers_only_stops_the_workers_it_found_not_those_started_sinc
     assert provider.non_terminated_nodes(WORKERS) == ["102"]
 
 
+def test_ray_down_keep_min_workers_keeps_each_types_first_min_workers(make_provider, fakes):
+    """Of the nodes Ray's teardown is handed, the head and the type's first ``min_workers`` (in
+    node id order) stay; with ``--workers-only`` too, of the workers that ran when it began."""
+    provider = make_provider(lambda cfg: cfg["available_node_types"]["cpu"].update(min_workers=1))
+    publish_head(provider)
+    provider.create_node({}, WORKER_TAGS, 2)
+    with ray_down("--keep-min-workers"):
+        assert provider.nodes_for_teardown(WORKERS) == ["101"]
+    with ray_down("--workers-only", "--keep-min-workers"):
+        assert provider.nodes_for_teardown(WORKERS) == ["101"]
+        provider.terminate_nodes(["101"])
+        provider.create_node({}, WORKER_TAGS, 1)  # 102, started since: not the teardown's
+        fresh(provider)
+        assert provider.nodes_for_teardown(WORKERS) == []
+
+
 def test_a_whole_ray_down_stops_every_worker_even_one_launched_meanwhile(provider, fakes):
     publish_head(provider)
     provider.create_node({}, WORKER_TAGS, 1)

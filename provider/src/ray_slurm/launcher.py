@@ -20,7 +20,7 @@ what Ray documents for its cloud providers:
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 
 import click
 from ray.autoscaler.tags import NODE_KIND_HEAD, TAG_RAY_NODE_KIND, TAG_RAY_USER_NODE_TYPE
@@ -64,14 +64,15 @@ def beyond_min_workers(
     return stop
 
 
-def for_teardown(nodes: list[str], tags: Mapping[str, Mapping[str, str]], began: set[str],
+def for_teardown(nodes: list[str], tags_of: Callable[[str], Mapping[str, str]], began: set[str],
                  min_workers: Mapping[str, int]) -> list[str]:  # fmt: skip
     """What `ray down` stops of ``nodes``: with ``--workers-only``, only those that ran when it
-    began (``began``); with ``--keep-min-workers``, each type's ``min_workers`` stay."""
+    began (``began``); with ``--keep-min-workers``, each type's ``min_workers`` stay of those."""
     if workers_only_requested():
         nodes = [n for n in nodes if n in began]
     if not keep_min_workers_requested():
         return nodes
+    tags = {n: tags_of(n) for n in nodes}
     workers = {n: t.get(TAG_RAY_USER_NODE_TYPE, "") for n, t in tags.items()
                if t.get(TAG_RAY_NODE_KIND) != NODE_KIND_HEAD}  # fmt: skip
     stop = beyond_min_workers(workers.items(), min_workers)

@@ -47,11 +47,7 @@ from ray_slurm.launcher import (
 )
 from ray_slurm.listing import Listing
 from ray_slurm.nodes import JobState, Node
-from ray_slurm.policy import (
-    LaunchRefused,
-    TypeBackoff,
-    worker_time_limit_minutes,
-)
+from ray_slurm.policy import LaunchRefused, TypeBackoff, worker_time_limit_minutes
 from ray_slurm.private import UnsafePathError
 from ray_slurm.slurm import Slurm
 from ray_slurm.startpace import StartPace
@@ -184,7 +180,7 @@ class SlurmNodeProvider(NodeProvider):
         """What `ray down` stops (``launcher.for_teardown``)."""
         nodes = self.non_terminated_nodes(tag_filters)
         began = self._teardown_began.setdefault(tuple(sorted(tag_filters.items())), set(nodes))
-        return for_teardown(nodes, {n: self.node_tags(n) for n in nodes}, began,
+        return for_teardown(nodes, self.node_tags, began,
                             self.provider_config.get("_min_workers") or {})  # fmt: skip
 
     def node_tags(self, node_id: str) -> dict[str, str]:

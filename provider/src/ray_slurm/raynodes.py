@@ -17,40 +17,46 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Collection
+from typing import Any
 
 logger = logging.getLogger(__name__)
 
 GCS_TIMEOUT_S = 10
 
 
+def _alive_workers(client: Any) -> dict[str, str]:
+    """The alive Ray worker nodes the GCS knows: Ray node id (hex) -> cloud instance id."""
+    from ray.core.generated.gcs_pb2 import GcsNodeInfo  # type: ignore[attr-defined]
+
+    infos = client.get_all_node_info(timeout=GCS_TIMEOUT_S,
+                                     state_filter=GcsNodeInfo.GcsNodeState.ALIVE)  # fmt: skip
+    return {node_id.hex(): info.instance_id for node_id, info in infos.items()
+            if not info.is_head_node}  # fmt: skip
+
+
+def _client(gcs_address: str) -> Any:
+    # The autoscaler has Ray imported already. It is compiled (Cython): no stubs.
+    from ray._raylet import GcsClient  # type: ignore[attr-defined]
+
+    return GcsClient(address=gcs_address)
+
+
 def joined(gcs_address: str) -> set[str] | None:
     """The cloud instance ids (job ids, pod names) of the alive Ray worker nodes: the nodes that
     have joined the cluster. None if the GCS did not answer."""
-    from ray._raylet import GcsClient  # type: ignore[attr-defined]
-    from ray.core.generated.gcs_pb2 import GcsNodeInfo  # type: ignore[attr-defined]
-
     try:
-        infos = GcsClient(address=gcs_address).get_all_node_info(
-            timeout=GCS_TIMEOUT_S, state_filter=GcsNodeInfo.GcsNodeState.ALIVE
-        )
+        return set(_alive_workers(_client(gcs_address)).values())
     except Exception as exc:  # busy or gone: the caller falls back on what SLURM says
         logger.info("could not ask the GCS which nodes have joined: %s", exc)
         return None
-    return {info.instance_id for info in infos.values() if not info.is_head_node}
 
 
 def stop_ray_nodes(gcs_address: str, instance_ids: Collection[str]) -> list[str]:
     """Stop the alive Ray nodes of these jobs; returns the Ray node ids stopped (hex)."""
-    # The autoscaler has Ray imported already. Both are compiled (Cython, protobuf): no stubs.
-    from ray._raylet import GcsClient  # type: ignore[attr-defined]
-    from ray.core.generated.gcs_pb2 import GcsNodeInfo  # type: ignore[attr-defined]
-
-    client = GcsClient(address=gcs_address)
-    alive = GcsNodeInfo.GcsNodeState.ALIVE
+    client = _client(gcs_address)
     try:
-        infos = client.get_all_node_info(timeout=GCS_TIMEOUT_S, state_filter=alive)
-        found = {node_id.hex(): info.instance_id for node_id, info in infos.items()
-                 if info.instance_id in instance_ids and not info.is_head_node}  # fmt: skip
+        found = {ray_node: instance for ray_node, instance in _alive_workers(client).items()
+                 if instance in instance_ids}  # fmt: skip
         if found:
             client.drain_nodes([bytes.fromhex(h) for h in found], timeout=GCS_TIMEOUT_S)
     except Exception as exc:  # the GCS is busy or gone: say so, the provider goes on
