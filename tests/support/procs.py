@@ -37,9 +37,17 @@ def run(
         proc.stderr[-4000:],
     )
     if check and proc.returncode != 0:
-        output = f"{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}"
+        output = f"{_ends(proc.stdout)}\n{_ends(proc.stderr)}"
         raise CommandFailed(f"{' '.join(args)} exited {proc.returncode}:\n{output}")
     return proc
+
+
+def _ends(text: str, keep: int = 3000) -> str:
+    """The head and the tail of a long output: why a script died is often said first, before
+    the logs it dumps, or last."""
+    if len(text) <= 2 * keep:
+        return text
+    return f"{text[:keep]}\n[... {len(text) - 2 * keep} characters ...]\n{text[-keep:]}"
 
 
 def wait_for(predicate: Callable[[], Any], timeout: float, what: str, interval: float = 2.0) -> Any:
