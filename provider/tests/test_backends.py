@@ -13,6 +13,7 @@ from ray_slurm.backends import slurm as slurm_backend
 from ray_slurm.backends.base import LaunchRequest
 from ray_slurm.backends.login import LoginBackend
 from ray_slurm.backends.slurm import SlurmBackend
+from ray_slurm.nodes import Node
 from ray_slurm.private import user_name
 from ray_slurm.slurm import Slurm, SlurmError
 
@@ -62,6 +63,18 @@ class Queue:
     backend: SlurmBackend
     lost: list[list[str]] = field(default_factory=list)
     failures: list[tuple[str, str]] = field(default_factory=list)
+    ended: list[str] = field(default_factory=list)  # every end reported, in the backend's words
+    leftovers: list[list[str]] = field(default_factory=list)
+
+    def list_nodes(self) -> list[Node]:
+        """One listing; what it reported (the core's input) is kept by kind."""
+        seen = self.backend.list_nodes()
+        self.ended += [end.why for end in seen.ended]
+        self.failures += [(e.node.node_type, e.why) for e in seen.ended if e.types_fault]
+        if lost := [e.node.node_id for e in seen.ended if e.lost]:
+            self.lost.append(lost)
+        self.leftovers.append(seen.leftovers)
+        return seen.nodes
 
     def shows(self, text: str) -> None:
         self.file.write_text(text)
@@ -78,12 +91,7 @@ def queue(settings, cluster, fake_bin, tmp_path) -> Queue:
     fake_bin("scancel", f'echo "$*" >> {calls}')
     fake_bin("scontrol", "exit 1")  # how a job ended: from squeue's state alone
     fake_bin("sacct", "exit 1")
-    lost: list[list[str]] = []
-    failures: list[tuple[str, str]] = []
-    backend = SlurmBackend(settings, Slurm(bin_dir=str(tmp_path / "bin")), cluster,
-                           on_lost=lost.append,
-                           on_failure=lambda t, why: failures.append((t, why)))  # fmt: skip
-    return Queue(file, calls, backend, lost, failures)
+    return Queue(file, calls, SlurmBackend(settings, Slurm(bin_dir=str(tmp_path / "bin")), cluster))
 
 
 def test_a_watched_job_that_fails_reports_its_type_once(settings, queue, fake_bin):
@@ -95,7 +103,7 @@ def test_a_watched_job_that_fails_reports_its_type_once(settings, queue, fake_bi
     worker = f"ray.{settings.cluster_name}.worker.cpu"
     queue.shows(_squeue_lines(("31", "RUNNING", worker), ("32", "RUNNING", worker),
                               ("33", "RUNNING", worker)))  # fmt: skip
-    assert [n.node_id for n in queue.backend.list_nodes()] == ["31", "32", "33"]
+    assert [n.node_id for n in queue.list_nodes()] == ["31", "32", "33"]
     queue.backend.terminate(["32"])
     queue.shows(
         _squeue_lines(
@@ -105,8 +113,8 @@ def test_a_watched_job_that_fails_reports_its_type_once(settings, queue, fake_bi
             ("33", "NODE_FAIL", worker),
         )
     )
-    assert queue.backend.list_nodes() == []
-    assert queue.backend.list_nodes() == []  # listed again: reported once
+    assert queue.list_nodes() == []
+    assert queue.list_nodes() == []  # listed again: reported once
     assert queue.failures == [("cpu", "job 31 ended FAILED (exit code 3:0) on n1 after 1 s; "
                                       "its log /nonexistent is empty or unreadable")]  # fmt: skip
 
@@ -124,15 +132,15 @@ def test_a_login_head_without_a_record_is_found_and_stopped(settings, cluster):
     try:
         backend = LoginBackend(settings, cluster)
         deadline = time.monotonic() + 10
-        while not backend.list_nodes() and time.monotonic() < deadline:
+        while not backend.list_nodes().nodes and time.monotonic() < deadline:
             time.sleep(0.05)
-        [node] = backend.list_nodes()
+        [node] = backend.list_nodes().nodes
         assert (node.node_id, node.kind, node.node_type) == ("login-head", "head", "head")
         assert "login_head" not in cluster.read_state()  # nothing was recorded
 
         backend.terminate([node.node_id], grace_s=5)
         assert head.wait(timeout=10) is not None
-        assert backend.list_nodes() == []
+        assert backend.list_nodes().nodes == []
         assert other.poll() is None  # only the head's process group was stopped
     finally:
         for proc in (head, other):
@@ -140,57 +148,60 @@ def test_a_login_head_without_a_record_is_found_and_stopped(settings, cluster):
             proc.wait()
 
 
-def test_a_requeued_job_is_lost_cancelled_and_never_listed_again(queue, caplog):
+def test_a_requeued_job_is_reported_lost_left_over_and_never_listed_again(queue):
     """Running, then pending again under the same id (scontrol requeue, preemption with
     REQUEUE): its Ray node is gone. The copy is cancelled and the lost job reported once."""
     name = "ray.example.worker.cpu"
     queue.shows(f"21|RUNNING|n1|58:00|{name}|None\n22|PENDING||1:00:00|{name}|Priority\n")
-    assert [(n.node_id, n.state.value) for n in queue.backend.list_nodes()] == [
+    assert [(n.node_id, n.state.value) for n in queue.list_nodes()] == [
         ("21", "running"), ("22", "pending")]  # fmt: skip
     queue.shows(f"21|PENDING||1:00:00|{name}|BeginTime\n22|PENDING||1:00:00|{name}|None\n")
-    assert [n.node_id for n in queue.backend.list_nodes()] == ["22"]  # pending, never ran
-    assert queue.cancelled() == [f"--user={user_name()}", "21"]
+    assert [n.node_id for n in queue.list_nodes()] == ["22"]  # pending, never ran
     assert queue.lost == [["21"]]
-    assert "worker job 21 (node type cpu) was requeued by SLURM after it ran (BeginTime)" in (
-        caplog.text
-    )
-    # still pending a moment later (the scancel is under way): not listed, not cancelled twice
+    assert queue.ended == [
+        "job 21 was requeued by SLURM after it ran (BeginTime): its Ray node "
+        "is gone; the job is cancelled, a new one replaces it if still needed"
+    ]
+    # still pending a moment later (the core's scancel is under way): not listed, reported
+    # lost once, and left over (to be removed) for as long as it exists
     for _ in range(2):
-        assert [n.node_id for n in queue.backend.list_nodes()] == ["22"]
-    assert queue.cancelled() == [f"--user={user_name()}", "21"]
+        assert [n.node_id for n in queue.list_nodes()] == ["22"]
     assert queue.lost == [["21"]]
+    assert queue.leftovers == [[], ["21"], ["21"], ["21"]]
+    assert queue.cancelled() == []  # a listing cancels nothing: the core removes leftovers
 
 
 def test_a_running_job_that_ends_node_fail_is_reported_lost(queue):
     name = "ray.example.worker.cpu"
     queue.shows(f"31|RUNNING|n2|58:00|{name}|None\n32|RUNNING|n3|58:00|{name}|None\n")
-    queue.backend.list_nodes()
+    queue.list_nodes()
     queue.shows(f"31|NODE_FAIL|n2|0:00|{name}|None\n32|COMPLETED|n3|0:00|{name}|None\n")
-    assert queue.backend.list_nodes() == []
+    assert queue.list_nodes() == []
     assert queue.lost == [["31"]]  # a job that completed lost nothing
 
 
-def test_a_preempted_job_is_reported_even_after_ray_asked_to_cancel_it(queue, caplog):
+def test_a_preempted_job_is_reported_even_after_ray_asked_to_cancel_it(queue):
     """Ray sees the preempted node's raylet die and terminates the instance before squeue
     shows PREEMPTED: how the job ended is still SLURM's verdict, not our scancel."""
     name = "ray.example.worker.cpu"
     queue.shows(f"51|RUNNING|n1|58:00|{name}|None\n")
-    queue.backend.list_nodes()
+    queue.list_nodes()
     queue.backend.terminate(["51"])  # Ray, on the dead raylet
     queue.shows(f"51|PREEMPTED|n1|0:00|{name}|None\n")
-    assert queue.backend.list_nodes() == []
-    assert "job 51 ended PREEMPTED" in caplog.text
+    assert queue.list_nodes() == []
+    assert [why.split(";")[0] for why in queue.ended] == ["job 51 ended PREEMPTED"]
 
 
-def test_a_requeue_is_said_even_when_ray_cancelled_the_job_first(queue, caplog):
+def test_a_requeue_is_said_even_when_ray_cancelled_the_job_first(queue):
     name = "ray.example.worker.rq"
     queue.shows(f"61|RUNNING|n1|58:00|{name}|None\n")
-    queue.backend.list_nodes()
+    queue.list_nodes()
     queue.backend.terminate(["61"])  # Ray saw the raylet die
     queue.shows(f"61|PENDING||1:00:00|{name}|BeginTime\n")
     for _ in range(2):
-        assert queue.backend.list_nodes() == []
-    assert caplog.text.count("worker job 61 (node type rq) was requeued by SLURM") == 1
+        assert queue.list_nodes() == []
+    assert [why.split(":")[0] for why in queue.ended] == [
+        "job 61 was requeued by SLURM after it ran (BeginTime)"]  # fmt: skip
     assert queue.lost == [["61"]]
 
 
@@ -206,11 +217,11 @@ def test_a_job_the_controller_forgot_before_it_was_seen_ended_is_read_from_accou
     worker = f"ray.{settings.cluster_name}.worker.cpu"
     queue.shows(_squeue_lines(("51", "PENDING", worker), ("52", "RUNNING", worker),
                               ("53", "RUNNING", worker)))  # fmt: skip
-    assert len(queue.backend.list_nodes()) == 3
+    assert len(queue.list_nodes()) == 3
     queue.shows("")
     caplog.set_level("INFO")
-    assert queue.backend.list_nodes() == []
-    assert queue.backend.list_nodes() == []  # asked once
+    assert queue.list_nodes() == []
+    assert queue.list_nodes() == []  # asked once
     log = f"{queue.backend.cluster.logs_dir}/{worker}-52.log"
     assert queue.failures == [("cpu", f"job 52 ended FAILED (exit code 3:0) on n2 after 1 s; "
                                       f"its log {log} is empty or unreadable")]  # fmt: skip
@@ -229,7 +240,7 @@ def test_a_job_launched_while_squeue_ran_is_not_taken_for_gone(settings, queue, 
         return jobs
 
     monkeypatch.setattr(queue.backend.slurm, "squeue", squeue_then_a_launch)
-    assert queue.backend.list_nodes() == []
+    assert queue.list_nodes() == []
     assert queue.backend._watched == {"61": ("worker", "cpu")}
     assert queue.failures == [] and queue.lost == []
 

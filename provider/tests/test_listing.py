@@ -14,7 +14,7 @@ import pytest
 
 from ray_slurm import config
 from ray_slurm.listing import Listing
-from ray_slurm.nodes import JobState, Node
+from ray_slurm.nodes import Ended, JobState, Node, Seen
 from ray_slurm.policy import TypeBackoff
 from ray_slurm.state import ClusterDir
 from ray_slurm.watch import NodeWatch
@@ -35,9 +35,9 @@ class SlowBackend:
         self.listings = 0
         self.threads: set[str] = set()
         self.fail_next = False
-        self.observed: list[tuple[str, list[str]]] = []  # what the listing's ``after`` was given
+        self.ended: list[Ended] = []  # told at the next listing
 
-    def list_nodes(self) -> list[Node]:
+    def list_nodes(self) -> Seen:
         self.threads.add(threading.current_thread().name)
         if self.fail_next:
             self.fail_next = False
@@ -46,7 +46,8 @@ class SlowBackend:
         assert self.gate.wait(WAIT_S)
         self.inside.clear()
         self.listings += 1
-        return list(self.nodes.values())
+        ended, self.ended = self.ended, []
+        return Seen(list(self.nodes.values()), ended)
 
     def add(self, node_id: str) -> None:
         self.nodes[node_id] = Node(node_id, self.name, "worker", "cpu", JobState.RUNNING, "n1")
@@ -65,9 +66,7 @@ def make_listing(
 
     def make(interval_s: float) -> Listing:
         watch = NodeWatch(settings, cluster, TypeBackoff())
-        listing = Listing({"slurm": backend}, cluster, "c", watch, lambda: interval_s,
-                          lambda nodes, created: backend.observed.append(
-                              (threading.current_thread().name, sorted(nodes))))  # fmt: skip
+        listing = Listing({"slurm": backend}, cluster, "c", watch, lambda: interval_s)
         made.append(listing)
         return listing
 
@@ -161,15 +160,21 @@ def test_a_new_provider_of_the_cluster_stops_the_earlier_ones_thread(make_listin
     assert len(running) == 1 and old._thread is None and new._thread is not None
 
 
-def test_what_the_threads_listing_teaches_is_applied_in_the_next_call(make_listing, backend):
-    """Not in the thread: the autoscaler's loop learns of a failed job in its own order."""
+def test_what_the_threads_listings_teach_is_handed_over_once_in_the_callers_thread(
+    make_listing, backend
+):
+    """Not in the thread: the autoscaler's loop learns of a failed job in its own order, and
+    an end told by one listing is kept until taken, even if more listings come first."""
     listing = make_listing(0.05)
     backend.add("1")
+    backend.add("2")
+    gone = backend.nodes.pop("2")
+    backend.ended.append(Ended(gone, "job 2 ended FAILED", failed=True, types_fault=True))
     listing.start()
-    wait_for(lambda: backend.listings >= 2, "two listings")
-    assert backend.observed == []
-    listing.current()
-    me = threading.current_thread().name
-    assert backend.observed == [(me, ["1"])]
-    listing.current()  # the same listing is not applied twice
-    assert len(backend.observed) <= 2 and all(o == (me, ["1"]) for o in backend.observed)
+    wait_for(lambda: backend.listings >= 3, "three listings")
+    news = listing.news()
+    assert news is not None and news.complete and sorted(news.nodes) == ["1"]
+    assert [end.why for end in news.ended] == ["job 2 ended FAILED"]
+    wait_for(lambda: backend.listings >= 4, "another listing")
+    later = listing.news()
+    assert later is not None and later.ended == []  # told once

@@ -32,7 +32,7 @@ from ray_slurm import provider as provider_module
 from ray_slurm.backends.base import LaunchRequest, Preview
 from ray_slurm.errors import BackendBusy, BackendError
 from ray_slurm.launcher import HeadStartedElsewhere
-from ray_slurm.nodes import JobState, Node
+from ray_slurm.nodes import Ended, JobState, Node, Seen
 from ray_slurm.policy import LaunchRefused
 
 WORKER_TAGS = {TAG_RAY_NODE_KIND: NODE_KIND_WORKER, TAG_RAY_USER_NODE_TYPE: "cpu"}
@@ -43,7 +43,12 @@ TERMINATED_IN_ORDER: list[str] = []  # across the fake backends of a test
 
 
 class FakeBackend:
-    """Nodes in a dict; every request recorded. ``down`` makes listing fail (unreachable)."""
+    """Nodes in a dict; every request recorded. ``down`` makes listing fail (unreachable).
+
+    Its listing keeps the real contract (``nodes.Seen``): it only looks, and reports what ended
+    since the last look (``end``) and what is left of nodes that are no longer nodes, until
+    the core removes it with ``terminate``.
+    """
 
     noun = "job"
 
@@ -58,13 +63,16 @@ class FakeBackend:
         self.busy = ""  # launch raises BackendBusy (throttled) with this message
         self.down = False
         self.cleaned = False
+        self.ended: list[Ended] = []  # told at the next listing
+        self.leftovers: set[str] = set()  # exist, are no node any more: until terminated
         self._next = first_id
 
-    def list_nodes(self) -> list[Node]:
+    def list_nodes(self) -> Seen:
         self.listings += 1
         if self.down:
             raise BackendError(f"{self.name} does not answer")
-        return list(self.nodes.values())
+        ended, self.ended = self.ended, []
+        return Seen(list(self.nodes.values()), ended, sorted(self.leftovers))
 
     def launch(self, request: LaunchRequest) -> str:
         if self.refuse:
@@ -83,6 +91,7 @@ class FakeBackend:
         TERMINATED_IN_ORDER.extend(node_ids)
         for node_id in node_ids:
             self.nodes.pop(node_id, None)
+            self.leftovers.discard(node_id)
 
     def cleanup(self) -> None:
         self.cleaned = True
@@ -97,6 +106,14 @@ class FakeBackend:
         return Preview("fake", "")
 
     # what the backend's system does by itself
+    def end(self, node_id: str, why: str, *, types_fault: bool = False, lost: bool = False,
+            leftover: bool = False) -> None:  # fmt: skip
+        """The node ends; the next listing reports how (and, if ``leftover``, what remains)."""
+        node = self.nodes.pop(node_id)
+        self.ended.append(Ended(node, why, failed=True, types_fault=types_fault, lost=lost))
+        if leftover:
+            self.leftovers.add(node_id)
+
     def run(self, node_id: str, host: str = "n1", time_left_s: float | None = None) -> None:
         node = self.nodes[node_id]
         self.nodes[node_id] = Node(node_id, self.name, node.kind, node.node_type,
@@ -107,7 +124,7 @@ class FakeBackend:
 def fakes(monkeypatch: pytest.MonkeyPatch) -> dict[str, FakeBackend]:
     made: dict[str, FakeBackend] = {}
 
-    def make(settings: config.Settings, cluster: Any, slurm: Any, **callbacks: Any):
+    def make(settings: config.Settings, cluster: Any, slurm: Any):
         made["slurm"] = FakeBackend("slurm", settings, 100)
         made["login"] = FakeBackend("login", settings, 900)
         if settings.kube_types:
@@ -606,3 +623,93 @@ def test_only_the_heads_autoscaler_lists_in_a_thread_of_its_own(make_provider, m
     monkeypatch.setenv(burst.AUTOSCALING_CONFIG_ENV, str(cli_provider.cluster.autoscaling_config))
     make_provider()
     assert [t.name for t in threading.enumerate()].count("ray-slurm-listing") == 1
+
+
+# ------------------------------------------------------------ what a listing reports
+
+
+@pytest.fixture
+def head_autoscaler(make_provider, raw_config, monkeypatch) -> SlurmNodeProvider:
+    """A provider as the head's autoscaler makes it (it holds the autoscaling config)."""
+    monkeypatch.setattr(demandwake, "install", lambda poll, ms: None)
+    cli = make_provider()  # `ray up` uploads the config
+    cli.cluster.bootstrap_config.write_text(
+        yaml.safe_dump(SlurmNodeProvider.bootstrap_config(copy.deepcopy(raw_config)))
+    )
+    monkeypatch.setenv(burst.AUTOSCALING_CONFIG_ENV, str(cli.cluster.autoscaling_config))
+    head = make_provider()
+    publish_head(head)
+    return head
+
+
+def test_a_worker_reported_failed_at_start_backs_its_type_off(provider, fakes, caplog):
+    """The backend reports how the job ended; the core logs it, records it for `ray-slurm
+    status` and backs the type off: the next launch of the type is refused."""
+    publish_head(provider)
+    provider.create_node({}, WORKER_TAGS, 1)
+    provider.non_terminated_nodes({})  # Ray has seen it (``watch.ended_unseen``)
+    fakes["slurm"].end("100", "job 100 ended FAILED (exit code 3:0)", types_fault=True)
+    fresh(provider)
+    assert provider.non_terminated_nodes({}) == []
+    assert "worker node of type cpu: job 100 ended FAILED (exit code 3:0)" in caplog.text
+    assert provider.cluster.read_state()["failures"]["cpu"]["why"] == (
+        "job 100 ended FAILED (exit code 3:0)")  # fmt: skip
+    with pytest.raises(LaunchRefused, match="backed off"):
+        provider.create_node({}, WORKER_TAGS, 1)
+    assert fakes["slurm"].terminated == []  # nothing left to remove
+
+
+def test_a_node_lost_under_its_ray_node_is_stopped_in_ray_by_the_heads_autoscaler_only(
+    head_autoscaler, make_provider, fakes, monkeypatch
+):
+    """NODE_FAIL, preemption, a requeue: the Ray node may live on. Only the head's autoscaler
+    asks the GCS to stop it; a requeued job that still exists is removed as a leftover, once
+    per listing until it is gone; the type is not backed off."""
+    stopped: list[tuple[str, list[str]]] = []
+    monkeypatch.setattr(raynodes, "stop_ray_nodes",
+                        lambda address, ids: stopped.append((address, list(ids))))  # fmt: skip
+    monkeypatch.setattr(raynodes, "joined", lambda address: None)
+    head_autoscaler.create_node({}, WORKER_TAGS, 2)
+    slurm = fakes["slurm"]
+    slurm.run("100")
+    slurm.run("101")
+    fresh(head_autoscaler)
+    head_autoscaler.non_terminated_nodes({})
+    slurm.end("100", "job 100 was requeued by SLURM after it ran", lost=True, leftover=True)
+    fresh(head_autoscaler)
+    assert head_autoscaler.non_terminated_nodes({}) == ["101"]
+    assert stopped == [("10.0.0.1:24001", ["100"])]
+    assert slurm.terminated == [["100"]]
+    assert "cpu" not in head_autoscaler.cluster.read_state().get("failures", {})
+    fresh(head_autoscaler)
+    head_autoscaler.non_terminated_nodes({})
+    assert slurm.terminated == [["100"]] and len(stopped) == 1  # gone: told and removed once
+
+    elsewhere = make_provider()  # `ray up` or `ray down` on the login node: no GCS calls
+    slurm.end("101", "job 101 ended NODE_FAIL", lost=True)
+    fresh(elsewhere)
+    elsewhere.non_terminated_nodes({})
+    assert len(stopped) == 1
+
+
+def test_a_pod_that_ended_is_removed_by_the_core_not_by_its_listing(make_provider, fakes):
+    """The Kubernetes backend reports an ended pod as ended and left over; the core deletes
+    it through the backend's one verb."""
+    image = f"rayproject/ray:{config.kubetypes.head_versions().split()[0]}"
+
+    def with_burst(cfg):
+        cfg["available_node_types"]["burst"] = {
+            "node_config": {"backend": "kubernetes", "image": image, "cpus": 1, "memory": "1G"},
+            "max_workers": 2, "resources": {},
+        }  # fmt: skip
+
+    provider = make_provider(with_burst)
+    publish_head(provider)
+    pods = fakes["kubernetes"]
+    pods.nodes["pod-a"] = Node("pod-a", "kubernetes", "worker", "burst", JobState.RUNNING)
+    pods.end("pod-a", "pod pod-a ended: exit code 1 (Error): no such image",
+             types_fault=True, leftover=True)  # fmt: skip
+    fresh(provider)
+    assert provider.non_terminated_nodes({}) == []
+    assert pods.terminated == [["pod-a"]]
+    assert "pod pod-a ended" in provider.cluster.read_state()["failures"]["burst"]["why"]

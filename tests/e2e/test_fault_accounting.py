@@ -136,9 +136,7 @@ from ray_slurm.state import ClusterDir
 logging.basicConfig(level=logging.INFO)  # what the head's autoscaler log would say
 _, settings = load_file(sys.argv[1]).required()
 cluster = ClusterDir(settings.state_dir, settings.cluster_name).create()
-failures = []
-backend = SlurmBackend(settings, Slurm(), cluster,
-                       on_failure=lambda node_type, why: failures.append([node_type, why]))
+backend = SlurmBackend(settings, Slurm(), cluster)
 job = backend.launch(LaunchRequest(settings.spec("cpu"), head_address="10.77.0.1:6379"))
 squeue = ["squeue", "--noheader", "--states=all", "--format=%T", f"--jobs={job}"]
 seen = set()
@@ -149,7 +147,9 @@ while time.monotonic() < deadline:
         break
     seen.add(state)
     time.sleep(0.5)
-listed = [node.node_id for node in backend.list_nodes()]
+look = backend.list_nodes()  # what the core decides on: here, the type's failure
+listed = [node.node_id for node in look.nodes]
+failures = [[e.node.node_type, e.why] for e in look.ended if e.types_fault]
 print("RESULT " + json.dumps({"job": job, "seen": sorted(seen), "listed": listed,
                               "failures": failures}))
 """

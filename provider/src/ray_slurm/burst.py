@@ -37,12 +37,12 @@ AUTOSCALING_CONFIG_ENV = "RAY_SLURM_AUTOSCALING_CONFIG"  # set in the head job f
 
 def bursting(settings: Settings, max_workers: Mapping[str, int], counts: Mapping[str, int],
              unavailable: Collection[str]) -> bool:  # fmt: skip
-    """True while some SLURM worker type cannot grow (or there is none): pods may be used."""
-    slurm_types = [s.name for s in settings.node_types.values()
-                   if s.kind == "worker" and s.backend == "slurm"]  # fmt: skip
-    if not slurm_types:
+    """True while some first-choice (SLURM) worker type cannot grow, or there is none: burst
+    types may be used."""
+    first = [s.name for s in settings.node_types.values() if s.kind == "worker" and not s.burst]
+    if not first:
         return True
-    return any(t in unavailable or counts.get(t, 0) >= max_workers.get(t, 0) for t in slurm_types)
+    return any(t in unavailable or counts.get(t, 0) >= max_workers.get(t, 0) for t in first)
 
 
 def limits(settings: Settings, max_workers: Mapping[str, int], counts: Mapping[str, int],
@@ -53,7 +53,7 @@ def limits(settings: Settings, max_workers: Mapping[str, int], counts: Mapping[s
     for spec in settings.node_types.values():
         if spec.kind != "worker":
             continue
-        closed = spec.name in unavailable or (spec.backend == "kubernetes" and not burst)
+        closed = spec.name in unavailable or (spec.burst and not burst)
         if closed and counts.get(spec.name, 0) < max_workers.get(spec.name, 0):
             held[spec.name] = counts.get(spec.name, 0)
     return held

@@ -102,7 +102,7 @@ def cmd_status(args: argparse.Namespace) -> int:
     slurm = Slurm(settings.slurm_bin, settings.slurm_timeout_s)
     rows = [("TYPE", "KIND", "ID", "STATE", "NODE", "IP", "TIME LEFT", "REASON")]
     for backend in backends.make(settings, cluster, slurm).values():  # only looking
-        for n in sorted(backend.list_nodes(), key=lambda n: (n.kind != "head", n.node_id)):
+        for n in sorted(backend.list_nodes().nodes, key=lambda n: (n.kind != "head", n.node_id)):
             ip = backend.address(n) if n.host else ""
             rows.append((n.node_type, n.kind, n.node_id, n.state.value, n.host or "-", ip or "-",
                          n.time_left or "-", n.reason or "-"))  # fmt: skip

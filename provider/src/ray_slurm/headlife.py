@@ -175,7 +175,9 @@ def head_ended(cluster: ClusterDir, temp_dir: str) -> None:
     if held is None:
         return  # the head ended before its autoscaler could start a worker
     for name, backend in held.items():
-        workers = [n.node_id for n in backend.list_nodes() if n.kind == "worker"]
+        seen = backend.list_nodes()
+        # its workers, and what is left of ended ones (a pod that ended is still an object)
+        workers = [n.node_id for n in seen.nodes if n.kind == "worker"] + seen.leftovers
         if workers:
             logger.warning("the head ended: cancelling %s of its workers: %s", name,
                            ", ".join(workers))  # fmt: skip
@@ -190,7 +192,7 @@ def head_is_gone(cluster: ClusterDir, head: Head) -> str | None:
         return "it has not started yet"
     for backend in held.values():
         try:
-            nodes = backend.list_nodes()
+            nodes = backend.list_nodes().nodes
         except (SlurmError, BackendError) as exc:  # SLURM is away: the record is all we have
             logger.warning("cannot check that the head still runs: %s", exc)
             return None

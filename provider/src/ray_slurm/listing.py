@@ -12,6 +12,11 @@ before (one per interval). A listing the loop finds invalidated is still made at
 loop, as before; and should the thread fall behind (a slow slurmctld), the loop lists itself
 once the listing is two intervals old.
 
+A listing only looks: what it taught (the nodes, what ended, what is left over) waits as
+``news`` until the provider takes it, in its own call, and hands it to the core (``core``), so
+that what a listing teaches reaches the autoscaler in its own loop, in the order it had without
+the thread: the loop that learns a type failed still tries it and sees its launch refused.
+
 One lock guards the view, and only the backends' listing itself runs outside it: a loop waits
 for a thread's listing only while its result is reconciled (a few ms), never during ``squeue``.
 A listing that began before a launch or a termination does not make the view fresh (the view's
@@ -26,8 +31,9 @@ import time
 from collections.abc import Callable, Mapping
 
 from ray_slurm.backends.base import Backend
+from ray_slurm.core import News
 from ray_slurm.errors import BackendError
-from ray_slurm.nodes import Node
+from ray_slurm.nodes import Ended, Node
 from ray_slurm.reconcile import Tags, nodes_in_state, reconcile
 from ray_slurm.state import ClusterDir
 from ray_slurm.watch import NodeWatch
@@ -51,19 +57,12 @@ class Listing:
         cluster_name: str,
         watch: NodeWatch,
         interval_s: Callable[[], float],
-        after: Callable[[dict[str, Node], dict[str, float]], None],
     ) -> None:
-        """``after`` runs, under the lock, on each listing every backend answered: in the
-        first call that follows it, never in the thread. So what a listing teaches (a job that
-        failed, a type to hold) reaches the autoscaler in its own loop, in the order it had
-        without the thread: the loop that learns a type failed still tries it and sees its
-        launch refused (Ray's status shows the failure)."""
         self.backends = backends
         self.cluster = cluster
         self.cluster_name = cluster_name
         self.watch = watch
         self.interval_s = interval_s
-        self.after = after
         self.lock = threading.RLock()  # the view below, and what the provider changes with it
         self._listing = threading.Lock()  # one listing at a time
         self.nodes: dict[str, Node] = {}
@@ -73,7 +72,7 @@ class Listing:
         self.generation = 0
         self.listings = 0  # listings made, in the loop or in the thread
         self.listing_s = 0.0  # time spent listing, in the loop or in the thread
-        self._unobserved: tuple[dict[str, Node], dict[str, float]] | None = None
+        self._news: News | None = None
         self._thread: threading.Thread | None = None
         self._stop = threading.Event()
 
@@ -88,12 +87,13 @@ class Listing:
             with self._listing:
                 if force or not self._fresh():  # else listed by the thread meanwhile
                     self._list()
-        if self._unobserved is not None:
-            with self.lock:
-                unobserved, self._unobserved = self._unobserved, None
-                if unobserved is not None:
-                    self.after(*unobserved)
         return self.nodes
+
+    def news(self) -> News | None:
+        """What the listings since the last call taught, once (None: nothing new)."""
+        with self.lock:
+            news, self._news = self._news, None
+            return news
 
     def invalidate(self) -> None:
         """The provider changed what exists: the next call lists again."""
@@ -119,10 +119,12 @@ class Listing:
             generation = self.generation
         listed_after = time.time()
         nodes: dict[str, Node] = {}
+        ended: list[Ended] = []
+        leftovers: dict[str, list[str]] = {}
         complete = True
         for backend in self.backends.values():
             try:
-                listed = backend.list_nodes()
+                seen = backend.list_nodes()
             except BackendError as exc:
                 # SLURM (or the API) is unreachable: a node we cannot see is not a node that
                 # is gone.
@@ -130,6 +132,10 @@ class Listing:
                                backend.name, exc)  # fmt: skip
                 listed = self._last_known(backend)
                 complete = False
+            else:
+                listed, ended = seen.nodes, ended + seen.ended
+                if seen.leftovers:
+                    leftovers[backend.name] = seen.leftovers
             nodes.update({n.node_id: n for n in listed})
         with self.lock:
             if complete:
@@ -139,8 +145,9 @@ class Listing:
             self.nodes = nodes
             if self.generation == generation:
                 self.listed_at = time.monotonic()
-            if complete:
-                self._unobserved = (nodes, self.created)
+            # Ends are told once: news not yet taken keeps its ends.
+            earlier = self._news.ended if self._news is not None else []
+            self._news = News(nodes, self.created, complete, earlier + ended, leftovers)
             self.listings += 1
             self.listing_s += time.perf_counter() - t0
 

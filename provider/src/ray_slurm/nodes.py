@@ -1,13 +1,15 @@
 """What a Ray node is to the provider, whatever runs it: its id, kind, type and state.
 
-Every backend (``backends/``) reports its nodes as ``Node``; the provider, the reconciliation
-and the watch read only these fields, never a backend's own objects (squeue lines, pods).
+Every backend (``backends/``) reports what it sees as data: its nodes as ``Node``, and the nodes
+that ended since its last look as ``Ended`` (``Seen`` holds both). The core (``core``), the
+reconciliation and the watch read only these fields, never a backend's own objects (squeue
+lines, pods), and a backend decides nothing from what it sees: the core does.
 """
 
 from __future__ import annotations
 
 import enum
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 
 class JobState(enum.Enum):
@@ -34,3 +36,28 @@ class Node:
     ip: str = ""  # the node's address when the backend knows it (a pod's IP)
     time_left_s: float | None = None  # seconds until its time limit; None: none (or pending)
     what: str = "node"  # what the node is to its backend, for messages: a job, a pod, a process
+
+
+@dataclass(frozen=True)
+class Ended:
+    """A node its backend saw end, reported once, with what that means for the cluster.
+
+    The backend says what happened (it alone can read a job's end or a pod's status); what to
+    do about it (back the type off, drain the Ray node, remove what is left) is the core's.
+    """
+
+    node: Node  # as last seen (id, backend, kind, type)
+    why: str  # how it ended, in the backend's words (SLURM's record and the log's last lines)
+    failed: bool = False  # it did not end as a cluster expects (scale-down, `ray down`, limit)
+    types_fault: bool = False  # it failed at start through its type: the type is backed off
+    lost: bool = False  # taken from under a running Ray node, whose processes may live on
+
+
+@dataclass(frozen=True)
+class Seen:
+    """One look of a backend: its nodes, what ended since its last look, and what is left of
+    nodes that are no longer nodes (a requeued job, an ended pod), which the core removes."""
+
+    nodes: list[Node]
+    ended: list[Ended] = field(default_factory=list)
+    leftovers: list[str] = field(default_factory=list)  # ids, removed with the backend's verb

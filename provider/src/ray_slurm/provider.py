@@ -19,10 +19,8 @@ from __future__ import annotations
 import logging
 import os
 import time
-from collections import Counter
 from typing import Any
 
-import yaml
 from ray.autoscaler.node_provider import NodeProvider
 from ray.autoscaler.tags import (
     NODE_KIND_HEAD,
@@ -33,10 +31,11 @@ from ray.autoscaler.tags import (
     TAG_RAY_USER_NODE_TYPE,
 )
 
-from ray_slurm import backends, burst, config, demandwake, raynodes, usertmp
+from ray_slurm import backends, burst, config, demandwake, usertmp
 from ray_slurm.backends.base import Backend, LaunchRequest
 from ray_slurm.command_runner import CommandContext, LocalCommandRunner, NodeStartTimeout
 from ray_slurm.config import ConfigError, NodeTypeSpec
+from ray_slurm.core import Core
 from ray_slurm.errors import BackendBusy, BackendError
 from ray_slurm.launcher import (
     ConfigRefused,
@@ -66,19 +65,17 @@ class SlurmNodeProvider(NodeProvider):
         try:
             usertmp.require()  # Ray's own files (and its children's) stay in a private directory
             provider_config = config.bootstrapped_provider(provider_config, cluster_name)
-            self.settings = config.load_settings(provider_config, cluster_name)
-            self.cluster = ClusterDir(self.settings.state_dir, cluster_name).create()
+            settings = config.load_settings(provider_config, cluster_name)
+            self.cluster = ClusterDir(settings.state_dir, cluster_name).create()
             with self.cluster.locked():  # a filesystem without flock is refused now, clearly
                 pass
         except (ConfigError, UnsafePathError, StateLockError) as exc:
             raise ConfigRefused(str(exc)) from exc
         super().__init__(provider_config, cluster_name)
         self.backoff = TypeBackoff()
-        self.watch = NodeWatch(self.settings, self.cluster, self.backoff)
-        slurm = Slurm(self.settings.slurm_bin, self.settings.slurm_timeout_s)
-        self.backends = backends.make(self.settings, self.cluster, slurm,
-                                      on_failure=self.watch.type_failed,
-                                      on_lost=self._stop_lost)  # fmt: skip
+        self.watch = NodeWatch(settings, self.cluster, self.backoff)
+        slurm = Slurm(settings.slurm_bin, settings.slurm_timeout_s)
+        self.backends = backends.make(settings, self.cluster, slurm)
         # Only the head's autoscaler keeps the autoscaling config (the head job names it).
         self.autoscaling: burst.AutoscalingConfig | None = None
         if os.environ.get(burst.AUTOSCALING_CONFIG_ENV) == str(self.cluster.autoscaling_config):
@@ -86,72 +83,42 @@ class SlurmNodeProvider(NodeProvider):
                 self.cluster.bootstrap_config, self.cluster.autoscaling_config
             )
             demandwake.install(demandwake.gcs_demand(self._gcs_address),
-                               self.settings.demand_poll_ms)  # fmt: skip
-        self._held: dict[str, int] = {}
-        self._followed: dict[str, Any] | None = None  # the uploaded config the settings are from
+                               settings.demand_poll_ms)  # fmt: skip
+        self.core = Core(settings, self.cluster, self.backends, self.watch, self.autoscaling)
         self._restart_head = restart_requested()
         self._teardown_began: dict[tuple[tuple[str, str], ...], set[str]] = {}
-        self._terminated: set[str] = set()  # nodes this process stopped (may still be listed)
         self.starts = StartPace()
-        self.listing = Listing(self.backends, self.cluster, cluster_name, self.watch,
-                               # slower while slurmctld throttles the user (ratelimit.Pace)
-                               lambda: self.settings.squeue_interval_s * slurm.pace.factor,
-                               self._listed)  # fmt: skip
+        self.listing = Listing(
+            self.backends,
+            self.cluster,
+            cluster_name,
+            self.watch,
+            # slower while slurmctld throttles the user (ratelimit.Pace)
+            lambda: self.settings.squeue_interval_s * slurm.pace.factor,
+        )
         self._lock = self.listing.lock
         if self.autoscaling is not None:
             self.listing.start()  # the autoscaler's loop answers from memory (``listing``)
 
     # ----------------------------------------------------------------- listing
 
-    def _refresh(self, force: bool = False) -> dict[str, Node]:
-        return self.listing.current(force)
+    @property
+    def settings(self) -> config.Settings:
+        """The cluster's settings: the core's, which follows the config `ray up` uploads."""
+        return self.core.settings
 
-    def _listed(self, nodes: dict[str, Node], created: dict[str, float]) -> None:
-        """After each complete listing: stop what the watch gave up on, apply the burst policy."""
-        for name, ids in self.watch.observe(nodes, created).items():
-            self.backends[name].terminate(ids)
-        self._hold_types(nodes)
+    def _refresh(self, force: bool = False) -> dict[str, Node]:
+        """The listing; what it taught since the last call goes to the core first."""
+        nodes = self.listing.current(force)
+        news = self.listing.news()
+        if news is not None:
+            with self._lock:
+                self.core.settle(news)
+        return nodes
 
     def _gcs_address(self) -> str | None:
         head = self.cluster.head()
         return head.address if head else None
-
-    def _stop_lost(self, job_ids: list[str]) -> None:
-        """Jobs lost under their Ray nodes: the head's autoscaler stops those (``raynodes``)."""
-        head = self.cluster.head()
-        if self.autoscaling is not None and head:
-            raynodes.stop_ray_nodes(head.address, job_ids)
-
-    def _hold_types(self, nodes: dict[str, Node]) -> None:
-        """The burst policy: tell the autoscaler which types must not grow now (``burst``)."""
-        if self.autoscaling is None:
-            return
-        try:
-            bootstrap = self.autoscaling.bootstrap()
-            if bootstrap is not self._followed:
-                self._follow_config(bootstrap)
-            counts = Counter(n.node_type for n in nodes.values() if n.kind == "worker")
-            self._held = burst.limits(self.settings, burst.max_workers_of(bootstrap), counts,
-                                      self.backoff.backed_off())  # fmt: skip
-            self.autoscaling.update(self._held)
-        except (OSError, yaml.YAMLError) as exc:
-            logger.error("cannot update %s: %s", self.autoscaling.path, exc)
-
-    def _follow_config(self, bootstrap: dict[str, Any]) -> None:
-        """`ray up` on a running cluster uploaded a new config: the autoscaler reads it from its
-        next loop on, so new nodes are made from it too (a changed type starts afresh)."""
-        self._followed = bootstrap
-        try:
-            settings = config.load_settings(bootstrap["provider"], self.cluster_name)
-        except (ConfigError, KeyError, TypeError) as exc:
-            logger.error("keeping the previous node types: the uploaded config is not usable: %s",
-                         exc)  # fmt: skip
-            return
-        if settings != self.settings:
-            self.watch.use_settings(settings)
-            self.settings = settings
-            for backend in self.backends.values():
-                backend.settings = settings
 
     def non_terminated_nodes(self, tag_filters: dict[str, str]) -> list[str]:
         nodes = self._refresh()
@@ -226,14 +193,15 @@ class SlurmNodeProvider(NodeProvider):
         allowed = self.backoff.allowed(
             spec.name, count, self.watch.unproven(spec.name, self._refresh())
         )
-        if spec.name in self._held and spec.burst:
+        if spec.name in self.core.held and spec.burst:
             raise LaunchRefused(f"node type {spec.name}: Kubernetes types are used only while "
                                 "the SLURM types cannot deliver")  # fmt: skip
         if tags.get(TAG_RAY_NODE_KIND) == NODE_KIND_HEAD:
             with self.cluster.locked("head"):  # two `ray up` at once start one head
                 nodes = self._refresh(force=True)
+                ended = self.core.terminated
                 running = [n.node_id for n in nodes.values()
-                           if n.kind == "head" and n.node_id not in self._terminated]  # fmt: skip
+                           if n.kind == "head" and n.node_id not in ended]  # fmt: skip
                 if running:
                     raise HeadStartedElsewhere(
                         f"the head of cluster {self.cluster_name} was started meanwhile by "
@@ -253,7 +221,7 @@ class SlurmNodeProvider(NodeProvider):
             raise RuntimeError(f"cluster {self.cluster_name} has no running head "
                                f"({self.cluster.head_file} is missing)")  # fmt: skip
         if self.autoscaling is not None:  # the head's autoscaler paces starts (``startpace``)
-            nodes = {i: n for i, n in self._refresh().items() if i not in self._terminated}
+            nodes = {i: n for i, n in self._refresh().items() if i not in self.core.terminated}
             allowed = self.starts.room(spec.name, nodes, head.address, allowed,
                                        self.autoscaling.bootstrap())  # fmt: skip
         # Workers start Ray from their own job script (disable_node_updaters): no updater will
@@ -315,17 +283,7 @@ class SlurmNodeProvider(NodeProvider):
     def terminate_nodes(self, node_ids: list[str]) -> None:
         """One call per backend for all nodes (one scancel for any number of jobs); workers
         before heads, backends with workers first."""
-        nodes = self._refresh(force=True)
-        by_backend: dict[str, list[str]] = {}
-        heads_last = sorted(
-            (i for i in node_ids if i in nodes), key=lambda i: nodes[i].kind == "head"
-        )
-        for node_id in heads_last:
-            by_backend.setdefault(nodes[node_id].backend, []).append(node_id)
-        for name, ids in by_backend.items():
-            logger.info("terminating %s node(s): %s", name, ", ".join(ids))
-            self._terminated.update(ids)
-            self.backends[name].terminate(ids)
+        self.core.terminate(node_ids, self._refresh(force=True))
         self.listing.invalidate()
 
     def cleanup_cluster_resources(self) -> None:

@@ -59,12 +59,12 @@ class NodeWatch:
 
     # ------------------------------------------------------------ each listing
 
-    def observe(self, nodes: dict[str, Node], created: dict[str, float]) -> dict[str, list[str]]:
-        """Log why nodes wait, prove types whose nodes run; returns the workers (by backend) that
-        waited past their type's pending timeout, to be terminated."""
+    def observe(self, nodes: dict[str, Node], created: dict[str, float]) -> list[tuple[Node, str]]:
+        """Log why nodes wait, prove types whose nodes run; returns the workers that waited past
+        their type's pending timeout, each with why it is given up (the core decides)."""
         now = time.monotonic()
         self._running_since = {i: t for i, t in self._running_since.items() if i in nodes}
-        overdue: dict[str, list[str]] = {}
+        overdue = []
         for node in nodes.values():
             if node.state is JobState.RUNNING:
                 since = self._running_since.setdefault(node.node_id, now)
@@ -77,14 +77,20 @@ class NodeWatch:
                 self._reasons[node.node_id] = node.reason
                 logger.info("%s %s (node type %s) is pending: %s", node.what, node.node_id,
                             node.node_type, node.reason)  # fmt: skip
-            spec = self.settings.node_types.get(node.node_type)
-            waited = time.time() - created.get(node.node_id, time.time())
-            if node.kind == "worker" and spec and waited > self.settings.pending_timeout(spec):
-                self.type_failed(node.node_type, f"{node.what} {node.node_id} waited "
-                                 f"{waited:.0f} s without starting ({node.reason}); it was "
-                                 "removed")  # fmt: skip
-                overdue.setdefault(node.backend, []).append(node.node_id)
+            waited = self.overdue(node, created.get(node.node_id))
+            if node.kind == "worker" and waited is not None:
+                overdue.append((node, f"{node.what} {node.node_id} waited {waited:.0f} s "
+                                f"without starting ({node.reason}); it was removed"))  # fmt: skip
         return overdue
+
+    def overdue(self, node: Node, created: float | None) -> float | None:
+        """How long a node not yet running has waited, if past its type's pending timeout (the
+        one rule for workers the autoscaler waits for and for a head `ray up` waits for)."""
+        spec = self.settings.node_types.get(node.node_type)
+        if node.state is JobState.RUNNING or spec is None:
+            return None
+        waited = time.time() - (created or time.time())
+        return waited if waited > self.settings.pending_timeout(spec) else None
 
     def not_ready(self, node_id: str, node: Node | None, created: float | None,
                   ) -> tuple[str | None, bool]:  # fmt: skip
@@ -97,7 +103,7 @@ class NodeWatch:
         waited = time.time() - (created or time.time())
         timeout = self.settings.pending_timeout(self.settings.spec(node.node_type))
         reason = f"{node.state.value} ({node.reason or 'no reason given'})"
-        if waited > timeout:
+        if self.overdue(node, created) is not None:
             return (
                 f"SLURM job {node_id} (node type {node.node_type}) is still {reason} after "
                 f"{waited:.0f} s (pending_timeout_s={timeout}); the job was cancelled"

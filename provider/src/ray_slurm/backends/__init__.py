@@ -9,8 +9,6 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
-
 from ray_slurm.backends.base import Backend
 from ray_slurm.backends.kube import KubernetesBackend
 from ray_slurm.backends.login import LoginBackend
@@ -27,18 +25,15 @@ def make(
     settings: Settings,
     cluster: ClusterDir,
     slurm: Slurm,
-    *,
-    on_failure: Callable[[str, str], object] | None = None,
-    on_lost: Callable[[list[str]], None] | None = None,
 ) -> dict[str, Backend]:
     """The backends a cluster of ``settings`` uses, by the name its node types give
-    (``NodeTypeSpec.backend``). Without ``on_failure``/``on_lost`` they only look: ended jobs
-    and pods are left to the head's autoscaler, which reports them (``ray-slurm status``)."""
+    (``NodeTypeSpec.backend``). Their listings only look: what follows from what they saw is
+    the core's (``core``), in the provider; ``ray-slurm status`` only shows it."""
     addresses = NodeAddresses(slurm, settings.node_map)
     backends: list[Backend] = [
         LoginBackend(settings, cluster, addresses),
-        SlurmBackend(settings, slurm, cluster, on_failure, on_lost, addresses),
+        SlurmBackend(settings, slurm, cluster, addresses),
     ]
     if settings.kube_types:
-        backends.append(KubernetesBackend(settings, cluster, on_failure))
+        backends.append(KubernetesBackend(settings, cluster))
     return {backend.name: backend for backend in backends}

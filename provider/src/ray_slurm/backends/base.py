@@ -1,9 +1,11 @@
 """The one interface between the provider and whatever runs its nodes.
 
-A backend launches nodes of a type, lists the ones that exist, terminates them, removes what it
-created besides nodes, tells a node's address, gives Ray a way to run commands on a node and
-shows what a launch would submit. The provider and the CLI hold backends only through this
-interface (``backends.make`` builds them): they never ask which backend they hold.
+A backend launches nodes of a type, terminates them and removes what it created besides nodes:
+those three verbs are the only ones that act. Its listing only looks: it reports its nodes and
+what ended since its last look as data (``nodes.Seen``), and the core decides what follows.
+It also tells a node's address, gives Ray a way to run commands on a node and shows what a
+launch would submit. The provider and the CLI hold backends only through this interface
+(``backends.make`` builds them): they never ask which backend they hold.
 """
 
 from __future__ import annotations
@@ -13,7 +15,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Protocol
 
 from ray_slurm.config import NodeTypeSpec, Settings
-from ray_slurm.nodes import Node
+from ray_slurm.nodes import Node, Seen
 
 if TYPE_CHECKING:  # Ray's command runners: a backend imports them only when Ray asks for one
     from ray_slurm.command_runner import CommandContext, LocalCommandRunner
@@ -42,8 +44,9 @@ class Backend(Protocol):
     noun: str  # what one node is to it, for messages: a job, a pod, a process
     settings: Settings  # replaced when `ray up` uploads a new config to a running cluster
 
-    def list_nodes(self) -> list[Node]:
-        """Every node of this cluster the backend has (not the ones that are gone)."""
+    def list_nodes(self) -> Seen:
+        """Every node of this cluster the backend has (not the ones that are gone), and what
+        ended since the last call; it changes nothing (reading records of an end is allowed)."""
         ...
 
     def launch(self, request: LaunchRequest) -> str:

@@ -85,7 +85,7 @@ def render(
     node_ip: str = "",
 ) -> NodeScript:
     """The script for ``spec``: an sbatch script for SLURM types, a plain one for the login head."""
-    sbatch = spec.backend == "slurm"
+    sbatch = spec.batch
     if sbatch:
         instance_id = port_seed = '"$SLURM_JOB_ID"'
         temp_template = (

@@ -2,8 +2,9 @@
 
 Talks to the API with the official ``kubernetes`` client (kubeconfig or in-cluster config) and is
 the one place that reads pod status. A pod that ended (its Ray stopped, or its image check
-failed) is deleted here and reported, so nothing is left behind; the token Secret is created on
-the first launch and deleted by ``cleanup`` at ``ray down``.
+failed) is reported ended once, and as a leftover for as long as it exists: the core deletes
+it, so nothing is left behind. The token Secret is created on the first launch and deleted by
+``cleanup`` at ``ray down``.
 """
 
 from __future__ import annotations
@@ -22,7 +23,7 @@ from ray_slurm.backends.base import LaunchRequest, Preview
 from ray_slurm.config import NodeTypeSpec, Settings
 from ray_slurm.config.kubetypes import head_versions
 from ray_slurm.errors import BackendError
-from ray_slurm.nodes import JobState, Node
+from ray_slurm.nodes import Ended, JobState, Node, Seen
 from ray_slurm.policy import START_WINDOW_S
 from ray_slurm.private import user_name
 from ray_slurm.state import ClusterDir
@@ -82,24 +83,16 @@ class KubernetesBackend:
     name = "kubernetes"
     noun = "pod"
 
-    def __init__(
-        self,
-        settings: Settings,
-        cluster: ClusterDir,
-        on_failure: Callable[[str, str], object] | None,
-        user: str | None = None,
-    ) -> None:
+    def __init__(self, settings: Settings, cluster: ClusterDir, user: str | None = None) -> None:
         self.settings = settings
         self.cluster = cluster
-        # (node type, why): a type whose pods cannot run. None: only look (ray-slurm status),
-        # leave ended pods to the autoscaler, which deletes and reports them.
-        self.on_failure = on_failure
         self.user = user or user_name()
         self.labels = podspec.cluster_labels(self.user, settings.cluster_name)
         self.namespaces = sorted({s.pod.namespace for s in settings.kube_types if s.pod})
         self.secret = podspec.secret_name(self.user, settings.cluster_name)
         self._namespace_of: dict[str, str] = {}
         self._secret_in: set[str] = set()  # namespaces where this process made the Secret
+        self._reported: set[str] = set()  # ended pods already reported (they may linger)
         self._api: Any = None
 
     # ----------------------------------------------------------------- the client
@@ -143,9 +136,10 @@ class KubernetesBackend:
 
     # -------------------------------------------------------------------- backend
 
-    def list_nodes(self) -> list[Node]:
-        """One list call per namespace; ended pods are deleted (and reported) on the way."""
-        nodes = []
+    def list_nodes(self) -> Seen:
+        """One list call per namespace; an ended pod is reported once, and left over until the
+        core has it deleted."""
+        nodes, ended, leftovers = [], [], []
         for namespace in self.namespaces:
             pods = self.call(f"listing pods in namespace {namespace}",
                               self.api.list_namespaced_pod, namespace,
@@ -156,20 +150,22 @@ class KubernetesBackend:
                 self._namespace_of[name] = namespace
                 state, reason = pod_state(pod)
                 node_type = labels.get(podspec.LABEL_NODE_TYPE, "")
-                if state is JobState.GONE:
-                    if self.on_failure is not None:
-                        self._ended(pod, node_type, reason)
-                    continue
-                ip = (pod.status.pod_ip or "") if pod.status else ""
                 kind = labels.get(podspec.LABEL_KIND, "worker")
+                ip = (pod.status.pod_ip or "") if pod.status else ""
                 host = pod.spec.node_name or ""
-                nodes.append(Node(name, self.name, kind, node_type, state, host, reason, ip=ip,
-                                  what=self.noun))  # fmt: skip
-        return nodes
+                node = Node(name, self.name, kind, node_type, state, host, reason, ip=ip,
+                            what=self.noun)  # fmt: skip
+                if state is JobState.GONE:
+                    if name not in self._reported:
+                        ended.append(self._ended(pod, node, reason))
+                    leftovers.append(name)
+                    continue
+                nodes.append(node)
+        self._reported = set(leftovers)  # each reported now or before; the deleted are gone
+        return Seen(nodes, ended, leftovers)
 
-    def _ended(self, pod: Any, node_type: str, how: str) -> None:
-        """A pod whose Ray ended: delete it; if it never got going, its type is broken."""
-        name = pod.metadata.name
+    def _ended(self, pod: Any, node: Node, how: str) -> Ended:
+        """A pod whose Ray ended; if it never got going, its type is broken."""
         if not how.startswith("exit code 0"):
             how = self._last_words(pod, how)
         started = pod.status.start_time if pod.status else None
@@ -180,10 +176,9 @@ class KubernetesBackend:
         quick = started is None or finished is None or (
             (finished - started).total_seconds() < START_WINDOW_S
         )  # fmt: skip
-        logger.warning("pod %s (node type %s) ended: %s", name, node_type, how)
-        self.terminate([name], grace_s=0)
-        if quick and not how.startswith("exit code 0") and self.on_failure is not None:
-            self.on_failure(node_type, f"pod {name} ended: {how}")
+        failed = not how.startswith("exit code 0")
+        return Ended(node, f"pod {node.node_id} ended: {how}", failed=failed,
+                     types_fault=quick and failed and node.kind == "worker")  # fmt: skip
 
     def _last_words(self, pod: Any, how: str) -> str:
         """The end of the pod's log when its status has no message (the image check's reason)."""
@@ -248,12 +243,14 @@ class KubernetesBackend:
         self._secret_in.add(namespace)
 
     def terminate(self, node_ids: Sequence[str], grace_s: int | None = None) -> None:
-        """Delete the pods (Ray drains on SIGTERM); a pod already gone is not an error."""
+        """Delete the pods (Ray drains on SIGTERM; a pod that ended has nothing to drain: no
+        grace); a pod already gone is not an error."""
         for name in node_ids:
+            grace = 0 if name in self._reported else grace_s
             for namespace in self._namespaces_for(name):
                 try:
                     self.call(f"deleting pod {name}", self.api.delete_namespaced_pod, name,
-                               namespace, grace_period_seconds=grace_s)  # fmt: skip
+                               namespace, grace_period_seconds=grace)  # fmt: skip
                     break
                 except KubeError as exc:
                     if "not found" not in str(exc):

@@ -22,7 +22,7 @@ from ray_slurm.backends.jobscript import login_head_id, render
 from ray_slurm.config import NodeTypeSpec, Settings
 from ray_slurm.jobenv import clean_env
 from ray_slurm.nodemap import NodeAddresses
-from ray_slurm.nodes import JobState, Node
+from ray_slurm.nodes import JobState, Node, Seen
 from ray_slurm.slurm import Slurm
 from ray_slurm.state import ClusterDir, write_private
 
@@ -61,12 +61,12 @@ class LoginBackend:
             return None  # no login head to look for (and no /proc scan every tick)
         return _find_login_head(Path(self.cluster.jobs_dir))
 
-    def list_nodes(self) -> list[Node]:
+    def list_nodes(self) -> Seen:
         record = self._record()
         if not record:
-            return []
-        return [Node(login_head_id(), self.name, "head", record["node_type"], JobState.RUNNING,
-                     record["host"], what=self.noun)]  # fmt: skip
+            return Seen([])
+        return Seen([Node(login_head_id(), self.name, "head", record["node_type"],
+                          JobState.RUNNING, record["host"], what=self.noun)])  # fmt: skip
 
     def launch(self, request: LaunchRequest) -> str:
         node_ip = self.addresses.login_ip(self.settings.head_ip)

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -18,7 +18,7 @@ from ray_slurm.backends.jobscript import job_log, parse_job_name, render
 from ray_slurm.config import NodeTypeSpec, Settings
 from ray_slurm.ended import FAILED_STATES, LOST_STATES, how_job_ended
 from ray_slurm.nodemap import NodeAddresses
-from ray_slurm.nodes import JobState, Node
+from ray_slurm.nodes import Ended, JobState, Node, Seen
 from ray_slurm.slurm import Job, Slurm, parse_duration
 from ray_slurm.state import ClusterDir, write_private
 
@@ -36,21 +36,22 @@ RECANCEL_S = 60.0
 class SlurmBackend:
     """Each node is one SLURM batch job named ``ray.<cluster>.<kind>.<type>``.
 
-    ``on_failure(node_type, why)`` hears of every worker job this process launched or saw alive
-    that then ended in failure through its own fault (``ended``): the provider backs the type
-    off. Jobs that ended before this process watched them (a previous head's) are not reported.
+    Its listing reports, besides the jobs that are nodes, the jobs this process launched or saw
+    alive that then ended in failure (``ended``): how, whether through the type's fault, and
+    whether the job was taken from under its running Ray node (NODE_FAIL, PREEMPTED: its Ray
+    processes may live on). Jobs that ended before this process watched them (a previous
+    head's) are not reported.
 
     A job seen running that SLURM then requeues (same id, pending again) or suspends has lost
-    its Ray node: it is cancelled, never re-adopted — a node started again under the same id
-    would be a new Ray node under an old identity, counted twice while Ray forgets the old one.
-    Jobs are submitted ``--no-requeue`` so that SLURM cancels rather than requeues them; this
-    catches a site's or user's ``--requeue`` and an admin's ``scontrol requeue``.
-    ``on_lost(job_ids)`` hears of such jobs and of running jobs that ended NODE_FAIL or
-    PREEMPTED: their Ray processes may live on (``raynodes``).
+    its Ray node: it is reported lost, and then as a leftover for as long as it exists, never
+    re-adopted — a node started again under the same id would be a new Ray node under an old
+    identity, counted twice while Ray forgets the old one. Jobs are submitted ``--no-requeue``
+    so that SLURM cancels rather than requeues them; this catches a site's or user's
+    ``--requeue`` and an admin's ``scontrol requeue``.
 
     A watched job that is gone from squeue without having been seen ended (the controller forgot
     it first: a short ``MinJobAge``, or no tick in between) is looked up once in SLURM's records
-    (``sacct`` where the site keeps accounting) and handled as if it had been seen ending.
+    (``sacct`` where the site keeps accounting) and reported as if it had been seen ending.
     """
 
     name = "slurm"
@@ -61,25 +62,24 @@ class SlurmBackend:
         settings: Settings,
         slurm: Slurm,
         cluster: ClusterDir,
-        on_failure: Callable[[str, str], object] | None = None,
-        on_lost: Callable[[list[str]], None] | None = None,
         addresses: NodeAddresses | None = None,
     ) -> None:
         self.settings = settings
         self.slurm = slurm
         self.cluster = cluster
         self.addresses = addresses or NodeAddresses(slurm, settings.node_map)
-        self.on_failure = on_failure
-        self.on_lost = on_lost
         self._cancelled: dict[str, float] = {}  # job id -> when we cancelled it (monotonic)
         # jobs launched or seen alive by this process -> their (kind, node type)
         self._watched: dict[str, tuple[str, str]] = {}
         self._ran: set[str] = set()  # jobs seen running by this process
         self._requeued: set[str] = set()  # of those, the ones pending again: being cancelled
 
-    def list_nodes(self) -> list[Node]:
+    def list_nodes(self) -> Seen:
         """One squeue call for every job of this cluster (every state but terminal ones)."""
-        nodes, lost, seen = [], [], set()
+        nodes: list[Node] = []
+        ended: list[Ended] = []
+        leftovers: list[str] = []
+        seen: set[str] = set()
         # Only jobs watched before squeue ran must be in its answer (a launcher thread may
         # submit one meanwhile).
         watched = dict(self._watched)
@@ -89,11 +89,11 @@ class SlurmBackend:
                 continue
             kind, node_type = owner
             seen.add(job.job_id)
+            node = Node(job.job_id, self.name, kind, node_type, job.state, job.node, job.reason,
+                        job.time_left, time_left_s=_seconds(job), what=self.noun)  # fmt: skip
             if job.state is JobState.GONE:
                 if self._watched.pop(job.job_id, None):
-                    state = job.slurm_state.split()[0]
-                    if self._ended(job.job_id, state, kind, node_type) and job.job_id in self._ran:
-                        lost.append(job.job_id)
+                    ended += self._ended(node, job.slurm_state.split()[0])
                 self._ran.discard(job.job_id)
                 continue
             self._watched[job.job_id] = (kind, node_type)
@@ -102,52 +102,45 @@ class SlurmBackend:
             elif job.state is JobState.PENDING and job.job_id in self._ran | self._requeued:
                 if job.job_id not in self._requeued:  # said once, even if Ray cancelled it first
                     self._requeued.add(job.job_id)
-                    lost.append(job.job_id)
-                    logger.warning("%s job %s (node type %s) was %s by SLURM after it ran (%s): "
-                                   "its Ray node is gone; the job is cancelled, a new one "
-                                   "replaces it if still needed", kind, job.job_id, node_type,
-                                   "suspended" if job.slurm_state.startswith("SUSPENDED")
-                                   else "requeued", job.reason)  # fmt: skip
-                self.terminate([job.job_id])
+                    how = "suspended" if job.slurm_state.startswith("SUSPENDED") else "requeued"
+                    ended.append(Ended(node, f"job {job.job_id} was {how} by SLURM after it ran "
+                                       f"({job.reason}): its Ray node is gone; the job is "
+                                       "cancelled, a new one replaces it if still needed",
+                                       lost=True))  # fmt: skip
+                leftovers.append(job.job_id)
                 continue
-            nodes.append(Node(job.job_id, self.name, kind, node_type, job.state, job.node,
-                              job.reason, job.time_left, time_left_s=_seconds(job),
-                              what=self.noun))  # fmt: skip
+            nodes.append(node)
         for job_id in sorted(watched.keys() - seen):
             # Ended and forgotten by the controller between two looks: ask SLURM's records.
             owner = self._watched.pop(job_id, None)
             if owner is None or job_id in self._cancelled:  # ours: no need to ask how it ended
                 continue
-            if self._ended(job_id, "", *owner) and job_id in self._ran:
-                lost.append(job_id)
+            ended += self._ended(Node(job_id, self.name, *owner, JobState.GONE, what=self.noun), "")
         self._ran &= seen  # forget the jobs SLURM forgot
         self._requeued &= seen
-        if lost and self.on_lost is not None:
-            self.on_lost(lost)
-        return nodes
+        return Seen(nodes, ended, leftovers)
 
-    def _ended(self, job_id: str, state: str, kind: str, node_type: str) -> bool:
+    def _ended(self, node: Node, state: str) -> list[Ended]:
         """A watched job ended in ``state`` (squeue's; "" if it was gone before it was seen
-        ended): say how if it failed, and report a broken type. Returns whether its node was
-        lost under it (its processes may outlive the job: NODE_FAIL, PREEMPTED)."""
-        log = job_log(self.cluster, self.settings.cluster_name, kind, node_type, job_id)
+        ended): how, if it failed (else nothing to report)."""
+        job_id = node.node_id
+        log = job_log(self.cluster, self.settings.cluster_name, node.kind, node.node_type, job_id)
         end = None
         if not state:
             end = how_job_ended(self.slurm, job_id, state, log)
             if not end.state:
                 logger.info("%s job %s (node type %s) ended and SLURM forgot it before it was "
                             "seen ended; the site keeps no record of how (no accounting)",
-                            kind, job_id, node_type)  # fmt: skip
+                            node.kind, job_id, node.node_type)  # fmt: skip
             state = end.state
         # Ray may ask to cancel a job whose node it saw die (preempted, node failed) before
         # SLURM's verdict is in: only a FAILED after our own scancel is ours.
         if state not in FAILED_STATES or (state == "FAILED" and job_id in self._cancelled):
-            return False
+            return []
         end = end or how_job_ended(self.slurm, job_id, state, log)
-        logger.warning("%s node of type %s: %s", kind, node_type, end.describe())
-        if kind == "worker" and end.types_fault and self.on_failure is not None:
-            self.on_failure(node_type, end.describe())
-        return end.state in LOST_STATES
+        return [Ended(node, end.describe(), failed=True,
+                      types_fault=node.kind == "worker" and end.types_fault,
+                      lost=end.state in LOST_STATES and job_id in self._ran)]  # fmt: skip
 
     def launch(self, request: LaunchRequest) -> str:
         script = render(self.settings, self.cluster, request.spec, request.head_address)

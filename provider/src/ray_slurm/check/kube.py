@@ -50,7 +50,7 @@ def check_kubernetes(settings: Settings, report: Report, head_ip: str, probe: bo
     if not settings.kube_types:
         return
     cluster = ClusterDir(settings.state_dir, settings.cluster_name)
-    backend = KubernetesBackend(settings, cluster, on_failure=None)
+    backend = KubernetesBackend(settings, cluster)
     try:
         api = backend.api
         from kubernetes import client

@@ -61,7 +61,7 @@ class Site:
             SlurmType(t.name, _split(t.slurm.get("partition")), t.cpus, t.memory_mb, t.gpus)
             if t.complete else SlurmType(t.name, _split(t.slurm.get("partition")))
             for t in s.node_types.values()
-            if t.backend == "slurm"
+            if t.batch
         )  # fmt: skip
         return cls(s.cluster_name, s.head_mode, s.head_ip, s.state_dir, s.ray_env, s.node_map,
                    s.slurm_bin, s.temp_root, s.slurm_timeout_s, types)  # fmt: skip

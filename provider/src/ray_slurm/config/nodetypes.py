@@ -102,6 +102,11 @@ class NodeTypeSpec:
         return self.backend == "kubernetes"
 
     @property
+    def batch(self) -> bool:
+        """Its nodes are SLURM batch jobs: sbatch options, partitions and time limits apply."""
+        return self.backend == "slurm"
+
+    @property
     def custom_resources(self) -> dict[str, float]:
         return {k: v for k, v in self.resources.items() if k not in RAY_RESOURCE_KEYS}
 
