@@ -33,7 +33,7 @@ PYTHON312 ?= $(shell for p in python3.12 $$HOME/.pyenv/versions/3.12*/bin/python
 
 .PHONY: help setup lint unit e2e test demo site-up site-down clean ansible-lint molecule site-tests
 .PHONY: sites-up site-suites checks e2e-suites
-.PHONY: collection sanity units bench bench-wide
+.PHONY: collection sanity units collection-docs bench bench-wide
 
 help:
 	@echo "make demo   - local SLURM site, ray up, autoscaling workload, ray down"
@@ -141,7 +141,7 @@ site-suites: setup
 
 # The checks that need no site, one after the other.
 checks: setup
-	$(MAKE) --no-print-directory -j1 lint unit sanity units ansible-lint
+	$(MAKE) --no-print-directory -j1 lint unit sanity units ansible-lint collection-docs
 
 # The checks run while the sites come up (most of a site's start is waiting for its daemons;
 # --output-sync keeps each one's output together), then the site suites; the sites are stopped
@@ -202,6 +202,12 @@ sanity: setup collection
 units: setup collection
 	scripts/ansible-test-offline-pip $(PY)
 	$(ANSIBLE_TEST) units --local --python 3.12 --requirements
+
+# antsibull-docs' lint of the collection's documentation: modules' DOCUMENTATION/EXAMPLES/RETURN
+# and the roles' argument_specs (markup, references: a role is R(), not M()).
+collection-docs: setup collection
+	cd $(COLLECTION_DIR) && PATH=$(abspath $(VENV))/bin:$$PATH \
+	  ANSIBLE_COLLECTIONS_PATH=$(abspath build) antsibull-docs lint-collection-docs --plugin-docs .
 
 clean:
 	rm -rf $(VENV) build dist
