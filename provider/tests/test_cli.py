@@ -274,6 +274,26 @@ def test_render_output_writes_only_when_changed(config_file, tmp_path, capsys):
     subprocess.run(["bash", "-n", str(out_dir / "worker-cpu.sh")], check=True)
 
 
+def test_render_prune_removes_the_scripts_of_types_the_config_no_longer_has(
+    config_file, tmp_path, capsys
+):
+    """The site role renders into the shared jobs directory and leaves the naming of scripts to
+    the provider: --prune removes what this render did not write."""
+    out_dir = tmp_path / "jobs"
+    out_dir.mkdir()
+    (out_dir / "worker-gone.sh").write_text("#!/bin/bash\n")
+    (out_dir / "README").write_text("not a script\n")
+    assert main(["render", str(config_file), "--output", str(out_dir), "--prune"]) == 0
+    assert f"removed: {out_dir / 'worker-gone.sh'}" in capsys.readouterr().out
+    assert sorted(p.name for p in out_dir.iterdir()) == ["README", "head-head.sh", "worker-cpu.sh"]
+    assert main(["render", str(config_file), "--output", str(out_dir), "--prune"]) == 0
+    assert capsys.readouterr().out == ""  # nothing changed, nothing removed
+    assert main(["render", str(config_file), "--node-type", "cpu", "--output", str(out_dir),
+                 "--prune"]) == 2  # fmt: skip
+    assert "--prune needs --output and all node types" in capsys.readouterr().err
+    assert (out_dir / "head-head.sh").exists()
+
+
 def test_render_shows_the_pod_of_a_kubernetes_type_and_writes_no_script(
     raw_config, tmp_path, capsys
 ):

@@ -53,10 +53,15 @@ def load_config(path: str) -> tuple[Settings, ClusterDir]:
 def cmd_render(args: argparse.Namespace) -> int:
     """Print (or write) the exact script each node type submits (dask-jobqueue's job_script())."""
     settings, cluster = load_config(args.config)
+    if args.prune and (args.node_type or not args.output):
+        print("ray-slurm render: --prune needs --output and all node types (no --node-type)",
+              file=sys.stderr)  # fmt: skip
+        return check.EXIT_USAGE
     names = [args.node_type] if args.node_type else sorted(settings.node_types)
     head = cluster.head()
     address = args.head_address or (head.address if head else "HEAD_IP:PORT")
     held = backends.make(settings, cluster, Slurm(settings.slurm_bin, settings.slurm_timeout_s))
+    written = set()
     for name in names:
         spec = settings.spec(name)
         preview = held[spec.backend].preview(spec, address)
@@ -64,10 +69,16 @@ def cmd_render(args: argparse.Namespace) -> int:
             print(f"# node type {name} ({spec.kind}): {preview.how}\n{preview.text}")
         elif preview.file_name:  # what a node submits from the jobs directory
             path = Path(args.output) / preview.file_name
+            written.add(path.name)
             if not path.exists() or path.read_text() != preview.text:
                 path.parent.mkdir(parents=True, exist_ok=True)
                 write_private(path, preview.text, 0o755)
                 print(f"changed: {path}")
+    if args.output and args.prune:  # the scripts of node types the config no longer has
+        for stale in sorted(Path(args.output).glob("*.sh")):
+            if stale.name not in written:
+                stale.unlink()
+                print(f"removed: {stale}")
     return 0
 
 
@@ -249,6 +260,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--node-type", help="one node type (default: all)")
     p.add_argument("--head-address", default="", help="for worker scripts (default: the head's)")
     p.add_argument("--output", default="", help="write <kind>-<type>.sh here if changed")
+    p.add_argument("--prune", action="store_true",
+                   help="with --output: remove the other *.sh there (node types no longer in "
+                   "the config); needs all node types")  # fmt: skip
     p.set_defaults(func=cmd_render)
 
     p = sub.add_parser(

@@ -24,6 +24,9 @@ PORTS_TAKEN_EXIT = 75
 START_FAILED_EXIT = 76
 # Ray's own floor for nodes starting at once (``AUTOSCALER_UPSCALING_INITIAL_NUM_NODES``).
 MIN_STARTING = 5
+# A cluster config without ``upscaling_speed``: Ray's documented default (its v2 autoscaler's
+# code falls back to 0.0, ``DEFAULT_UPSCALING_SPEED``; the site role always writes the field).
+DEFAULT_UPSCALING_SPEED = 1.0
 
 
 class LaunchRefused(RuntimeError):

@@ -18,7 +18,7 @@ from typing import Any
 
 from ray_slurm import raynodes
 from ray_slurm.nodes import JobState, Node
-from ray_slurm.policy import start_room
+from ray_slurm.policy import DEFAULT_UPSCALING_SPEED, start_room
 
 logger = logging.getLogger(__name__)
 
@@ -33,10 +33,10 @@ class StartPace:
              cluster_config: Mapping[str, Any]) -> int:  # fmt: skip
         """How many of ``count`` new nodes of the type may start now. ``nodes``: the cluster's
         nodes (those being terminated left out); ``cluster_config``: the uploaded one, with
-        Ray's ``upscaling_speed`` (default 1). If the GCS does not answer, a running job counts
-        as joined (what SLURM knows)."""
+        Ray's ``upscaling_speed`` (default ``DEFAULT_UPSCALING_SPEED``). If the GCS does not
+        answer, a running job counts as joined (what SLURM knows)."""
         speed = cluster_config.get("upscaling_speed")
-        upscaling_speed = 1.0 if speed is None else float(speed)
+        upscaling_speed = DEFAULT_UPSCALING_SPEED if speed is None else float(speed)
         mine = [n for n in nodes.values() if n.node_type == node_type and n.kind == "worker"]
         ids = raynodes.joined(gcs_address)
         if ids is None:

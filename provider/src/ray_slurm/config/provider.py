@@ -33,6 +33,9 @@ from ray_slurm.state import ClusterDir
 __all__ = ["ConfigError", "NodeTypeSpec", "Settings", "bootstrap", "load_settings", "parse_size"]
 
 HEAD_MODES = ("login", "slurm")
+DEFAULT_HEAD_MODE = "login"
+DEFAULT_TEMP_ROOT = "/tmp"  # node-local and short: Ray's socket paths live under it
+DEFAULT_METRICS_EXPORT = False
 WORKER_BACKENDS = ("slurm", "kubernetes")
 DEFAULT_STATE_DIR = "~/.ray-slurm"  # each cluster's files: <state_dir>/<cluster_name>
 DEFAULT_SLURM_TIMEOUT_S = 20  # a SLURM command slower than this is treated as failed
@@ -81,7 +84,7 @@ class Settings:
     demand_poll_ms: int = DEFAULT_DEMAND_POLL_MS
     # Each node's Prometheus metrics export port: it answers anyone who can reach the node,
     # without token or TLS, so it is opened only where the site chose to (for its scraper).
-    metrics_export: bool = False
+    metrics_export: bool = DEFAULT_METRICS_EXPORT
 
     @property
     def kube_types(self) -> list[NodeTypeSpec]:
@@ -125,7 +128,7 @@ def check_provider(provider: Mapping[str, Any], cluster_name: str, problems: lis
     check_cluster_name(cluster_name, problems)
     for key in sorted(set(provider) - PROVIDER_KEYS):
         problems.append(f"provider: unknown key {key!r}")
-    mode = provider.get("head_mode", "login")
+    mode = provider.get("head_mode", DEFAULT_HEAD_MODE)
     if mode not in HEAD_MODES:
         problems.append(f"provider.head_mode: {mode!r} is not one of {', '.join(HEAD_MODES)}")
     for key in ("state_dir", "ray_env", "node_map", "temp_root", "slurm_bin"):
@@ -134,7 +137,7 @@ def check_provider(provider: Mapping[str, Any], cluster_name: str, problems: lis
             problems.append(
                 f"provider.{key}: expected a path without spaces or quotes, got {value!r}"
             )
-    temp_root = os.path.expanduser(str(provider.get("temp_root", "/tmp")))
+    temp_root = os.path.expanduser(str(provider.get("temp_root", DEFAULT_TEMP_ROOT)))
     if len(temp_root) > 24:
         problems.append(
             f"provider.temp_root: {temp_root!r} is too long: Ray's socket paths "
@@ -208,7 +211,7 @@ def resolve_settings(provider: Mapping[str, Any], cluster_name: str, problems: l
         problems.append("head_node_type: required")
     if not isinstance(node_types_cfg, Mapping):
         node_types_cfg = {}
-    mode = provider.get("head_mode", "login")
+    mode = provider.get("head_mode", DEFAULT_HEAD_MODE)
     kube = check_connection(provider.get("kubernetes"), problems)
     specs = {}
     for name, type_cfg in node_types_cfg.items():
@@ -240,7 +243,7 @@ def resolve_settings(provider: Mapping[str, Any], cluster_name: str, problems: l
         head_ip=str(provider.get("head_ip", "")),
         node_map=text("node_map", ""),
         slurm_bin=str(provider.get("slurm_bin", "")),
-        temp_root=text("temp_root", "/tmp"),
+        temp_root=text("temp_root", DEFAULT_TEMP_ROOT),
         slurm_timeout_s=number("slurm_timeout_s", DEFAULT_SLURM_TIMEOUT_S),
         pending_timeout_s=int(number("pending_timeout_s", DEFAULT_PENDING_TIMEOUT_S)),
         head_node_type=str(head_node_type or ""),
@@ -353,7 +356,7 @@ def _default_idle_timeouts(config: dict[str, Any]) -> None:
 
 def fillout_resources(config: dict[str, Any]) -> dict[str, Any]:
     """Fill each type's ``resources`` from its SLURM request; bootstrap reports invalid types."""
-    mode = config.get("provider", {}).get("head_mode", "login")
+    mode = config.get("provider", {}).get("head_mode", DEFAULT_HEAD_MODE)
     head = config.get("head_node_type")
     for name, type_cfg in (config.get("available_node_types") or {}).items():
         kind = "head" if name == head else "worker"
