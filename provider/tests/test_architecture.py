@@ -74,3 +74,19 @@ def test_no_import_cycles():
 def test_every_module_is_small():
     sizes = {name: len(path.read_text().splitlines()) for name, path in _modules().items()}
     assert {name: n for name, n in sizes.items() if n > MAX_LINES} == {}
+
+
+def test_no_backend_name_is_compared_outside_its_backend_and_the_config():
+    """What differs between node types is a property of the type (``spec.burst``,
+    ``spec.batch``) or of the backend, never a name compared elsewhere; the config is where the
+    names are defined (``node_config.backend``)."""
+    import re
+
+    compare = re.compile(r"backend\s*[!=]=\s*[\"']|[\"'](slurm|kubernetes|login)[\"']\s*[!=]=")
+    owners = {"ray_slurm.backends.slurm", "ray_slurm.backends.kube", "ray_slurm.backends.login"}
+    found = {
+        name: [line.strip() for line in path.read_text().splitlines() if compare.search(line)]
+        for name, path in _modules().items()
+        if name not in owners and not name.startswith("ray_slurm.config")
+    }
+    assert {name: lines for name, lines in found.items() if lines} == {}

@@ -21,7 +21,8 @@ from pathlib import Path
 import pytest
 
 from ray_slurm.backends import jobscript
-from ray_slurm.backends.jobscript import job_name, login_head_id, parse_job_name, render
+from ray_slurm.backends.jobscript import job_name, parse_job_name, render
+from ray_slurm.backends.login import login_head_id, login_identity
 from ray_slurm.policy import PORTS_TAKEN_EXIT, START_FAILED_EXIT
 
 HEAD_ADDRESS = "10.0.0.1:6379"
@@ -200,7 +201,13 @@ def test_head_address_is_shell_quoted(settings, cluster):
 
 
 def test_login_head_script(settings, cluster):
-    script = render(settings, cluster, settings.spec("head"), node_ip="10.0.0.9")
+    script = render(
+        settings,
+        cluster,
+        settings.spec("head"),
+        node_ip="10.0.0.9",
+        identity=login_identity(settings, cluster),
+    )
     text = script.text
     assert script.path == str(cluster.jobs_dir / "head-head.sh")
     assert sbatch_lines(text) == []
@@ -411,7 +418,13 @@ def test_running_the_login_head_script(make_settings, fake_ray_env, short_temp_r
     settings = make_settings(change)
     cluster = _cluster(settings).create()
     cluster.bootstrap_config.write_text("cluster_name: example\n")  # as `ray up` would
-    text = render(settings, cluster, settings.spec("head"), node_ip="10.0.0.9").text
+    text = render(
+        settings,
+        cluster,
+        settings.spec("head"),
+        node_ip="10.0.0.9",
+        identity=login_identity(settings, cluster),
+    ).text
     proc = _run(text, tmp_path, job_id=None)
 
     assert proc.returncode == 3, proc.stderr
@@ -611,7 +624,13 @@ while :; do sleep 0.1; done
 
 def test_a_head_that_waits_for_its_loop_leaves_the_gcs_pull_as_ray_has_it(make_settings, cluster):
     settings = make_settings(lambda cfg: cfg["provider"].update(demand_poll_ms=0))
-    text = render(settings, cluster, settings.spec("head"), node_ip="10.0.0.9").text
+    text = render(
+        settings,
+        cluster,
+        settings.spec("head"),
+        node_ip="10.0.0.9",
+        identity=login_identity(settings, cluster),
+    ).text
     assert "export AUTOSCALER_UPDATE_INTERVAL_S=1" in text.splitlines()
     assert "gcs_pull_resource_loads" not in text
 

@@ -8,7 +8,6 @@ reaches a shell unquoted.
 
 from __future__ import annotations
 
-import hashlib
 import os
 import shlex
 from dataclasses import dataclass
@@ -54,6 +53,23 @@ def parse_job_name(name: str, cluster_name: str) -> tuple[str, str] | None:
 
 
 @dataclass(frozen=True)
+class Identity:
+    """How a node script names its node, as shell words: given by the backend that runs it."""
+
+    sbatch: bool  # an sbatch script (SLURM runs it), or a plain one the backend starts itself
+    instance_id: str  # the node's cloud instance id (RAY_CLOUD_INSTANCE_ID)
+    port_seed: str  # what the node's Ray ports are derived from
+    temp_template: str  # mktemp template of the node's private temp dir
+
+
+def batch_identity(settings: Settings) -> Identity:
+    """A SLURM job's: its job id names the node and seeds its ports and temp dir."""
+    job = '"$SLURM_JOB_ID"'
+    temp = shlex.quote(os.path.join(settings.temp_root, "rs-")) + job + ".XXXXXX"
+    return Identity(sbatch=True, instance_id=job, port_seed=job, temp_template=temp)
+
+
+@dataclass(frozen=True)
 class NodeScript:
     path: str
     text: str
@@ -83,24 +99,16 @@ def render(
     spec: NodeTypeSpec,
     head_address: str = "",
     node_ip: str = "",
+    identity: Identity | None = None,
 ) -> NodeScript:
-    """The script for ``spec``: an sbatch script for SLURM types, a plain one for the login head."""
-    sbatch = spec.batch
-    if sbatch:
-        instance_id = port_seed = '"$SLURM_JOB_ID"'
-        temp_template = (
-            shlex.quote(os.path.join(settings.temp_root, "rs-")) + '"$SLURM_JOB_ID".XXXXXX'
-        )
-    else:
-        instance_id = shlex.quote(login_head_id())
-        port_seed = shlex.quote(str(cluster.root))
-        digest = hashlib.sha256(str(cluster.root).encode()).hexdigest()[:10]
-        temp_template = shlex.quote(os.path.join(settings.temp_root, f"rs-h{digest}.XXXXXX"))
+    """The script for ``spec``: by default an sbatch script (``batch_identity``); a backend that
+    starts the script itself passes its own ``identity`` (the login head)."""
+    identity = identity or batch_identity(settings)
     if spec.kind == "worker" and not head_address:
         raise ValueError("a worker script needs the head's address")
     bin_dir = os.path.join(settings.ray_env, "bin")
     text = _env.get_template("ray-node.sh.j2").render(
-        sbatch=sbatch,
+        sbatch=identity.sbatch,
         spec=spec,
         start=ray_start(
             spec, settings.autoscaler_interval_s, settings.demand_poll_ms, settings.metrics_export
@@ -109,9 +117,9 @@ def render(
         cluster_name=settings.cluster_name,
         job_name=job_name(settings.cluster_name, spec.kind, spec.name),
         log_dir=str(cluster.logs_dir),
-        instance_id=instance_id,
-        temp_template=temp_template,
-        port_seed=port_seed,
+        instance_id=identity.instance_id,
+        temp_template=identity.temp_template,
+        port_seed=identity.port_seed,
         token_file=str(cluster.token_file),
         ca_file=str(cluster.ca_file),
         tls=tls,
@@ -136,8 +144,3 @@ def render(
     )
     path = os.path.join(cluster.jobs_dir, f"{spec.kind}-{spec.name}.sh")
     return NodeScript(path=path, text=text, node_type=spec.name, kind=spec.kind)
-
-
-def login_head_id() -> str:
-    """The node id of a head that runs on the login node (it has no SLURM job id)."""
-    return "login-head"

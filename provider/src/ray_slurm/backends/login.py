@@ -7,8 +7,10 @@ process group of its own instead of ``sbatch``; commands run on the login node i
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import logging
 import os
+import shlex
 import signal
 import socket
 import subprocess
@@ -18,7 +20,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from ray_slurm.backends.base import LaunchRequest, Preview
-from ray_slurm.backends.jobscript import login_head_id, render
+from ray_slurm.backends.jobscript import Identity, render
 from ray_slurm.config import NodeTypeSpec, Settings
 from ray_slurm.jobenv import clean_env
 from ray_slurm.nodemap import NodeAddresses
@@ -30,6 +32,21 @@ if TYPE_CHECKING:
     from ray_slurm.command_runner import CommandContext, LocalCommandRunner
 
 logger = logging.getLogger(__name__)
+
+
+def login_head_id() -> str:
+    """The node id of a head that runs on the login node (it has no SLURM job id)."""
+    return "login-head"
+
+
+def login_identity(settings: Settings, cluster: ClusterDir) -> Identity:
+    """How the login head's script names it: no job id, so its id is fixed, its ports are
+    seeded by the cluster's directory and its temp dir carries a digest of it."""
+    digest = hashlib.sha256(str(cluster.root).encode()).hexdigest()[:10]
+    return Identity(sbatch=False, instance_id=shlex.quote(login_head_id()),
+                    port_seed=shlex.quote(str(cluster.root)),
+                    temp_template=shlex.quote(os.path.join(settings.temp_root,
+                                                           f"rs-h{digest}.XXXXXX")))  # fmt: skip
 
 
 class LoginBackend:
@@ -70,7 +87,13 @@ class LoginBackend:
 
     def launch(self, request: LaunchRequest) -> str:
         node_ip = self.addresses.login_ip(self.settings.head_ip)
-        script = render(self.settings, self.cluster, request.spec, node_ip=node_ip)
+        script = render(
+            self.settings,
+            self.cluster,
+            request.spec,
+            node_ip=node_ip,
+            identity=login_identity(self.settings, self.cluster),
+        )
         write_private(Path(script.path), script.text, 0o700)
         flags = os.O_WRONLY | os.O_CREAT | os.O_APPEND
         fd = os.open(self.cluster.logs_dir / "head-login.log", flags, 0o600)
@@ -128,7 +151,13 @@ class LoginBackend:
 
     def preview(self, spec: NodeTypeSpec, head_address: str) -> Preview:
         node_ip = self.settings.head_ip or "LOGIN_NODE_IP"
-        script = render(self.settings, self.cluster, spec, node_ip=node_ip)
+        script = render(
+            self.settings,
+            self.cluster,
+            spec,
+            node_ip=node_ip,
+            identity=login_identity(self.settings, self.cluster),
+        )
         return Preview(f"bash {script.path}", script.text, Path(script.path).name)
 
 
