@@ -27,7 +27,7 @@ from support.cluster import Cluster, example_config  # noqa: E402
 from support.drivers import result  # noqa: E402
 from support.procs import run  # noqa: E402
 
-from ray_slurm.slurm import Slurm  # noqa: E402
+from ray_slurm.backends.slurm.client import Slurm  # noqa: E402
 
 HARNESS = Account()
 BIN = Path(HARNESS.bin("python")).parent  # the harness's tools (ansible-playbook, ...)

@@ -32,7 +32,7 @@ from support.accounts import User, site_ray_env
 from support.drivers import result
 from support.procs import WaitTimeout, wait_for
 
-from ray_slurm.slurm import Slurm
+from ray_slurm.backends.slurm.client import Slurm
 
 NODES, CPUS, TASKS = 3, 2, 6
 USER = User("rsl-eve")

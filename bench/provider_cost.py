@@ -28,8 +28,8 @@ from support.drivers import result
 from support.procs import run
 from teardown import submit_held
 
-from ray_slurm.nodes import JobState
-from ray_slurm.slurm import Slurm
+from ray_slurm.backends.nodes import JobState
+from ray_slurm.backends.slurm.client import Slurm
 
 GOAL_CALLS = 1  # per tick
 GOAL_MS = 30.0  # per tick: the loop's wait, and the provider's time with its listing thread

@@ -25,9 +25,11 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
 import yaml  # noqa: E402
 from support.cluster import example_config  # noqa: E402
 
-from ray_slurm import burst, config, provider  # noqa: E402
-from ray_slurm.slurm import Slurm  # noqa: E402
-from ray_slurm.state import ClusterDir, write_private  # noqa: E402
+from ray_slurm import config
+from ray_slurm.autoscaler import provider  # noqa: E402
+from ray_slurm.backends.slurm.client import Slurm  # noqa: E402
+from ray_slurm.cluster import burst
+from ray_slurm.host.state import ClusterDir, write_private  # noqa: E402
 
 
 def tick(p: provider.SlurmNodeProvider) -> tuple[int, float, int]:

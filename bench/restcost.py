@@ -18,8 +18,8 @@ from typing import Any
 
 from common import bench_cluster, component, log, process_tree
 
+from ray_slurm.backends.nodes import JobState
 from ray_slurm.config.provider import DEFAULT_DEMAND_POLL_MS
-from ray_slurm.nodes import JobState
 
 SETTLE_S = 15  # after the worker joined: ray up's and the join's own work is over
 WINDOW_S = 30

@@ -45,8 +45,8 @@ import wide  # noqa: E402
 from common import REPO, bench_cluster, log, site_info, user_workdir  # noqa: E402
 from report import table  # noqa: E402
 
-from ray_slurm.net import route_ip  # noqa: E402
-from ray_slurm.slurm import Slurm  # noqa: E402
+from ray_slurm.backends.slurm.client import Slurm  # noqa: E402
+from ray_slurm.host.net import route_ip  # noqa: E402
 
 IDLE_MINUTES = 0.1  # workers idle for 6 s are cancelled: the scale-up rounds follow each other
 

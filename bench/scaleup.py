@@ -13,8 +13,8 @@ from support.cluster import Cluster
 from support.drivers import result
 
 from ray_slurm import config
-from ray_slurm.slurm import Slurm
-from ray_slurm.state import ClusterDir
+from ray_slurm.backends.slurm.client import Slurm
+from ray_slurm.host.state import ClusterDir
 
 GOAL_RATIO = 1.25
 DRIVER = Path(__file__).resolve().parent / "scaleup_driver.py"

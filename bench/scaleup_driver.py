@@ -33,9 +33,9 @@ from common import job_processes, process_tree, pss_by_component, pss_kib  # noq
 from support.jobs import job_state  # noqa: E402
 from support.procs import wait_for  # noqa: E402
 
-from ray_slurm.backends.jobscript import START_TIMEOUT_SAID, parse_job_name  # noqa: E402
-from ray_slurm.nodes import JobState  # noqa: E402
-from ray_slurm.slurm import Slurm  # noqa: E402
+from ray_slurm.backends.nodes import JobState  # noqa: E402
+from ray_slurm.backends.slurm.client import Slurm  # noqa: E402
+from ray_slurm.backends.slurm.jobscript import START_TIMEOUT_SAID, parse_job_name  # noqa: E402
 
 P = json.loads(sys.argv[1])
 slurm = Slurm()
@@ -87,7 +87,7 @@ tmp=/tmp/rb-$SLURM_JOB_ID
 mkdir -p -m 700 "$tmp"
 trap 'rm -rf "$tmp"' EXIT
 # the cluster speaks TLS: a node needs a certificate of its CA for its address, as any node
-RAY_SLURM_TLS_CA="$(cat {ca_file})" {python} -m ray_slurm.tls --out "$tmp" --ip "$ip"
+RAY_SLURM_TLS_CA="$(cat {ca_file})" {python} -m ray_slurm.host.tls --out "$tmp" --ip "$ip"
 export RAY_USE_TLS=1 RAY_TLS_SERVER_CERT="$tmp/tls.crt" RAY_TLS_SERVER_KEY="$tmp/tls.key" \
     RAY_TLS_CA_CERT="$tmp/ca.crt"
 agent_port=$(({base}))

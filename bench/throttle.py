@@ -27,7 +27,7 @@ from common import BENCH_USER, bench_cluster, log
 from support.cluster import Cluster
 from support.procs import run
 
-from ray_slurm.nodes import JobState
+from ray_slurm.backends.nodes import JobState
 
 CLUSTERS = 10
 REST_S = 60.0

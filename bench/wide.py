@@ -19,7 +19,7 @@ import teardown
 from common import bench_cluster, log, median
 from scaleup import driver_params, run_driver
 
-from ray_slurm.slurm import Slurm
+from ray_slurm.backends.slurm.client import Slurm
 
 DRIVER = Path(__file__).resolve().parent / "wide_driver.py"
 # At most max(5, 0.1 x joined) nodes starting: 5 until 50 have joined (the floor's WAVE).

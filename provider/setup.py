@@ -1,5 +1,6 @@
 """The wheel also carries ``ray_slurm_private_tmp.pth`` at the top of site-packages: the start-up
-hook that gives every Python of the Ray environment a private temp root (``ray_slurm.usertmp``).
+hook that gives every Python of the Ray environment a private temp root
+(``ray_slurm.hooks.usertmp``).
 setuptools has no option for a top-level file, hence this one build step (as pytest-cov does)."""
 
 import os

@@ -17,8 +17,9 @@ from typing import Any
 import pytest
 import yaml
 
-from ray_slurm import config, usertmp
-from ray_slurm.state import ClusterDir
+from ray_slurm import config
+from ray_slurm.hooks import usertmp
+from ray_slurm.host.state import ClusterDir
 
 EXAMPLE_CONFIG = Path(__file__).resolve().parents[2] / "examples" / "ray-slurm.yaml"
 

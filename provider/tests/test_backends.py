@@ -9,13 +9,13 @@ from pathlib import Path
 
 import pytest
 
-from ray_slurm.backends import slurm as slurm_backend
 from ray_slurm.backends.base import LaunchRequest
 from ray_slurm.backends.login import LoginBackend
-from ray_slurm.backends.slurm import SlurmBackend
-from ray_slurm.nodes import Node
-from ray_slurm.private import user_name
-from ray_slurm.slurm import Slurm, SlurmError
+from ray_slurm.backends.nodes import Node
+from ray_slurm.backends.slurm import backend as slurm_backend
+from ray_slurm.backends.slurm.backend import SlurmBackend
+from ray_slurm.backends.slurm.client import Slurm, SlurmError
+from ray_slurm.host.private import user_name
 
 
 def test_a_job_is_cancelled_once_while_it_drains(

@@ -5,7 +5,8 @@ from __future__ import annotations
 import pytest
 import yaml
 
-from ray_slurm import burst, config
+from ray_slurm import config
+from ray_slurm.cluster import burst
 from ray_slurm.config.kubetypes import head_versions
 
 RAY, PY = head_versions().split(" ")

@@ -15,9 +15,9 @@ from pathlib import Path
 import pytest
 import yaml
 
-from ray_slurm import check
-from ray_slurm.cli import build_parser, main
-from ray_slurm.slurm import Slurm
+from ray_slurm.backends.slurm.client import Slurm
+from ray_slurm.cli import check
+from ray_slurm.cli.main import build_parser, main
 
 PARTITIONS = """\
 debug*|up|2|4000|(null)|idle
@@ -245,7 +245,7 @@ def test_ports_held_by_other_accounts_are_not_blamed_on_stale_ray(
 ):
     """A neighbour holds the provider's whole port range: the check names the holders' uids,
     instead of telling the user to stop Ray processes they do not have."""
-    from ray_slurm.check import site
+    from ray_slurm.cli.check import site
 
     def no_ports(count, seed):
         raise RuntimeError(f"fewer than {count} free ports in 24000-32000")

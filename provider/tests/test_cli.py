@@ -13,9 +13,9 @@ import pytest
 import yaml
 from conftest import mode
 
-from ray_slurm.cli import main
-from ray_slurm.net import PORT_RANGE, free_ports
-from ray_slurm.state import ClusterDir
+from ray_slurm.cli.main import main
+from ray_slurm.host.net import PORT_RANGE, free_ports
+from ray_slurm.host.state import ClusterDir
 
 
 def hold(port: int) -> socket.socket:
@@ -143,7 +143,7 @@ def test_env_refuses_a_head_that_is_gone(
     head_runs(cluster, bootstrapped, fake_bin, tmp_path, node_id="77")
     cluster.publish_head({"ip": "10.0.0.7", "gcs_port": 24001, "node_id": "76",
                           "ports_held": True})  # fmt: skip
-    with caplog.at_level(logging.ERROR, logger="ray_slurm.cli"):
+    with caplog.at_level(logging.ERROR, logger="ray_slurm.cli.main"):
         assert main(["env", str(config_file)]) == 1
     assert capsys.readouterr().out == ""
     assert "the head of the cluster at" in caplog.text and "no longer runs" in caplog.text
@@ -158,7 +158,7 @@ def test_env_without_the_clusters_ca_names_it(
     head_runs(cluster, bootstrapped, fake_bin, tmp_path)
     cluster.publish_head({"ip": "10.0.0.7", "gcs_port": 24001, "dashboard_port": 24002,
                           "node_id": "77", "ports_held": True})  # fmt: skip
-    with caplog.at_level(logging.ERROR, logger="ray_slurm.cli"):
+    with caplog.at_level(logging.ERROR, logger="ray_slurm.cli.main"):
         assert main(["env", str(config_file)]) == 1
     assert capsys.readouterr().out == ""
     assert f"cannot read the cluster's CA {cluster.ca_file}" in caplog.text
@@ -185,7 +185,7 @@ def test_env_quotes_odd_state_dir(raw_config, tmp_path, capsys, bootstrapped, fa
 
 
 def test_env_without_head_fails_with_a_message(config_file, state_dir, capsys, caplog):
-    with caplog.at_level(logging.ERROR, logger="ray_slurm.cli"):
+    with caplog.at_level(logging.ERROR, logger="ray_slurm.cli.main"):
         assert main(["env", str(config_file)]) == 1
     assert capsys.readouterr().out == ""
     assert "no running head" in caplog.text
@@ -194,13 +194,13 @@ def test_env_without_head_fails_with_a_message(config_file, state_dir, capsys, c
 
 def test_env_with_incomplete_head_record_fails(config_file, state_dir, capsys, caplog):
     ClusterDir(state_dir, "example").publish_head({"ip": "10.0.0.7"})
-    with caplog.at_level(logging.ERROR, logger="ray_slurm.cli"):
+    with caplog.at_level(logging.ERROR, logger="ray_slurm.cli.main"):
         assert main(["env", str(config_file)]) == 1
     assert "gcs_port" in caplog.text
 
 
 def test_env_missing_config_file_fails(tmp_path, caplog):
-    with caplog.at_level(logging.ERROR, logger="ray_slurm.cli"):
+    with caplog.at_level(logging.ERROR, logger="ray_slurm.cli.main"):
         assert main(["env", str(tmp_path / "missing.yaml")]) == 1
     assert "missing.yaml" in caplog.text
 
@@ -219,13 +219,13 @@ def test_env_refuses_a_config_it_cannot_read_naming_the_value(tmp_path, caplog, 
     traceback (it was an AttributeError)."""
     path = tmp_path / "c.yaml"
     path.write_text(text)
-    with caplog.at_level(logging.ERROR, logger="ray_slurm.cli"):
+    with caplog.at_level(logging.ERROR, logger="ray_slurm.cli.main"):
         assert main(["env", str(path)]) == 1
     assert named in caplog.text
 
 
 def test_wait_head_gives_up(tmp_path, caplog):
-    with caplog.at_level(logging.ERROR, logger="ray_slurm.cli"):
+    with caplog.at_level(logging.ERROR, logger="ray_slurm.cli.main"):
         assert main(["wait-head", "--cluster-dir", str(tmp_path / "c"), "--timeout", "0"]) == 1
     assert "did not come up" in caplog.text
 
@@ -326,7 +326,7 @@ def test_render_rejects_a_bad_config_naming_the_field(config_file, caplog):
 def test_the_cli_does_not_import_ray_and_the_provider_does():
     """`ray-slurm` runs in head scripts (publish-head) and for users: importing Ray (~1 s) there
     would slow them down (found by `make bench`)."""
-    code = "import sys, ray_slurm.cli; sys.exit('ray' in sys.modules)"
+    code = "import sys, ray_slurm.cli.main; sys.exit('ray' in sys.modules)"
     assert subprocess.run([sys.executable, "-c", code], check=False).returncode == 0
     code = "import ray_slurm; print(ray_slurm.SlurmNodeProvider.__name__)"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)

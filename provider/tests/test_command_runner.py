@@ -10,14 +10,14 @@ from pathlib import Path
 import pytest
 from ray.autoscaler._private.subprocess_output_util import ProcessRunnerError
 
-from ray_slurm.command_runner import (
+from ray_slurm.backends.command_runner import (
     EXEC_STOP_SUFFIX,
     CommandRefused,
     LocalCommandRunner,
     SrunCommandRunner,
     is_ray_stop,
 )
-from ray_slurm.private import user_name
+from ray_slurm.host.private import user_name
 
 
 class NoProcesses:

@@ -9,7 +9,7 @@ import json
 import yaml
 
 from ray_slurm import config
-from ray_slurm.cli import main
+from ray_slurm.cli.main import main
 from ray_slurm.config import Problem
 
 

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import time
 
-from ray_slurm.core import Core, News
-from ray_slurm.nodes import Ended, JobState, Node
-from ray_slurm.policy import TypeBackoff
-from ray_slurm.watch import NodeWatch
+from ray_slurm.backends.nodes import Ended, JobState, Node
+from ray_slurm.cluster.core import Core, News
+from ray_slurm.cluster.policy import TypeBackoff
+from ray_slurm.cluster.watch import NodeWatch
 
 
 def job(node_id: str, state: JobState = JobState.RUNNING, reason: str = "") -> Node:

@@ -15,8 +15,8 @@ from typing import Any
 import pytest
 from ray.core.generated.autoscaler_pb2 import ClusterResourceState, GetClusterResourceStateReply
 
-from ray_slurm import demandwake
-from ray_slurm.demandwake import DemandAwareTime, demand_of, grew
+from ray_slurm.hooks import demandwake
+from ray_slurm.hooks.demandwake import DemandAwareTime, demand_of, grew
 
 
 def state(*shapes: tuple[dict[str, float], int], groups: int = 0, asked: int = 0) -> Any:

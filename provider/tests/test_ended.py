@@ -4,9 +4,15 @@ from __future__ import annotations
 
 import dataclasses
 
-from ray_slurm.ended import JobEnd, how_job_ended, log_tail, parse_sacct, parse_scontrol_job
-from ray_slurm.policy import PORTS_TAKEN_EXIT, START_FAILED_EXIT
-from ray_slurm.slurm import Slurm
+from ray_slurm.backends.nodes import PORTS_TAKEN_EXIT, START_FAILED_EXIT
+from ray_slurm.backends.slurm.client import Slurm
+from ray_slurm.backends.slurm.ended import (
+    JobEnd,
+    how_job_ended,
+    log_tail,
+    parse_sacct,
+    parse_scontrol_job,
+)
 
 # Real output of `scontrol show job -o` on the local site (Slurm 22.05) for `exit 3`, shortened.
 SCONTROL = (

@@ -1,4 +1,4 @@
-"""A head's life as clients see it (ray_slurm.headlife): published, holding its ports, gone.
+"""A head's life as clients see it (ray_slurm.cli.headlife): published, holding its ports, gone.
 
 The tests run as root; "another account" is a listener started as nobody (65534).
 """
@@ -12,11 +12,11 @@ import time
 
 import pytest
 
-from ray_slurm import headlife
-from ray_slurm.cli import main
-from ray_slurm.net import listeners
-from ray_slurm.policy import PORTS_TAKEN_EXIT
-from ray_slurm.state import ClusterDir
+from ray_slurm.backends.nodes import PORTS_TAKEN_EXIT
+from ray_slurm.cli import headlife
+from ray_slurm.cli.main import main
+from ray_slurm.host.net import listeners
+from ray_slurm.host.state import ClusterDir
 
 NOBODY = 65534
 TEMP_DIR = "/tmp/rs-h1.abc/r"

@@ -6,8 +6,8 @@ import os
 import subprocess
 import sys
 
-from ray_slurm.jobnode import main
-from ray_slurm.net import free_ports
+from ray_slurm.cli.node import main
+from ray_slurm.host.net import free_ports
 
 
 def test_it_prints_the_node_address_then_the_ports(fake_bin, tmp_path, monkeypatch, capsys):
@@ -37,7 +37,7 @@ def test_it_waits_for_an_unreachable_slurmctld(fake_bin, tmp_path, monkeypatch, 
              '  echo "slurm_load_node: Unable to contact slurm controller (connect failure)" >&2\n'
              '  exit 1\nfi\necho "n1|10.0.0.5|n1"')  # fmt: skip
     monkeypatch.setenv("PATH", f"{tmp_path / 'bin'}:{os.environ['PATH']}")
-    monkeypatch.setattr("ray_slurm.jobnode.time.sleep", lambda s: None)
+    monkeypatch.setattr("ray_slurm.cli.node.time.sleep", lambda s: None)
     assert main(["1", "--seed", "1", "--node", "n1"]) == 0
     assert capsys.readouterr().out.split()[0] == "10.0.0.5"
     assert len(count.read_text().splitlines()) == 3
@@ -55,8 +55,9 @@ def test_an_unknown_node_is_named_without_a_traceback(fake_bin, tmp_path, monkey
 
 def test_it_imports_neither_ray_nor_the_cli_nor_templates():
     """It runs in every job before `ray start`: only what it needs is imported (~0.1 s)."""
-    code = ("import sys, ray_slurm.jobnode\n"
-            "heavy = {'ray', 'jinja2', 'ray_slurm.cli', 'ray_slurm.config', 'ray_slurm.backends'}\n"
+    code = ("import sys, ray_slurm.cli.node\n"
+            "heavy = {'ray', 'jinja2', 'ray_slurm.cli.main', 'ray_slurm.config',\n"
+            "         'ray_slurm.backends.factory', 'ray_slurm.backends.slurm.jobscript'}\n"
             "sys.exit(sorted(heavy & set(sys.modules)) or 0)")  # fmt: skip
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=False)
     assert proc.returncode == 0, proc.stderr
@@ -87,7 +88,7 @@ def test_a_temp_root_others_control_is_refused_before_anything_is_written(tmp_pa
 
 
 def test_a_node_dir_in_a_sticky_shared_temp_root_is_used(tmp_path, capsys):
-    from ray_slurm import tls
+    from ray_slurm.host import tls
 
     temp_root = tmp_path / "tmp"
     temp_root.mkdir()

@@ -20,10 +20,10 @@ from pathlib import Path
 
 import pytest
 
-from ray_slurm.backends import jobscript
-from ray_slurm.backends.jobscript import job_name, parse_job_name, render
 from ray_slurm.backends.login import login_head_id, login_identity
-from ray_slurm.policy import PORTS_TAKEN_EXIT, START_FAILED_EXIT
+from ray_slurm.backends.nodes import PORTS_TAKEN_EXIT, START_FAILED_EXIT
+from ray_slurm.backends.slurm import jobscript
+from ray_slurm.backends.slurm.jobscript import job_name, parse_job_name, render
 
 HEAD_ADDRESS = "10.0.0.1:6379"
 SETUP = ['echo "setup ran" > "$SETUP_MARK"', "module load python/3.12 || true"]
@@ -253,7 +253,7 @@ def test_slurm_head_script(make_settings):
 
 
 def _cluster(settings):
-    from ray_slurm.state import ClusterDir
+    from ray_slurm.host.state import ClusterDir
 
     return ClusterDir(settings.state_dir, settings.cluster_name)
 

@@ -26,12 +26,13 @@ from kubernetes.client import (
     V1PodStatus,
 )
 
-from ray_slurm import config, tls
-from ray_slurm.backends import podspec
-from ray_slurm.backends.kube import pod_state
+from ray_slurm import config
+from ray_slurm.backends.kube import podspec
+from ray_slurm.backends.kube.backend import pod_state
+from ray_slurm.backends.nodes import JobState
 from ray_slurm.config import kubetypes
 from ray_slurm.config.kubetypes import head_versions, image_mismatch
-from ray_slurm.nodes import JobState
+from ray_slurm.host import tls
 
 RAY, PY = head_versions().split(" ")
 IMAGE = f"rayproject/ray:{RAY}-py{PY.replace('.', '')}"

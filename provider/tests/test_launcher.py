@@ -5,7 +5,7 @@ from __future__ import annotations
 import click
 import pytest
 
-from ray_slurm.launcher import (
+from ray_slurm.autoscaler.launcher import (
     beyond_min_workers,
     keep_min_workers_requested,
     restart_requested,
@@ -68,7 +68,7 @@ def test_min_workers_beyond_what_runs_keeps_everything():
 def test_only_rays_legacy_field_noise_is_quieted():
     import logging
 
-    from ray_slurm import launcher
+    from ray_slurm.autoscaler import launcher
 
     launcher.quiet_ray_legacy_field_warnings()
     launcher.quiet_ray_legacy_field_warnings()

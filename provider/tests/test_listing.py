@@ -13,11 +13,11 @@ from collections.abc import Callable, Iterator
 import pytest
 
 from ray_slurm import config
-from ray_slurm.listing import Listing
-from ray_slurm.nodes import Ended, JobState, Node, Seen
-from ray_slurm.policy import TypeBackoff
-from ray_slurm.state import ClusterDir
-from ray_slurm.watch import NodeWatch
+from ray_slurm.backends.nodes import Ended, JobState, Node, Seen
+from ray_slurm.cluster.listing import Listing
+from ray_slurm.cluster.policy import TypeBackoff
+from ray_slurm.cluster.watch import NodeWatch
+from ray_slurm.host.state import ClusterDir
 
 WAIT_S = 10  # generous: only a broken listing makes a test wait this long
 

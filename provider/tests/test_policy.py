@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from ray_slurm.policy import (
+from ray_slurm.backends.slurm.formats import parse_duration
+from ray_slurm.cluster.policy import (
     BACKOFF_MAX_S,
     BACKOFF_START_S,
     HEAD_TIME_MARGIN_S,
@@ -13,7 +14,6 @@ from ray_slurm.policy import (
     start_room,
     worker_time_limit_minutes,
 )
-from ray_slurm.slurm import parse_duration
 
 
 class Clock:

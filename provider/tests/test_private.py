@@ -12,9 +12,9 @@ from pathlib import Path
 
 import pytest
 
-from ray_slurm import usertmp
-from ray_slurm.private import UnsafePathError, check_private_dir, ensure_private_dir
-from ray_slurm.state import ClusterDir
+from ray_slurm.hooks import usertmp
+from ray_slurm.host.private import UnsafePathError, check_private_dir, ensure_private_dir
+from ray_slurm.host.state import ClusterDir
 
 NOBODY = 65534
 

@@ -27,13 +27,15 @@ from ray.autoscaler.tags import (
     TAG_RAY_USER_NODE_TYPE,
 )
 
-from ray_slurm import SlurmNodeProvider, burst, config, demandwake, raynodes
-from ray_slurm import provider as provider_module
+from ray_slurm import SlurmNodeProvider, config
+from ray_slurm.autoscaler import provider as provider_module
+from ray_slurm.autoscaler.launcher import HeadStartedElsewhere
 from ray_slurm.backends.base import LaunchRequest, Preview
-from ray_slurm.errors import BackendBusy, BackendError
-from ray_slurm.launcher import HeadStartedElsewhere
-from ray_slurm.nodes import Ended, JobState, Node, Seen
-from ray_slurm.policy import LaunchRefused
+from ray_slurm.backends.errors import BackendBusy, BackendError
+from ray_slurm.backends.nodes import Ended, JobState, Node, Seen
+from ray_slurm.cluster import burst, raynodes
+from ray_slurm.cluster.policy import LaunchRefused
+from ray_slurm.hooks import demandwake
 
 WORKER_TAGS = {TAG_RAY_NODE_KIND: NODE_KIND_WORKER, TAG_RAY_USER_NODE_TYPE: "cpu"}
 HEAD_TAGS = {TAG_RAY_NODE_KIND: NODE_KIND_HEAD, TAG_RAY_USER_NODE_TYPE: "head"}

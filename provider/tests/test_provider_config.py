@@ -10,8 +10,8 @@ import pytest
 import yaml
 
 from ray_slurm import SlurmNodeProvider, config
-from ray_slurm.launcher import ConfigRefused
-from ray_slurm.state import ClusterDir
+from ray_slurm.autoscaler.launcher import ConfigRefused
+from ray_slurm.host.state import ClusterDir
 
 
 def test_a_bad_config_is_a_click_error_listing_every_problem(raw_config):
@@ -44,7 +44,7 @@ def test_a_state_dir_without_flock_is_a_click_error(bootstrapped, monkeypatch):
     """No filesystem here refuses flock: ``fcntl.flock`` is replaced (docs/faults.md)."""
     import errno
 
-    from ray_slurm import state
+    from ray_slurm.host import state
 
     def refuse(fd, op):
         raise OSError(errno.ENOSYS, "Function not implemented")

@@ -10,9 +10,9 @@ import logging
 
 import pytest
 
-from ray_slurm import ratelimit
-from ray_slurm.errors import BackendBusy
-from ray_slurm.slurm import Slurm, SlurmError, Throttled
+from ray_slurm.backends.errors import BackendBusy
+from ray_slurm.backends.slurm import ratelimit
+from ray_slurm.backends.slurm.client import Slurm, SlurmError, Throttled
 
 # squeue -v of 24.11 (its options dump goes to stdout, then the jobs).
 VERBOSE_STDOUT = """\

@@ -6,7 +6,7 @@ from dataclasses import dataclass
 
 import pytest
 
-from ray_slurm import raynodes
+from ray_slurm.cluster import raynodes
 
 
 @dataclass

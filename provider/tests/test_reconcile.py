@@ -12,8 +12,8 @@ from ray.autoscaler.tags import (
     TAG_RAY_USER_NODE_TYPE,
 )
 
-from ray_slurm.nodes import JobState, Node
-from ray_slurm.reconcile import nodes_in_state, reconcile
+from ray_slurm.backends.nodes import JobState, Node
+from ray_slurm.cluster.reconcile import nodes_in_state, reconcile
 
 
 def job(node_id: str, kind: str = "worker", node_type: str = "cpu") -> Node:

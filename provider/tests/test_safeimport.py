@@ -1,4 +1,4 @@
-"""No import from a directory another account can write (ray_slurm.safeimport).
+"""No import from a directory another account can write (ray_slurm.hooks.safeimport).
 
 The tests run as root, so "another account" is a directory chowned to nobody (65534); the
 whole rule is also tested as Python applies it, in a fresh interpreter whose working directory
@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from ray_slurm.safeimport import unsafe_reason
+from ray_slurm.hooks.safeimport import unsafe_reason
 
 NOBODY = 65534
 PTH = Path(__file__).parents[1] / "src" / "ray_slurm_private_tmp.pth"

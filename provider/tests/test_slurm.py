@@ -7,10 +7,8 @@ import time
 
 import pytest
 
-from ray_slurm.jobenv import clean_env
-from ray_slurm.nodes import JobState
-from ray_slurm.private import user_name
-from ray_slurm.slurm import (
+from ray_slurm.backends.nodes import JobState
+from ray_slurm.backends.slurm.client import (
     Job,
     Slurm,
     SlurmError,
@@ -21,6 +19,8 @@ from ray_slurm.slurm import (
     parse_squeue,
     parse_version,
 )
+from ray_slurm.backends.slurm.jobenv import clean_env
+from ray_slurm.host.private import user_name
 
 # ------------------------------------------------------------------------------------- states
 

@@ -9,7 +9,7 @@ import os
 import pytest
 from conftest import mode
 
-from ray_slurm.state import STATE_VERSION, ClusterDir, Head, write_private
+from ray_slurm.host.state import STATE_VERSION, ClusterDir, Head, write_private
 
 
 @pytest.fixture
@@ -154,7 +154,7 @@ def test_a_filesystem_without_flock_is_a_clear_error_and_leaks_nothing(cdir, mon
     such mount here: the refusal is produced by replacing ``fcntl.flock`` (docs/faults.md)."""
     import errno
 
-    from ray_slurm import state as state_module
+    from ray_slurm.host import state as state_module
 
     def refuse(fd, op):
         raise OSError(errno.ENOLCK, os.strerror(errno.ENOLCK))
@@ -219,7 +219,7 @@ def test_unreadable_head_record_is_no_head(cdir):
 
 _WRITER = """
 import sys
-from ray_slurm.state import ClusterDir
+from ray_slurm.host.state import ClusterDir
 cluster = ClusterDir(sys.argv[1], "c")
 i = 0
 while True:

@@ -1,4 +1,4 @@
-"""TLS between the cluster's processes (ray_slurm.tls): who can prove to be the cluster.
+"""TLS between the cluster's processes (ray_slurm.host.tls): who can prove to be the cluster.
 
 The property that matters is the last test's: a Ray client with the cluster's TLS settings that
 reaches a neighbour's listener sends it no token (without TLS, it does: the control case).
@@ -18,8 +18,8 @@ import grpc
 import pytest
 from cryptography import x509
 
-from ray_slurm import tls
-from ray_slurm.state import ClusterDir
+from ray_slurm.host import tls
+from ray_slurm.host.state import ClusterDir
 
 
 @pytest.fixture

@@ -6,9 +6,9 @@ import time
 
 import pytest
 
-from ray_slurm import watch
-from ray_slurm.nodes import JobState, Node
-from ray_slurm.policy import START_WINDOW_S, LaunchRefused, TypeBackoff
+from ray_slurm.backends.nodes import START_WINDOW_S, JobState, Node
+from ray_slurm.cluster import watch
+from ray_slurm.cluster.policy import LaunchRefused, TypeBackoff
 
 
 class Clock:

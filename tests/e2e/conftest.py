@@ -32,7 +32,7 @@ from support.drivers import parse_result, where_tasks
 from support.jobs import cluster_jobs
 from support.procs import run, wait_for
 
-from ray_slurm.slurm import Slurm
+from ray_slurm.backends.slurm.client import Slurm
 
 __all__ = [
     "ALICE", "BOB", "CLUSTER", "EVE", "EXAMPLE", "REPO", "SITE_CONFIG", "Cluster", "SiteCluster",

@@ -23,9 +23,9 @@ from conftest import ALICE, parse_result, scontrol, site_ray_env, start_driver, 
 from kubernetes import client, config
 
 from ray_slurm import SlurmNodeProvider
+from ray_slurm.cluster.policy import LaunchRefused
 from ray_slurm.config import bootstrap
 from ray_slurm.config.kubetypes import head_versions
-from ray_slurm.policy import LaunchRefused
 
 REPO = Path(__file__).resolve().parents[2]
 PORT = 16446  # not the default 16443: a stand-in started by hand is left alone

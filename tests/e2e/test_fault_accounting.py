@@ -128,10 +128,10 @@ def controller_forgets_at_once() -> Iterator[None]:
 FORGOTTEN = """
 import json, logging, subprocess, sys, time
 from ray_slurm.backends.base import LaunchRequest
-from ray_slurm.backends.slurm import SlurmBackend
+from ray_slurm.backends.slurm.backend import SlurmBackend
 from ray_slurm.config import load_file
-from ray_slurm.slurm import Slurm
-from ray_slurm.state import ClusterDir
+from ray_slurm.backends.slurm.client import Slurm
+from ray_slurm.host.state import ClusterDir
 
 logging.basicConfig(level=logging.INFO)  # what the head's autoscaler log would say
 _, settings = load_file(sys.argv[1]).required()

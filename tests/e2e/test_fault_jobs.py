@@ -8,7 +8,7 @@ import time
 
 from conftest import parse_result, run, start_driver, wait_for, where_tasks
 
-from ray_slurm.slurm import parse_duration
+from ray_slurm.backends.slurm.formats import parse_duration
 
 
 def raylet_pid(job_id: str) -> int | None:

@@ -6,7 +6,7 @@ import time
 import yaml
 from conftest import parse_result, start_driver, wait_for
 
-from ray_slurm.backends.jobscript import parse_job_name
+from ray_slurm.backends.slurm.jobscript import parse_job_name
 
 FAILING_SETUP = ["echo loading the site modules",
                  "sh -c 'echo module nosuch: not found >&2; exit 3'"]  # fmt: skip

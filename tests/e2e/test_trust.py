@@ -17,7 +17,7 @@ import pytest
 from conftest import BOB, EVE, parse_result, run, start_driver, wait_for, where_tasks
 from support.accounts import SITE_PREFIX
 
-from ray_slurm.net import listeners
+from ray_slurm.host.net import listeners
 
 # Eve's `ray.py`: it records whose process imported it, then hands over to the real Ray so that
 # the victim notices nothing (a real attacker's module would do its work here instead).

@@ -14,7 +14,7 @@ HARNESS = ("scripts/", "inventories/localsite", "tests/e2e/", "tests/kube_standi
            "requirements/dev.txt", "requirements/bench.txt")  # fmt: skip
 PRODUCT = ("MANIFEST.json", "roles/site/tasks/main.yml", "roles/provider/tasks/main.yml",
            "plugins/modules/node_map.py", "playbooks/site.yml", "provider/pyproject.toml",
-           "provider/src/ray_slurm/provider.py", "inventories/example-campus/hosts.yml",
+           "provider/src/ray_slurm/autoscaler/provider.py", "inventories/example-campus/hosts.yml",
            "docs/admin-guide.md", "requirements/constraints.txt")  # fmt: skip
 
 

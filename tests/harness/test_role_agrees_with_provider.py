@@ -9,7 +9,7 @@ from pathlib import Path
 
 import yaml
 
-from ray_slurm import policy
+from ray_slurm.cluster import policy
 from ray_slurm.config import provider as provider_config
 
 ROLE = Path(__file__).resolve().parents[2] / "roles" / "site"

@@ -18,7 +18,7 @@ from typing import Any
 
 import yaml
 
-from ray_slurm.slurm import Job, Slurm
+from ray_slurm.backends.slurm.client import Job, Slurm
 from support.procs import run
 
 # The site whose login node the tests run on (`scripts/localsite [--site NAME] login` says which).

@@ -10,7 +10,7 @@ from typing import Any
 
 import yaml
 
-from ray_slurm.slurm import Job
+from ray_slurm.backends.slurm.client import Job
 from support.accounts import Account
 from support.jobs import cancel, cluster_jobs
 

@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-from ray_slurm.backends.jobscript import parse_job_name
-from ray_slurm.nodes import JobState
-from ray_slurm.slurm import Job, Slurm
+from ray_slurm.backends.nodes import JobState
+from ray_slurm.backends.slurm.client import Job, Slurm
+from ray_slurm.backends.slurm.jobscript import parse_job_name
 from support.procs import run
 
 

@@ -12,7 +12,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from ray_slurm.provider import SlurmNodeProvider
+    from ray_slurm.autoscaler.provider import SlurmNodeProvider
 
 __all__ = ["SlurmNodeProvider"]
 __version__ = "0.1.0"
@@ -22,7 +22,7 @@ def __getattr__(name: str) -> Any:
     # Imported on first use: the provider needs Ray (~1 s to import), the `ray-slurm` helpers
     # that every job script runs before `ray start` do not.
     if name == "SlurmNodeProvider":
-        from ray_slurm.provider import SlurmNodeProvider
+        from ray_slurm.autoscaler.provider import SlurmNodeProvider
 
         return SlurmNodeProvider
     raise AttributeError(f"module 'ray_slurm' has no attribute {name!r}")

@@ -14,11 +14,11 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Protocol
 
+from ray_slurm.backends.nodes import Node, Seen
 from ray_slurm.config import NodeTypeSpec, Settings
-from ray_slurm.nodes import Node, Seen
 
 if TYPE_CHECKING:  # Ray's command runners: a backend imports them only when Ray asks for one
-    from ray_slurm.command_runner import CommandContext, LocalCommandRunner
+    from ray_slurm.backends.command_runner import CommandContext, LocalCommandRunner
 
 
 @dataclass(frozen=True)

@@ -20,16 +20,16 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from ray_slurm.backends.base import LaunchRequest, Preview
-from ray_slurm.backends.jobscript import Identity, render
+from ray_slurm.backends.nodes import JobState, Node, Seen
+from ray_slurm.backends.slurm.client import Slurm
+from ray_slurm.backends.slurm.jobenv import clean_env
+from ray_slurm.backends.slurm.jobscript import Identity, render
+from ray_slurm.backends.slurm.nodemap import NodeAddresses
 from ray_slurm.config import NodeTypeSpec, Settings
-from ray_slurm.jobenv import clean_env
-from ray_slurm.nodemap import NodeAddresses
-from ray_slurm.nodes import JobState, Node, Seen
-from ray_slurm.slurm import Slurm
-from ray_slurm.state import ClusterDir, write_private
+from ray_slurm.host.state import ClusterDir, write_private
 
 if TYPE_CHECKING:
-    from ray_slurm.command_runner import CommandContext, LocalCommandRunner
+    from ray_slurm.backends.command_runner import CommandContext, LocalCommandRunner
 
 logger = logging.getLogger(__name__)
 
@@ -145,7 +145,7 @@ class LoginBackend:
     def command_runner(self, node_id: str, ctx: CommandContext) -> LocalCommandRunner:
         """The login node runs commands itself."""
         # Imported only when Ray asks for a runner (it imports Ray): see SlurmBackend's.
-        from ray_slurm.command_runner import LocalCommandRunner, runner_options
+        from ray_slurm.backends.command_runner import LocalCommandRunner, runner_options
 
         return LocalCommandRunner(**runner_options(self.cluster, ctx))
 

@@ -15,7 +15,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from ray_slurm.private import user_name
+from ray_slurm.host.private import user_name
 
 KUBE_NODE_CONFIG_KEYS = {
     "backend", "image", "cpus", "memory", "gpus", "object_store_memory", "namespace",

@@ -12,13 +12,13 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from ray_slurm.backends.slurm.formats import parse_duration
 from ray_slurm.config.kubetypes import (
     DEFAULT_NAMESPACE,
     KUBE_NODE_CONFIG_KEYS,
     PodOptions,
     check_pod_options,
 )
-from ray_slurm.slurm import parse_duration
 
 NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]{0,63}$")
 # Values that go into "#SBATCH --opt=value" lines: no whitespace, quotes or shell syntax.

@@ -16,6 +16,7 @@ from typing import Any
 
 import yaml
 
+from ray_slurm.backends.slurm.formats import NodeMapError, load_node_map
 from ray_slurm.config.kubetypes import KubeConnection, check_connection, check_label_value
 from ray_slurm.config.nodetypes import (
     NAME_RE,
@@ -27,8 +28,7 @@ from ray_slurm.config.nodetypes import (
     parse_size,
     resolve_node_type,
 )
-from ray_slurm.nodemap import NodeMapError, load_node_map
-from ray_slurm.state import ClusterDir
+from ray_slurm.host.state import ClusterDir
 
 __all__ = ["ConfigError", "NodeTypeSpec", "Settings", "bootstrap", "load_settings", "parse_size"]
 

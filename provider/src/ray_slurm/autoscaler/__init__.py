@@ -1,0 +1,1 @@
+"""The Ray-facing adapter: what Ray's autoscaler and `ray up`/`down`/`exec` call."""

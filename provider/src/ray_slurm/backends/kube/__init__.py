@@ -1,0 +1,1 @@
+"""The Kubernetes backend: burst workers as pods (backend) made from one manifest (podspec)."""
