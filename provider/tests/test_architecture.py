@@ -78,13 +78,12 @@ def test_every_module_is_small():
 
 def test_no_backend_name_is_compared_outside_its_backend_and_the_config():
     """What differs between node types is a property of the type (``spec.burst``,
-    ``spec.batch``) or of the backend, never a name compared elsewhere; the config is where the
-    names are defined (``node_config.backend``)."""
+    ``spec.batch``) or of the backend, never a name compared elsewhere; the config names the
+    backends once, in a table of their properties (``config.nodetypes.BACKENDS``)."""
     import re
 
     compare = re.compile(r"backend\s*[!=]=\s*[\"']|[\"'](slurm|kubernetes|login)[\"']\s*[!=]=")
-    owners = ("ray_slurm.backends.slurm", "ray_slurm.backends.kube", "ray_slurm.backends.login",
-              "ray_slurm.config")  # fmt: skip
+    owners = ("ray_slurm.backends.slurm", "ray_slurm.backends.kube", "ray_slurm.backends.login")
     found = {
         name: [line.strip() for line in path.read_text().splitlines() if compare.search(line)]
         for name, path in _modules().items()

@@ -39,6 +39,30 @@ NODE_CONFIG_KEYS = SLURM_KEYS | {
 DEFAULT_WALLTIME_WARNING_S = 90  # SIGTERM this long before the time limit: Ray drains and leaves
 LOGIN_HEAD_KEYS = {"object_store_memory", "setup"}
 # Options the job script sets itself, so a type cannot contradict them through sbatch_options.
+
+
+@dataclass(frozen=True)
+class Where:
+    """What a backend's nodes are, as far as the config's rules go. ``BACKENDS`` is the one
+    place that names the backends; every rule asks a property of its row, never a name."""
+
+    keys: frozenset[str]  # the node_config keys it accepts
+    batch: bool = False  # a SLURM batch job: sbatch options, partitions and time limits apply
+    burst: bool = False  # a Kubernetes pod (labels name it): used only while SLURM cannot deliver
+    sized: bool = False  # an allocation of its own: cpus and memory are required
+    on_login: bool = False  # a process on the login node (the head, head_mode: login)
+    worker: bool = True  # workers may run there (node_config.backend)
+
+
+BACKENDS = {
+    "slurm": Where(frozenset(NODE_CONFIG_KEYS), batch=True, sized=True),
+    "kubernetes": Where(frozenset(KUBE_NODE_CONFIG_KEYS), burst=True, sized=True),
+    "login": Where(frozenset(LOGIN_HEAD_KEYS), on_login=True, worker=False),
+}
+DEFAULT_BACKEND = "slurm"  # a worker type without node_config.backend
+# Where a head runs, by provider.head_mode: on the login node, or as a batch job.
+HEAD_BACKENDS = {"login": "login", "slurm": "slurm"}
+
 RESERVED_SBATCH = {
     "--job-name", "--output", "--error", "--nodes", "--ntasks", "--cpus-per-task", "--mem",
     "--partition", "--account", "--qos", "--time", "--constraint", "--gres", "--gpus",
@@ -99,12 +123,12 @@ class NodeTypeSpec:
     @property
     def burst(self) -> bool:
         """Its nodes are used only while the SLURM types cannot deliver (Kubernetes pods)."""
-        return self.backend == "kubernetes"
+        return BACKENDS[self.backend].burst
 
     @property
     def batch(self) -> bool:
         """Its nodes are SLURM batch jobs: sbatch options, partitions and time limits apply."""
-        return self.backend == "slurm"
+        return BACKENDS[self.backend].batch
 
     @property
     def custom_resources(self) -> dict[str, float]:
@@ -155,13 +179,11 @@ def resolve_node_type(name: str, type_cfg: Mapping[str, Any], kind: str, backend
     if not isinstance(node_config, Mapping):
         problems.append(f"{where}.node_config: expected a mapping, got {node_config!r}")
         return None
-    allowed = {"slurm": NODE_CONFIG_KEYS, "kubernetes": KUBE_NODE_CONFIG_KEYS}.get(
-        backend, LOGIN_HEAD_KEYS
-    )
-    for key in sorted(set(node_config) - allowed):
+    where_it_runs = BACKENDS[backend]
+    for key in sorted(set(node_config) - where_it_runs.keys):
         hint = (
             " (the head runs on the login node: provider.head_mode is 'login')"
-            if (backend == "login" and key in NODE_CONFIG_KEYS)
+            if (where_it_runs.on_login and key in NODE_CONFIG_KEYS)
             else ""
         )
         problems.append(f"{where}.node_config: unknown key {key!r}{hint}")
@@ -234,7 +256,7 @@ def resolve_node_type(name: str, type_cfg: Mapping[str, Any], kind: str, backend
             problems.append(str(exc))
 
     memory_mb = 0
-    if backend in ("slurm", "kubernetes"):
+    if where_it_runs.sized:
         if cpus is None or cpus < 1:
             problems.append(f"{where}: set node_config.cpus (or resources.CPU) to at least 1")
         if "memory" not in node_config:
@@ -271,9 +293,13 @@ def resolve_node_type(name: str, type_cfg: Mapping[str, Any], kind: str, backend
             except ValueError as exc:
                 problems.append(str(exc))
     pod = None
-    if backend == "kubernetes":
+    if where_it_runs.burst:
         pod = check_pod_options(name, node_config, namespace, problems, expect)
-    if object_store is not None and object_store < MIN_OBJECT_STORE_BYTES and backend == "login":
+    if (
+        object_store is not None
+        and object_store < MIN_OBJECT_STORE_BYTES
+        and where_it_runs.on_login
+    ):
         problems.append(
             f"{where}.node_config.object_store_memory: below Ray's minimum "
             f"{MIN_OBJECT_STORE_BYTES} bytes"

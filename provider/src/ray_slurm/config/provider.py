@@ -19,6 +19,9 @@ import yaml
 from ray_slurm.backends.slurm.formats import NodeMapError, load_node_map
 from ray_slurm.config.kubetypes import KubeConnection, check_connection, check_label_value
 from ray_slurm.config.nodetypes import (
+    BACKENDS,
+    DEFAULT_BACKEND,
+    HEAD_BACKENDS,
     NAME_RE,
     PATH_RE,
     SLURM_VALUE_RE,
@@ -32,11 +35,11 @@ from ray_slurm.host.state import ClusterDir
 
 __all__ = ["ConfigError", "NodeTypeSpec", "Settings", "bootstrap", "load_settings", "parse_size"]
 
-HEAD_MODES = ("login", "slurm")
+HEAD_MODES = tuple(HEAD_BACKENDS)
 DEFAULT_HEAD_MODE = "login"
 DEFAULT_TEMP_ROOT = "/tmp"  # node-local and short: Ray's socket paths live under it
 DEFAULT_METRICS_EXPORT = False
-WORKER_BACKENDS = ("slurm", "kubernetes")
+WORKER_BACKENDS = tuple(name for name, where in BACKENDS.items() if where.worker)
 DEFAULT_STATE_DIR = "~/.ray-slurm"  # each cluster's files: <state_dir>/<cluster_name>
 DEFAULT_SLURM_TIMEOUT_S = 20  # a SLURM command slower than this is treated as failed
 DEFAULT_PENDING_TIMEOUT_S = 600  # a job queued longer is cancelled (per type: node_config)
@@ -88,7 +91,7 @@ class Settings:
 
     @property
     def kube_types(self) -> list[NodeTypeSpec]:
-        return [s for s in self.node_types.values() if s.backend == "kubernetes"]
+        return [s for s in self.node_types.values() if s.burst]
 
     def spec(self, node_type: str) -> NodeTypeSpec:
         try:
@@ -166,18 +169,20 @@ def backend_of(name: str, type_cfg: Mapping[str, Any], kind: str, head_mode: str
                problems: list[str]) -> str:  # fmt: skip
     """Where a type's nodes run: the head per head_mode, a worker per node_config.backend."""
     node_config = type_cfg.get("node_config") or {}
-    wanted = node_config.get("backend", "slurm") if isinstance(node_config, Mapping) else "slurm"
+    wanted = DEFAULT_BACKEND
+    if isinstance(node_config, Mapping):
+        wanted = node_config.get("backend", DEFAULT_BACKEND)
     if wanted not in WORKER_BACKENDS:
         problems.append(f"available_node_types.{name}.node_config.backend: {wanted!r} is not "
                         f"one of {', '.join(WORKER_BACKENDS)}")  # fmt: skip
-        return "slurm"
+        return DEFAULT_BACKEND
     if kind == "head":
-        if wanted != "slurm":
+        if not BACKENDS[wanted].batch:
             problems.append(
                 f"available_node_types.{name}.node_config.backend: the head cannot run on "
                 f"{wanted} (it runs on the login node or in a SLURM job)"
             )
-        return "login" if head_mode == "login" else "slurm"
+        return HEAD_BACKENDS.get(head_mode, HEAD_BACKENDS[DEFAULT_HEAD_MODE])
     return str(wanted)
 
 
@@ -219,7 +224,7 @@ def resolve_settings(provider: Mapping[str, Any], cluster_name: str, problems: l
         backend = backend_of(name, type_cfg, kind, mode, problems)
         before = len(problems)
         spec = resolve_node_type(name, type_cfg, kind, backend, problems, kube.namespace, expect)
-        if backend == "kubernetes":
+        if BACKENDS[backend].burst:  # its pods carry the type and cluster names as labels
             check_label_value(name, f"available_node_types.{name}", problems)
             check_label_value(cluster_name, "cluster_name", problems)
         specs[str(name)] = spec or partial_node_type(str(name), type_cfg, kind, backend)
@@ -237,7 +242,7 @@ def resolve_settings(provider: Mapping[str, Any], cluster_name: str, problems: l
 
     return Settings(
         cluster_name=str(cluster_name),
-        head_mode=str(mode) if mode in HEAD_MODES else "login",
+        head_mode=str(mode) if mode in HEAD_MODES else DEFAULT_HEAD_MODE,
         state_dir=text("state_dir", DEFAULT_STATE_DIR),
         ray_env=text("ray_env", sys.prefix),
         head_ip=str(provider.get("head_ip", "")),
@@ -350,7 +355,9 @@ def _default_idle_timeouts(config: dict[str, Any]) -> None:
     """Kubernetes types without ``idle_timeout_s`` get a short one: burst pods go first."""
     for t in (config.get("available_node_types") or {}).values():
         node_config = t.get("node_config") or {}
-        if isinstance(node_config, Mapping) and node_config.get("backend") == "kubernetes":
+        backend = node_config.get("backend") if isinstance(node_config, Mapping) else None
+        where = BACKENDS.get(str(backend)) if backend is not None else None
+        if where is not None and where.burst:
             t.setdefault("idle_timeout_s", DEFAULT_BURST_IDLE_TIMEOUT_S)
 
 
