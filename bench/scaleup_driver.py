@@ -137,9 +137,11 @@ def join_parts(job_id: str, t_running: float, t_cpu: float) -> dict[str, float]:
     for line in stamps.read_text().splitlines():
         name, value = line.split()
         marks[name] = float(value)
-    logs = glob.glob(f"/tmp/rb-{job_id}/session_*/logs/raylet.out")
+    # The newest session: a job id of an earlier run of the site (ids start again at each `up`)
+    # left its own session in the same temp dir, with an earlier day's times.
+    logs = sorted(glob.glob(f"/tmp/rb-{job_id}/session_*/logs/raylet.out"), key=os.path.getmtime)
     if logs:
-        lines = Path(logs[0]).read_text().splitlines()
+        lines = Path(logs[-1]).read_text().splitlines()
         for name, needle in RAYLET_MARKS.items():
             hit = next((ln for ln in lines if needle in ln and ln.startswith("[")), None)
             if hit:
