@@ -159,8 +159,8 @@ def test_a_requeued_job_is_reported_lost_left_over_and_never_listed_again(queue)
     assert [n.node_id for n in queue.list_nodes()] == ["22"]  # pending, never ran
     assert queue.lost == [["21"]]
     assert queue.ended == [
-        "job 21 was requeued by SLURM after it ran (BeginTime): its Ray node "
-        "is gone; the job is cancelled, a new one replaces it if still needed"
+        "worker job 21 (node type cpu) was requeued by SLURM after it ran (BeginTime): its Ray "
+        "node is gone; the job is cancelled, a new one replaces it if still needed"
     ]
     # still pending a moment later (the core's scancel is under way): not listed, reported
     # lost once, and left over (to be removed) for as long as it exists
@@ -201,7 +201,7 @@ def test_a_requeue_is_said_even_when_ray_cancelled_the_job_first(queue):
     for _ in range(2):
         assert queue.list_nodes() == []
     assert [why.split(":")[0] for why in queue.ended] == [
-        "job 61 was requeued by SLURM after it ran (BeginTime)"]  # fmt: skip
+        "worker job 61 (node type rq) was requeued by SLURM after it ran (BeginTime)"]  # fmt: skip
     assert queue.lost == [["61"]]
 
 

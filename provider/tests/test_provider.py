@@ -108,11 +108,11 @@ class FakeBackend:
         return Preview("fake", "")
 
     # what the backend's system does by itself
-    def end(self, node_id: str, why: str, *, types_fault: bool = False, lost: bool = False,
-            leftover: bool = False) -> None:  # fmt: skip
+    def end(self, node_id: str, why: str, *, failed: bool = True, types_fault: bool = False,
+            lost: bool = False, leftover: bool = False) -> None:  # fmt: skip
         """The node ends; the next listing reports how (and, if ``leftover``, what remains)."""
         node = self.nodes.pop(node_id)
-        self.ended.append(Ended(node, why, failed=True, types_fault=types_fault, lost=lost))
+        self.ended.append(Ended(node, why, failed=failed, types_fault=types_fault, lost=lost))
         if leftover:
             self.leftovers.add(node_id)
 
@@ -662,7 +662,7 @@ def test_a_worker_reported_failed_at_start_backs_its_type_off(provider, fakes, c
 
 
 def test_a_node_lost_under_its_ray_node_is_stopped_in_ray_by_the_heads_autoscaler_only(
-    head_autoscaler, make_provider, fakes, monkeypatch
+    head_autoscaler, make_provider, fakes, monkeypatch, caplog
 ):
     """NODE_FAIL, preemption, a requeue: the Ray node may live on. Only the head's autoscaler
     asks the GCS to stop it; a requeued job that still exists is removed as a leftover, once
@@ -677,10 +677,14 @@ def test_a_node_lost_under_its_ray_node_is_stopped_in_ray_by_the_heads_autoscale
     slurm.run("101")
     fresh(head_autoscaler)
     head_autoscaler.non_terminated_nodes({})
-    slurm.end("100", "job 100 was requeued by SLURM after it ran", lost=True, leftover=True)
+    slurm.end("100", "worker job 100 (node type cpu) was requeued by SLURM after it ran",
+              failed=False, lost=True, leftover=True)  # fmt: skip
     fresh(head_autoscaler)
     assert head_autoscaler.non_terminated_nodes({}) == ["101"]
     assert stopped == [("10.0.0.1:24001", ["100"])]
+    # an end that is no failure is said in the backend's own sentence
+    assert "worker job 100 (node type cpu) was requeued by SLURM after it ran" in caplog.text
+    assert "node of type cpu: worker job" not in caplog.text
     assert slurm.terminated == [["100"]]
     assert "cpu" not in head_autoscaler.cluster.read_state().get("failures", {})
     fresh(head_autoscaler)

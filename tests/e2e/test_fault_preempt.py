@@ -120,7 +120,7 @@ def test_preempted_requeued_and_node_failed_workers_are_lost_and_replaced(
     rq2 = wait_for(lambda: one_running(cluster, "rq", {rq.job_id}), 180, "a new rq worker")
     # Said by the provider when it lists the job pending again; Ray, seeing the raylet die, may
     # have asked to cancel it first, and the cancel may beat the requeue: both end the copy.
-    said = (f"worker node of type rq: job {rq.job_id} was requeued by SLURM",
+    said = (f"job {rq.job_id} (node type rq) was requeued by SLURM",
             f"terminating slurm node(s): {rq.job_id}")  # fmt: skip
     wait_for(lambda: any(s in cluster.autoscaler_log() for s in said), 60,
              "the autoscaler to end the requeued copy")  # fmt: skip

@@ -60,7 +60,9 @@ class Ended:
     """
 
     node: Node  # as last seen (id, backend, kind, type)
-    why: str  # how it ended, in the backend's words (SLURM's record and the log's last lines)
+    # How it ended, in the backend's words (SLURM's record and the log's last lines); an end
+    # that is no failure (a requeue) says the whole sentence, a failure what happened.
+    why: str
     failed: bool = False  # it did not end as a cluster expects (scale-down, `ray down`, limit)
     types_fault: bool = False  # it failed at start through its type: the type is backed off
     lost: bool = False  # taken from under a running Ray node, whose processes may live on

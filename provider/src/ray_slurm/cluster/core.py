@@ -138,7 +138,11 @@ class Core:
 
     def carry_out(self, decisions: Decisions) -> None:
         for end in decisions.told:
-            logger.warning("%s node of type %s: %s", end.node.kind, end.node.node_type, end.why)
+            if end.failed:
+                logger.warning("%s node of type %s: %s", end.node.kind, end.node.node_type,
+                               end.why)  # fmt: skip
+            else:
+                logger.warning("%s", end.why)
         for node_type, why in decisions.back_off:
             self.watch.type_failed(node_type, why)
         for name, ids in decisions.remove.items():

@@ -104,10 +104,10 @@ class SlurmBackend:
                 if job.job_id not in self._requeued:  # said once, even if Ray cancelled it first
                     self._requeued.add(job.job_id)
                     how = "suspended" if job.slurm_state.startswith("SUSPENDED") else "requeued"
-                    ended.append(Ended(node, f"job {job.job_id} was {how} by SLURM after it ran "
-                                       f"({job.reason}): its Ray node is gone; the job is "
-                                       "cancelled, a new one replaces it if still needed",
-                                       lost=True))  # fmt: skip
+                    ended.append(Ended(node, f"{kind} job {job.job_id} (node type {node_type}) "
+                                       f"was {how} by SLURM after it ran ({job.reason}): its Ray "
+                                       "node is gone; the job is cancelled, a new one replaces "
+                                       "it if still needed", lost=True))  # fmt: skip
                 leftovers.append(job.job_id)
                 continue
             nodes.append(node)
