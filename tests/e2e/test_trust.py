@@ -148,9 +148,26 @@ def _workers_in(cluster) -> int:
     return int(out.split("NODES", 1)[1].split()[0]) - 1
 
 
-# Eve's sniper: she watches the victim's processes and, the moment a `ray start --head` shows its
-# dashboard port in its command line, binds that port herself (before Ray's dashboard can).
-SNIPE = r"""
+# Eve's sniper: she watches the victim's processes and, the moment a `ray start --head` on her
+# node shows its dashboard port in its command line, binds that port herself (before Ray's
+# dashboard can). All of the harness's nodes, and its other sites, share one process table: a
+# `ray start` whose address is not one of her node's is elsewhere, and taking its port here
+# would prove nothing (CI once had her take a port of Bob's head on the other site).
+ON_THIS_NODE = r"""
+import socket
+def on_this_node(argv):
+    for arg in argv:
+        if arg.startswith(b"--node-ip-address="):
+            try:
+                socket.socket().bind((arg.split(b"=", 1)[1].decode(), 0))
+            except OSError:  # not an address of this node
+                return False
+            return True
+    return False
+"""
+SNIPE = (
+    ON_THIS_NODE
+    + r"""
 import os, socket, sys, time
 victim, seconds = int(sys.argv[1]), float(sys.argv[2])
 deadline = time.monotonic() + 300
@@ -161,6 +178,8 @@ while time.monotonic() < deadline:
                 continue
             argv = open(f"/proc/{pid}/cmdline", "rb").read().split(b"\0")
         except OSError:
+            continue
+        if not on_this_node(argv):
             continue
         for arg in argv:
             if arg.startswith(b"--dashboard-port="):
@@ -177,6 +196,7 @@ while time.monotonic() < deadline:
     time.sleep(0.005)
 sys.exit("no head started")
 """
+)
 
 
 def test_a_neighbour_who_takes_the_heads_port_first_gets_a_clear_failure(site_cluster):
@@ -205,7 +225,11 @@ def test_a_neighbour_who_takes_the_heads_port_first_gets_a_clear_failure(site_cl
 # Eve on a compute node (the harness starts her process there as her, as a job of hers on that
 # node would run it): each time a `ray start` of the victim's workers shows its dashboard agent
 # port, she binds it first, up to ``count`` times, and keeps what she took.
-AGENT_SNIPE = r"""# eve-agent-snipe
+AGENT_SNIPE = (
+    r"""# eve-agent-snipe
+"""
+    + ON_THIS_NODE
+    + r"""
 import os, socket, sys, time
 victim, count, seconds = int(sys.argv[1]), int(sys.argv[2]), float(sys.argv[3])
 flag = b"--dashboard-agent-listen-port="
@@ -222,6 +246,8 @@ while time.monotonic() < deadline:
             continue
         if b"start" not in argv[:4] or not any(a.startswith(b"--address=") for a in argv):
             continue
+        if not on_this_node(argv):
+            continue
         seen.add(pid)
         for arg in argv:
             if arg.startswith(flag):
@@ -235,6 +261,7 @@ while time.monotonic() < deadline:
                 print(arg[len(flag):].decode(), flush=True)
     time.sleep(0.005)
 """
+)
 
 
 def test_a_neighbour_who_takes_a_workers_port_makes_it_start_elsewhere(make_cluster, site_nodes):
