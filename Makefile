@@ -58,6 +58,7 @@ lint: setup
 	bash -n $(SITE)
 	bash -n scripts/kube-standin
 	bash -n scripts/rootfs
+	bash -n scripts/localkube scripts/kube/build scripts/kube/images
 
 unit: setup
 	$(VENV)/bin/pytest -q provider/tests tests/harness
