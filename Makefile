@@ -13,11 +13,14 @@ SITE := scripts/localsite
 GPU_SITE := scripts/localsite --site gpu-centre
 SITE24 := scripts/localsite --site campus24
 WIDE_SITE := scripts/localsite --site wide
-SITES_DOWN := $(SITE24) down; $(GPU_SITE) down; $(SITE) down
+# The harness's Kubernetes (scripts/localkube: built from the Go modules of the release pinned in
+# requirements/kubernetes.env, once per machine), beside the sites; its network reaches theirs.
+KUBE := scripts/localkube
+SITES_DOWN := $(KUBE) down; $(SITE24) down; $(GPU_SITE) down; $(SITE) down
 # The end-to-end suite on both SLURM releases at once, a pytest run on each release's campus
 # (most of an end-to-end test is waiting, so two share the 2 cores). campus24 (24.11) runs all of
-# it but what needs campus itself (the other sites and SSH deployment; bursting: the Kubernetes
-# stand-in is on campus's network); campus (22.05) runs those and what depends on SLURM's
+# it but what needs campus itself (the other sites and SSH deployment; bursting: the Ray image
+# of the harness's Kubernetes has campus's Python); campus (22.05) runs those and what depends on SLURM's
 # release: the login and SLURM heads and the whole fault suite. (test_rate_limit.py needs
 # slurmctld's rate limiter: campus24 only.)
 E2E_CAMPUS_ONLY := tests/e2e/test_sites.py tests/e2e/test_ssh_deploy.py tests/e2e/test_burst.py
@@ -32,7 +35,7 @@ PYTHON312 ?= $(shell for p in python3.12 $$HOME/.pyenv/versions/3.12*/bin/python
 	"$$p" -c 'import sys; assert sys.version_info[:2] == (3, 12)' 2>/dev/null && { echo "$$p"; break; }; done)
 
 .PHONY: help setup lint unit e2e test demo site-up site-down clean ansible-lint molecule site-tests
-.PHONY: sites-up site-suites checks e2e-suites
+.PHONY: sites-up site-suites checks e2e-suites kube-up
 .PHONY: collection sanity units collection-docs bench bench-wide
 
 help:
@@ -56,7 +59,6 @@ lint: setup
 	$(VENV)/bin/ruff format --check provider tests scripts bench
 	$(VENV)/bin/mypy --strict provider/src/ray_slurm
 	bash -n $(SITE)
-	bash -n scripts/kube-standin
 	bash -n scripts/rootfs
 	bash -n scripts/localkube scripts/kube/build scripts/kube/images
 
@@ -107,10 +109,10 @@ molecule: setup
 	$(SITES_DOWN); exit $$status
 
 # Everything that needs the local sites, in one session of them: the e2e and fault suites (on
-# campus, Slurm 22.05, and campus24, Slurm 24.11, with the GPU centre beside them), the
-# Kubernetes stand-in's tests, the molecule scenarios. The sites are stopped whatever the result.
+# campus, Slurm 22.05, and campus24, Slurm 24.11, with the GPU centre beside them; bursting on
+# the harness's Kubernetes), the molecule scenarios. The sites are stopped whatever the result.
 site-tests: setup
-	status=0; $(MAKE) --no-print-directory sites-up || status=1; \
+	status=0; $(MAKE) --no-print-directory -j2 --output-sync=recurse sites-up kube-up || status=1; \
 	((status)) || $(MAKE) --no-print-directory site-suites || status=1; \
 	$(SITES_DOWN); exit $$status
 
@@ -123,20 +125,25 @@ sites-up: setup
 	$(SITE24) up
 	$(SITE24) deploy
 
+# The harness's Kubernetes: its binaries built (cached), its images made (cached), then up.
+kube-up: setup
+	scripts/kube/build
+	scripts/kube/images
+	$(KUBE) up
+
 # The suites of site-tests, on sites already up, in two lines at once: on campus (22.05) its
-# e2e share, then the Kubernetes stand-in's tests, then the molecule scenarios (campus and the GPU
-# centre); beside them the whole e2e suite on campus24 (24.11), the longer of the two. Each
-# line's output is in build/, printed when both have ended.
+# e2e share (bursting to the harness's Kubernetes among it), then the molecule scenarios (campus
+# and the GPU centre); beside them the whole e2e suite on campus24 (24.11), the longer of the
+# two. Each line's output is in build/, printed when both have ended.
 site-suites: setup
 	mkdir -p build; result() { (($$1)) && echo FAILED || echo passed; }; c=0; c24=0; \
 	( s=0; $(SITE) login $(PYTEST_E2E) $(E2E_CAMPUS) || s=1; \
-	  $(SITE) login $(abspath $(VENV))/bin/pytest -v -p no:cacheprovider --timeout=300 tests/kube_standin || s=1; \
 	  PATH=$(abspath $(VENV))/bin:$$PATH scripts/molecule-test || s=1; \
-	  scripts/kube-standin down || true; exit $$s ) >build/suites-campus.log 2>&1 & campus=$$!; \
+	  exit $$s ) >build/suites-campus.log 2>&1 & campus=$$!; \
 	$(SITE24) login $(PYTEST_E2E) $(E2E_CAMPUS24) >build/e2e-campus24.log 2>&1 & campus24=$$!; \
 	wait $$campus || c=1; wait $$campus24 || c24=1; \
 	cat build/suites-campus.log build/e2e-campus24.log; \
-	echo "site suites: campus (Slurm 22.05: e2e, Kubernetes stand-in, molecule) $$(result $$c)," \
+	echo "site suites: campus (Slurm 22.05: e2e with bursting to Kubernetes, molecule) $$(result $$c)," \
 	  "campus24 (Slurm 24.11: e2e) $$(result $$c24)"; \
 	((c + c24 == 0))
 
@@ -144,11 +151,11 @@ site-suites: setup
 checks: setup
 	$(MAKE) --no-print-directory -j1 lint unit sanity units ansible-lint collection-docs
 
-# The checks run while the sites come up (most of a site's start is waiting for its daemons;
-# --output-sync keeps each one's output together), then the site suites; the sites are stopped
-# whatever the result.
+# The checks run while the sites come up and Kubernetes is built (most of a site's start is
+# waiting for its daemons; --output-sync keeps each one's output together), then the site suites;
+# the sites are stopped whatever the result.
 test: setup
-	status=0; $(MAKE) --no-print-directory -j2 --output-sync=recurse checks sites-up || status=1; \
+	status=0; $(MAKE) --no-print-directory -j3 --output-sync=recurse checks sites-up kube-up || status=1; \
 	((status)) || $(MAKE) --no-print-directory site-suites || status=1; \
 	$(SITES_DOWN); exit $$status
 
@@ -192,7 +199,7 @@ ANSIBLE_TEST := cd $(COLLECTION_DIR) && PATH=$(abspath $(VENV))/bin:$$PATH ansib
 
 collection:
 	rm -rf $(COLLECTION_DIR) && mkdir -p $(COLLECTION_DIR)
-	git ls-files -z --cached --others --exclude-standard | grep -zvE '^((\.collections|provider|tests/(e2e|kube_standin|fixtures|support|harness)|bench)/|pytest\.ini$$)' \
+	git ls-files -z --cached --others --exclude-standard | grep -zvE '^((\.collections|provider|tests/(e2e|support|harness)|bench)/|pytest\.ini$$)' \
 	  | tar -c --null --ignore-failed-read -T - | tar -x -C $(COLLECTION_DIR)
 	git init -q $(COLLECTION_DIR)
 

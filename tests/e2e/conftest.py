@@ -133,14 +133,15 @@ def make_cluster(workdir: Path) -> Iterator[Callable[..., Cluster]]:
 
 
 def start_driver(
-    cluster: Cluster, tasks: int, seconds: float, on_head: bool = False
+    cluster: Cluster, tasks: int, seconds: float, on_head: bool = False, cpus: int = 2
 ) -> subprocess.Popen[str]:
-    """A driver of the cluster's user in the background whose tasks need workers (2 CPUs each).
+    """A driver of the cluster's user in the background whose tasks need workers (``cpus``
+    CPUs each: 2, a whole worker of the site's types).
 
     By default it runs here on the login node with `ray-slurm env`'s environment; `on_head`
     runs it on the head through `ray exec` (inside the head's job in head_mode slurm).
     """
-    code = where_tasks(tasks=tasks, seconds=seconds)
+    code = where_tasks(tasks=tasks, seconds=seconds, cpus=cpus)
     user = cluster.user
     if on_head:
         script = user.write(cluster.config_path.with_suffix(".driver.py"), code)

@@ -9,9 +9,9 @@ import tarfile
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[2]
-HARNESS = ("scripts/", "inventories/localsite", "tests/e2e/", "tests/kube_standin/",
-           "tests/fixtures/", "tests/support/", "tests/harness/", "bench/", "Makefile",
-           "requirements/dev.txt", "requirements/bench.txt")  # fmt: skip
+HARNESS = ("scripts/", "inventories/localsite", "tests/e2e/", "tests/support/", "tests/harness/",
+           "bench/", "Makefile", "requirements/dev.txt", "requirements/bench.txt",
+           "requirements/kubernetes.env")  # fmt: skip
 PRODUCT = ("MANIFEST.json", "roles/site/tasks/main.yml", "roles/provider/tasks/main.yml",
            "plugins/modules/node_map.py", "playbooks/site.yml", "provider/pyproject.toml",
            "provider/src/ray_slurm/autoscaler/provider.py", "inventories/example-campus/hosts.yml",

@@ -8,7 +8,7 @@ from typing import Any
 WHERE = """
 import json, socket, time, ray
 ray.init()
-@ray.remote(num_cpus=2)
+@ray.remote(num_cpus={cpus})
 def where(seconds):
     time.sleep(seconds)
     return socket.gethostname(), ray.util.get_node_ip_address()
@@ -16,9 +16,9 @@ print("RESULT " + json.dumps(ray.get([where.remote({seconds}) for _ in range({ta
 """
 
 
-def where_tasks(tasks: int, seconds: float) -> str:
-    """A driver that runs ``tasks`` 2-CPU tasks and prints where each ran."""
-    return WHERE.format(tasks=tasks, seconds=seconds)
+def where_tasks(tasks: int, seconds: float, cpus: int = 2) -> str:
+    """A driver that runs ``tasks`` tasks of ``cpus`` CPUs and prints where each ran."""
+    return WHERE.format(tasks=tasks, seconds=seconds, cpus=cpus)
 
 
 def result(stdout: str) -> Any:
