@@ -241,11 +241,11 @@ class KubernetesBackend:
                        {"stringData": data})  # fmt: skip
         self._secret_in.add(namespace)
 
-    def terminate(self, node_ids: Sequence[str], grace_s: int | None = None) -> None:
-        """Delete the pods (Ray drains on SIGTERM; a pod that ended has nothing to drain: no
-        grace); a pod already gone is not an error."""
+    def terminate(self, node_ids: Sequence[str]) -> None:
+        """Delete the pods (Ray drains on SIGTERM within the pod's grace period; a pod that
+        ended has nothing to drain: no grace); a pod already gone is not an error."""
         for name in node_ids:
-            grace = 0 if name in self._reported else grace_s
+            grace = 0 if name in self._reported else None  # None: the pod's own period
             for namespace in self._namespaces_for(name):
                 try:
                     self.call(f"deleting pod {name}", self.api.delete_namespaced_pod, name,
