@@ -421,3 +421,33 @@ def test_a_restarted_api_server_loses_no_pod(provider, kube, caplog):
     assert p.non_terminated_nodes({}) == [pod]
     p.cleanup_cluster_resources()
     wait_for(lambda: not leftovers(kube.v1, "b-restart"), 60, "the pod and Secret to go")
+
+
+def test_a_pod_name_taken_in_the_namespace_is_a_conflict_that_loses_no_pod(
+    provider, kube, monkeypatch
+):
+    """The API server refuses a pod whose name is taken (409 AlreadyExists: here the namespace's
+    admin made one of that name): the provider picks another name and launches; the other pod
+    is neither adopted nor touched, and `ray down` leaves it."""
+    from ray_slurm.backends.kube import podspec
+
+    suffixes = iter(["0c0c0c"])
+    real = podspec.secrets.token_hex
+    monkeypatch.setattr(podspec.secrets, "token_hex", lambda n: next(suffixes, None) or real(n))
+    taken = "ray-b-clash-burst-0c0c0c"
+    kube.v1.create_namespaced_pod(USER_NAMESPACE, {
+        "metadata": {"name": taken},
+        "spec": {"containers": [{"name": "c", "image": "localhost/rayhpc/pause:1"}]}})  # fmt: skip
+    try:
+        p = provider("b-clash", image=MISSING_IMAGE, pending_timeout_s=600)
+        launch(p)
+        (pod,) = p.non_terminated_nodes({})
+        assert list(suffixes) == []  # the taken name was tried first (and refused: 409)
+        assert pod != taken and pod.startswith("ray-b-clash-burst-")
+        p.cleanup_cluster_resources()
+        wait_for(lambda: not leftovers(kube.v1, "b-clash"), 60, "the pod and Secret to go")
+        assert (
+            kube.v1.read_namespaced_pod(taken, USER_NAMESPACE).metadata.deletion_timestamp is None
+        )
+    finally:
+        kube.v1.delete_namespaced_pod(taken, USER_NAMESPACE, grace_period_seconds=0)
