@@ -12,8 +12,10 @@ with Alice's kubeconfig.
 
 from __future__ import annotations
 
+import functools
 import json
 import subprocess
+import sys
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -64,7 +66,7 @@ def render_site(site_dir: Path, image: str) -> None:
     extra = site_dir.parent / "kube-site-vars.json"
     extra.write_text(json.dumps({"kube_site_dir": str(site_dir), "kube_site_users": users,
                                  "kube_site_image": image}))  # fmt: skip
-    run([str(Path(__file__).parents[2] / ".venv" / "bin" / "ansible-playbook"), "-i",
+    run([str(Path(sys.executable).parent / "ansible-playbook"), "-i",
          str(REPO / "inventories" / "localsite"), str(Path(__file__).parent / "playbooks" /
          "kube_site.yml"), "-e", f"@{extra}"], timeout=600, cwd=REPO)  # fmt: skip
 
@@ -345,12 +347,16 @@ def test_check_names_an_unreachable_api_and_a_missing_namespace(kube, workdir):
     ) in proc.stdout
 
 
+@functools.cache
+def kubectl() -> str:
+    """The release's kubectl (scripts/kube/build prints where its binaries are), found once."""
+    built = run([str(REPO / "scripts" / "kube" / "build"), "--print-dir"]).stdout.split()[-1]
+    return str(Path(built) / "kubectl")
+
+
 def kubectl_as(user, *args: str) -> subprocess.CompletedProcess[str]:
     """The release's kubectl, run by ``user`` with their own ~/.kube/config."""
-    kubectl = Path(
-        run([str(REPO / "scripts" / "kube" / "build"), "--print-dir"]).stdout.split()[-1]
-    )
-    return user.run([str(kubectl / "kubectl"), *args], timeout=60, check=False)
+    return user.run([kubectl(), *args], timeout=60, check=False)
 
 
 def test_the_site_roles_rbac_lets_each_user_manage_only_their_own_pods_and_secret(kube):
