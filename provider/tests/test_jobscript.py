@@ -103,7 +103,7 @@ def test_worker_sbatch_header(worker_text, cluster):
         "#SBATCH --ntasks=1",
         "#SBATCH --cpus-per-task=2",
         "#SBATCH --mem=1500M",
-        "#SBATCH --signal=B:TERM@90",
+        "#SBATCH --signal=B:USR1@90",  # drain before the time limit (rollover)
         "#SBATCH --no-requeue",  # a requeued job would be a new Ray node under an old id
         "#SBATCH --partition=debug",
         "#SBATCH --time=01:00:00",

@@ -60,6 +60,7 @@ class FakeBackend:
         self.nodes: dict[str, Node] = {}
         self.launched: list[LaunchRequest] = []
         self.terminated: list[list[str]] = []
+        self.drained: list[list[str]] = []
         self.listings = 0
         self.refuse = ""  # launch raises BackendError with this message
         self.busy = ""  # launch raises BackendBusy (throttled) with this message
@@ -94,6 +95,9 @@ class FakeBackend:
         for node_id in node_ids:
             self.nodes.pop(node_id, None)
             self.leftovers.discard(node_id)
+
+    def drain(self, node_ids: Sequence[str]) -> None:
+        self.drained.append(list(node_ids))
 
     def cleanup(self) -> None:
         self.cleaned = True
@@ -583,7 +587,7 @@ def test_squeue_runs_at_most_once_per_squeue_interval_while_the_autoscaler_loops
     reused for squeue_interval_s, and renewed at once after the provider's own launches and
     terminations, whose effect the autoscaler must see."""
     now = [1000.0]
-    monkeypatch.setattr(provider_module.time, "monotonic", lambda: now[0])
+    monkeypatch.setattr(time, "monotonic", lambda: now[0])
     provider = make_provider(lambda cfg: cfg["provider"].update(squeue_interval_s=3))
     publish_head(provider)
     assert (provider.settings.autoscaler_interval_s, provider.settings.squeue_interval_s) == (1, 3)
@@ -719,3 +723,54 @@ def test_a_pod_that_ended_is_removed_by_the_core_not_by_its_listing(make_provide
     assert provider.non_terminated_nodes({}) == []
     assert pods.terminated == [["pod-a"]]
     assert "pod pod-a ended" in provider.cluster.read_state()["failures"]["burst"]["why"]
+
+
+# ------------------------------------------------------------------------------ roll-over
+
+
+def test_the_heads_autoscaler_rolls_a_busy_worker_over_before_its_time_limit(
+    make_provider, fakes, raw_config, monkeypatch
+):
+    """A busy worker within its rollover_lead_s of its end gets one replacement of its type,
+    with Ray's tags (Ray adopts it); once the replacement has joined, the old job is told to
+    drain (one signal), and ``ray-slurm status`` reads it all from the state."""
+    joined: set[str] = set()
+    monkeypatch.setattr(raynodes, "joined", lambda address: joined)
+    monkeypatch.setattr(raynodes, "activity", lambda address: {"100": "busy"})
+    monkeypatch.setattr(demandwake, "install", lambda poll, ms: None)
+    raw_config["available_node_types"]["cpu"]["node_config"]["rollover_lead_s"] = 300
+    cli = make_provider(lambda cfg: cfg["available_node_types"]["cpu"]["node_config"].update(
+        rollover_lead_s=300))  # fmt: skip
+    cli.cluster.bootstrap_config.write_text(
+        yaml.safe_dump(SlurmNodeProvider.bootstrap_config(raw_config))
+    )
+    monkeypatch.setenv(burst.AUTOSCALING_CONFIG_ENV, str(cli.cluster.autoscaling_config))
+    head = make_provider(lambda cfg: cfg["available_node_types"]["cpu"]["node_config"].update(
+        rollover_lead_s=300))  # fmt: skip
+    publish_head(head)
+    head.create_node({}, WORKER_TAGS, 1)
+    slurm = fakes["slurm"]
+    slurm.run("100", time_left_s=900)
+    fresh(head)
+    assert head.non_terminated_nodes({}) == ["100"]  # not in its lead yet
+    slurm.run("100", time_left_s=299)
+    fresh(head)
+    head.non_terminated_nodes({})
+    assert len(slurm.launched) == 2  # the replacement; the next listing shows it
+    assert sorted(head.non_terminated_nodes({})) == ["100", "101"]
+    assert head.node_tags("101")[TAG_RAY_USER_NODE_TYPE] == "cpu"
+    assert head.node_tags("101")[TAG_RAY_NODE_KIND] == NODE_KIND_WORKER
+    fresh(head)
+    head.non_terminated_nodes({})
+    assert len(slurm.launched) == 2 and slurm.drained == []  # one replacement; it pends
+    record = head.cluster.read_state()["rollovers"]["100"]
+    assert record["replacement"] == "101" and record["draining_from"] is None
+    slurm.run("101", time_left_s=3600)
+    joined.add("101")
+    fresh(head)
+    head.non_terminated_nodes({})
+    assert slurm.drained == [["100"]]
+    assert head.cluster.read_state()["rollovers"]["100"]["draining_from"] is not None
+    fresh(head)
+    head.non_terminated_nodes({})
+    assert slurm.drained == [["100"]]  # told once

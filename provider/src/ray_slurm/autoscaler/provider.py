@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import logging
 import os
-import time
 from typing import Any
 
 from ray.autoscaler.node_provider import NodeProvider
@@ -42,11 +41,10 @@ from ray_slurm.autoscaler.launcher import (
 from ray_slurm.backends import factory as backends
 from ray_slurm.backends.base import Backend, LaunchRequest
 from ray_slurm.backends.command_runner import CommandContext, LocalCommandRunner, NodeStartTimeout
-from ray_slurm.backends.errors import BackendBusy, BackendError
 from ray_slurm.backends.nodes import JobState, Node
 from ray_slurm.backends.slurm.client import Slurm
 from ray_slurm.cluster import burst
-from ray_slurm.cluster.core import Core
+from ray_slurm.cluster.core import Core, head_time_left
 from ray_slurm.cluster.listing import Listing
 from ray_slurm.cluster.policy import LaunchRefused, TypeBackoff, worker_time_limit_minutes
 from ray_slurm.cluster.startpace import StartPace
@@ -87,7 +85,6 @@ class SlurmNodeProvider(NodeProvider):
             )
             demandwake.install(demandwake.gcs_demand(self._gcs_address),
                                settings.demand_poll_ms)  # fmt: skip
-        self.core = Core(settings, self.cluster, self.backends, self.watch, self.autoscaling)
         self._restart_head = restart_requested()
         self._teardown_began: dict[tuple[tuple[str, str], ...], set[str]] = {}
         self.starts = StartPace()
@@ -100,6 +97,8 @@ class SlurmNodeProvider(NodeProvider):
             lambda: self.settings.squeue_interval_s * slurm.pace.factor,
         )
         self._lock = self.listing.lock
+        self.core = Core(settings, self.cluster, self.backends, self.watch, self.autoscaling,
+                         self._lock)  # fmt: skip
         if self.autoscaling is not None:
             self.listing.start()  # the autoscaler's loop answers from memory (``listing``)
 
@@ -116,7 +115,9 @@ class SlurmNodeProvider(NodeProvider):
         news = self.listing.news()
         if news is not None:
             with self._lock:
-                self.core.settle(news)
+                launched = self.core.settle(news)  # (replacements: ``rollover``)
+            if launched:
+                self.listing.invalidate()
         return nodes
 
     def _gcs_address(self) -> str | None:
@@ -243,33 +244,14 @@ class SlurmNodeProvider(NodeProvider):
 
     def _launch(self, spec: NodeTypeSpec, tags: dict[str, str], request: LaunchRequest,
                 count: int) -> None:  # fmt: skip
-        backend = self.backends[spec.backend]
-        for _ in range(count):
-            try:
-                node_id = backend.launch(request)
-            except BackendBusy as exc:  # not the type's fault: Ray asks again, no back-off
-                logger.warning("node type %s: not launched this time: %s", spec.name, exc)
-                raise LaunchRefused(f"node type {spec.name}: {exc}") from exc
-            except BackendError as exc:
-                delay = self.watch.type_failed(spec.name, str(exc), log=False)
-                logger.error("node type %s: %s (no new job of this type for %.0f s)",
-                             spec.name, exc, delay)  # fmt: skip
-                raise LaunchRefused(f"node type {spec.name}: {exc}") from exc
-            # Recorded one by one: a later failure must not lose the jobs already submitted.
-            with self._lock, self.cluster.update() as state:
-                state["nodes"][node_id] = {"backend": backend.name, "created": time.time(),
-                                           "tags": dict(tags)}  # fmt: skip
-                self.listing.invalidate()
-                self.watch.launched(Node(node_id, backend.name, spec.kind, spec.name,
-                                         JobState.PENDING, what=backend.noun))  # fmt: skip
-            logger.info("launched %s node %s of type %s", spec.backend, node_id, spec.name)
+        try:
+            self.core.launch(spec, tags, request, count)
+        finally:  # the launched ones are listed at once, even if a later one failed
+            self.listing.invalidate()
 
     def _head_time_left(self) -> float | None:
         """Seconds until the head's job hits its time limit (None: no limit, or not a job)."""
-        for node in self._refresh().values():
-            if node.kind == "head":
-                return node.time_left_s
-        return None
+        return head_time_left(self._refresh())
 
     def set_node_tags(self, node_id: str, tags: dict[str, str]) -> None:
         with self._lock, self.cluster.update() as state:

@@ -1,8 +1,9 @@
 """The one interface between the provider and whatever runs its nodes.
 
-A backend launches nodes of a type, terminates them and removes what it created besides nodes:
-those three verbs are the only ones that act. Its listing only looks: it reports its nodes and
-what ended since its last look as data (``nodes.Seen``), and the core decides what follows.
+A backend launches nodes of a type, drains and terminates them and removes what it created
+besides nodes: those verbs are the only ones that act. Its listing only looks: it reports its
+nodes and what ended since its last look as data (``nodes.Seen``), and the core decides what
+follows.
 It also tells a node's address, gives Ray a way to run commands on a node and shows what a
 launch would submit. The provider and the CLI hold backends only through this interface
 (``backends.make`` builds them): they never ask which backend they hold.
@@ -54,6 +55,11 @@ class Backend(Protocol):
         ...
 
     def terminate(self, node_ids: Sequence[str]) -> None: ...
+
+    def drain(self, node_ids: Sequence[str]) -> None:
+        """Tell these nodes that their end is near: each drains its Ray node and leaves by its
+        end (``cluster.rollover``). Only nodes with an end known in advance (batch jobs)."""
+        ...
 
     def cleanup(self) -> None:
         """After `ray down`: remove whatever else the backend created for the cluster."""

@@ -135,6 +135,9 @@ class LoginBackend:
         with self.cluster.update() as state:
             state.pop("login_head", None)
 
+    def drain(self, node_ids: Sequence[str]) -> None:
+        """The login head has no end known in advance (no time limit): never drained."""
+
     def cleanup(self) -> None:
         """The head's process group is its only trace: nothing else to remove."""
 

@@ -23,6 +23,9 @@ PORTS_TAKEN_EXIT = 75
 # made in its allocation (``jobscript.START_ATTEMPTS``): a failure at start, however long the
 # attempts took together.
 START_FAILED_EXIT = 76
+# A worker drained because its job's end is near (``cluster.rollover``) must be done this long
+# before that end, so that its script stops Ray (its stop grace) and cleans up before SLURM's kill.
+DRAIN_STOP_MARGIN_S = 20
 
 
 class JobState(enum.Enum):

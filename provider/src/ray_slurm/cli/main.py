@@ -179,6 +179,16 @@ def cmd_hold_ports(args: argparse.Namespace) -> int:
     return 0 if check.held else PORTS_TAKEN_EXIT if check.taken else 1
 
 
+def cmd_drain(args: argparse.Namespace) -> int:
+    """(a worker's script, on USR1) ``drain.drain``: prints the deadline for the script."""
+    from ray_slurm.cli import drain  # imports Ray: only where a node drains
+
+    job_id = args.job_id or os.environ["SLURM_JOB_ID"]
+    deadline = drain.drain(ClusterDir.at(args.cluster_dir), args.address, job_id, args.warning)
+    print(int(deadline))
+    return 0
+
+
 def cmd_wait_head(args: argparse.Namespace) -> int:
     """Wait until the head's Ray answers `ray status` (with the cluster's token)."""
     cluster = ClusterDir.at(args.cluster_dir or os.environ["RAY_SLURM_CLUSTER_DIR"])
@@ -336,6 +346,19 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--ray-pid", type=int, required=True, help="the node's `ray start`")
     p.add_argument("--timeout", type=float, default=120, help="seconds (default: 120)")
     p.set_defaults(func=cmd_hold_ports)
+
+    p = sub.add_parser("drain", help="(in a worker's job) its end is near: drain its Ray node "
+                       "until then; print the deadline")  # fmt: skip
+    p.add_argument("cluster_dir", help="the cluster's state directory")
+    p.add_argument("--address", required=True, help="the head's GCS address")
+    p.add_argument("--job-id", default="", help="default: $SLURM_JOB_ID")
+    p.add_argument(
+        "--warning",
+        type=float,
+        required=True,
+        help="seconds to the job's end if SLURM does not say (its walltime warning)",
+    )
+    p.set_defaults(func=cmd_drain)
 
     p = sub.add_parser("wait-head", help="wait until the cluster's head answers")
     p.add_argument("--cluster-dir", default="", help="default: $RAY_SLURM_CLUSTER_DIR")

@@ -12,15 +12,19 @@ state file, the head's GCS and the autoscaling config. The decisions:
 * what is left of nodes that are no longer nodes (a requeued job, an ended pod): removed;
 * a worker pending past its type's ``pending_timeout_s``: its type is backed off, it is removed;
 * the types that must not grow now (``burst``): written to the autoscaling config the head's
-  autoscaler reads.
+  autoscaler reads;
+* roll-over (``rollover``): a replacement queued for a busy worker whose time limit nears, and
+  that worker drained once its replacement has joined.
 
-``terminate`` is the one way the provider ends nodes (Ray's requests, ``ray down``, a head that
-waited too long for ``ray up``).
+``launch`` and ``terminate`` are the one way the provider starts and ends nodes (Ray's
+requests, ``ray down``, a head that waited too long for ``ray up``, a replacement).
 """
 
 from __future__ import annotations
 
 import logging
+import threading
+import time
 from collections import Counter
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -29,11 +33,14 @@ from typing import Any
 import yaml
 
 from ray_slurm import config
-from ray_slurm.backends.base import Backend
-from ray_slurm.backends.nodes import Ended, Node
+from ray_slurm.backends.base import Backend, LaunchRequest
+from ray_slurm.backends.errors import BackendBusy, BackendError
+from ray_slurm.backends.nodes import Ended, JobState, Node
 from ray_slurm.cluster import burst, raynodes
+from ray_slurm.cluster.policy import LaunchRefused, worker_time_limit_minutes
+from ray_slurm.cluster.rollover import Plan, RollOvers
 from ray_slurm.cluster.watch import NodeWatch
-from ray_slurm.config import ConfigError, Settings
+from ray_slurm.config import ConfigError, NodeTypeSpec, Settings
 from ray_slurm.host.state import ClusterDir
 
 logger = logging.getLogger(__name__)
@@ -48,6 +55,8 @@ class News:
     complete: bool  # every backend answered: a node that is absent is gone
     ended: list[Ended] = field(default_factory=list)
     leftovers: dict[str, list[str]] = field(default_factory=dict)  # backend -> ids
+    tags: dict[str, dict[str, str]] = field(default_factory=dict)  # node id -> Ray's tags
+    at: float = field(default_factory=time.time)  # when the listing was made
 
 
 @dataclass
@@ -59,6 +68,7 @@ class Decisions:
     remove: dict[str, list[str]] = field(default_factory=dict)  # backend -> node ids
     drain: list[str] = field(default_factory=list)  # node ids whose Ray nodes the GCS stops
     held: dict[str, int] | None = None  # types held at their size; None: nothing to write
+    rollover: Plan = field(default_factory=Plan)  # replacements to queue, workers to drain
 
 
 class Core:
@@ -71,6 +81,7 @@ class Core:
         backends: Mapping[str, Backend],
         watch: NodeWatch,
         autoscaling: burst.AutoscalingConfig | None,
+        lock: threading.RLock | None = None,
     ) -> None:
         self.settings = settings
         self.cluster = cluster
@@ -81,6 +92,8 @@ class Core:
         self.autoscaling = autoscaling
         self.held: dict[str, int] = {}
         self.terminated: set[str] = set()  # nodes this process ended (may still be listed)
+        self.rollovers = RollOvers()
+        self.lock = lock or threading.RLock()  # the listing's: a launch is recorded under it
         self._followed: dict[str, Any] | None = None  # the uploaded config settings are from
 
     # ------------------------------------------------------------------ deciding
@@ -100,7 +113,22 @@ class Core:
                 decisions.remove.setdefault(node.backend, []).append(node.node_id)
             backing_off = {node_type for node_type, _ in decisions.back_off}
             decisions.held = self._held(news.nodes, backing_off)
+            decisions.rollover = self._rollover(news, backing_off)
         return decisions
+
+    def _rollover(self, news: News, backing_off: set[str]) -> Plan:
+        """Roll-over (``rollover``): in the head's autoscaler, which alone asks the GCS."""
+        head = self.cluster.head()
+        if self.autoscaling is None or head is None:
+            return Plan()
+        bootstrap = self._followed or {}
+        total = bootstrap.get("max_workers")
+        return self.rollovers.plan(
+            self.settings, news.nodes, news.created, news.at, burst.max_workers_of(bootstrap),
+            None if total is None else int(total),
+            set(self.watch.backoff.backed_off()) | backing_off,
+            lambda: raynodes.activity(head.address), lambda: raynodes.joined(head.address),
+        )  # fmt: skip
 
     def _held(self, nodes: Mapping[str, Node], backing_off: set[str]) -> dict[str, int] | None:
         """The burst policy (``burst``): the worker types that must not grow now, with those
@@ -158,9 +186,72 @@ class Core:
             except (OSError, yaml.YAMLError) as exc:
                 logger.error("cannot update %s: %s", self.autoscaling.path, exc)
 
-    def settle(self, news: News) -> None:
-        """Decide on one listing's news and carry it out."""
-        self.carry_out(self.decide(news))
+    def roll_over(self, plan: Plan, news: News) -> list[str]:
+        """Queue the replacements and drain the replaced workers; returns the new node ids."""
+        launched = []
+        for node in plan.replace:
+            record = self.rollovers.records[node.node_id]
+            spec = self.settings.spec(node.node_type)
+            head = self.cluster.head()
+            try:
+                minutes = worker_time_limit_minutes(spec.time_s, head_time_left(news.nodes))
+                request = LaunchRequest(spec, head.address if head else "", minutes)
+                [new] = self.launch(spec, news.tags.get(node.node_id, {}), request, 1)
+            except LaunchRefused as exc:
+                record.waiting = f"the replacement could not be queued: {exc}"
+                logger.warning("%s", record.describe())
+                continue
+            record.replacement, record.queued_at, record.waiting = new, time.time(), ""
+            logger.info("%s", record.describe())
+            launched.append(new)
+        by_backend: dict[str, list[str]] = {}
+        for node in plan.drain:
+            by_backend.setdefault(node.backend, []).append(node.node_id)
+            logger.info("%s", self.rollovers.records[node.node_id].describe())
+        for name, ids in by_backend.items():
+            try:
+                self.backends[name].drain(ids)
+            except BackendError as exc:  # SLURM's own warning drains them later
+                logger.warning("could not tell %s to drain now: %s", ", ".join(ids), exc)
+        if plan.changed or plan.replace or plan.drain:
+            with self.cluster.update() as state:
+                state["rollovers"] = {i: r.record() for i, r in self.rollovers.records.items()}
+        return launched
+
+    def settle(self, news: News) -> list[str]:
+        """Decide on one listing's news and carry it out; returns the nodes it launched."""
+        decisions = self.decide(news)
+        self.carry_out(decisions)
+        return self.roll_over(decisions.rollover, news)
+
+    def launch(self, spec: NodeTypeSpec, tags: dict[str, str], request: LaunchRequest,
+               count: int) -> list[str]:  # fmt: skip
+        """Start ``count`` nodes of a type, each recorded in the state as soon as it exists;
+        returns their ids. A launch that fails raises LaunchRefused (BackendBusy: not the type's
+        fault, no back-off) or BackendError (the type is backed off), after the ones that
+        succeeded were recorded."""
+        backend = self.backends[spec.backend]
+        launched = []
+        for _ in range(count):
+            try:
+                node_id = backend.launch(request)
+            except BackendBusy as exc:  # not the type's fault: Ray asks again, no back-off
+                logger.warning("node type %s: not launched this time: %s", spec.name, exc)
+                raise LaunchRefused(f"node type {spec.name}: {exc}") from exc
+            except BackendError as exc:
+                delay = self.watch.type_failed(spec.name, str(exc), log=False)
+                logger.error("node type %s: %s (no new job of this type for %.0f s)",
+                             spec.name, exc, delay)  # fmt: skip
+                raise LaunchRefused(f"node type {spec.name}: {exc}") from exc
+            # Recorded one by one: a later failure must not lose the jobs already submitted.
+            with self.lock, self.cluster.update() as state:
+                state["nodes"][node_id] = {"backend": backend.name, "created": time.time(),
+                                           "tags": dict(tags)}  # fmt: skip
+                self.watch.launched(Node(node_id, backend.name, spec.kind, spec.name,
+                                         JobState.PENDING, what=backend.noun))  # fmt: skip
+            launched.append(node_id)
+            logger.info("launched %s node %s of type %s", spec.backend, node_id, spec.name)
+        return launched
 
     def terminate(self, node_ids: list[str], nodes: Mapping[str, Node]) -> None:
         """One call per backend for all the listed nodes among ``node_ids`` (one scancel for any
@@ -174,3 +265,8 @@ class Core:
             logger.info("terminating %s node(s): %s", name, ", ".join(ids))
             self.terminated.update(ids)
             self.backends[name].terminate(ids)
+
+
+def head_time_left(nodes: Mapping[str, Node]) -> float | None:
+    """Seconds until the head's job hits its time limit (None: no limit, or not a job)."""
+    return next((n.time_left_s for n in nodes.values() if n.kind == "head"), None)

@@ -147,7 +147,8 @@ class Listing:
                 self.listed_at = time.monotonic()
             # Ends are told once: news not yet taken keeps its ends.
             earlier = self._news.ended if self._news is not None else []
-            self._news = News(nodes, self.created, complete, earlier + ended, leftovers)
+            self._news = News(nodes, self.created, complete, earlier + ended, leftovers,
+                              {i: dict(t) for i, t in self.tags.items()})  # fmt: skip
             self.listings += 1
             self.listing_s += time.perf_counter() - t0
 

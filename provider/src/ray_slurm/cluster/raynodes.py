@@ -1,7 +1,15 @@
-"""What the head's GCS knows of the cluster's nodes: which have joined, and stopping lost ones.
+"""What the head's GCS knows of the cluster's nodes: which have joined, which are busy, and
+draining or stopping them.
 
 ``joined`` tells the provider which of its jobs and pods are in the Ray cluster (their Ray nodes
-carry the cloud instance id), so that it can pace the ones still starting (``policy.start_room``).
+carry the cloud instance id), so that it can pace the ones still starting (``policy.start_room``);
+``activity`` which of them are busy, idle or draining (roll-over replaces only busy workers).
+
+Draining a node with a deadline (``drain``, run by a worker's own job when its end is near:
+``rollover``): Ray's ``DrainNode`` with reason PREEMPTION makes the raylet accept no new work at
+once, lets running tasks go on until the deadline, and ends the raylet by itself once it is
+idle (Ray 2.60; a later drain of the same node replaces the deadline). Killing the node at the
+deadline is the caller's part.
 
 Stopping the Ray nodes of SLURM jobs that are lost while their processes may live on:
 
@@ -49,6 +57,39 @@ def joined(gcs_address: str) -> set[str] | None:
     except Exception as exc:  # busy or gone: the caller falls back on what SLURM says
         logger.info("could not ask the GCS which nodes have joined: %s", exc)
         return None
+
+
+def activity(gcs_address: str) -> dict[str, str] | None:
+    """The alive worker nodes' cloud instance ids -> "busy", "idle" or "draining" (the
+    autoscaler's view of the GCS); None if the GCS did not answer."""
+    try:
+        from ray.autoscaler.v2.sdk import get_cluster_resource_state
+        from ray.core.generated.autoscaler_pb2 import NodeStatus  # type: ignore[attr-defined]
+
+        state = get_cluster_resource_state(_client(gcs_address))
+    except Exception as exc:  # busy or gone: the caller decides without it
+        logger.info("could not ask the GCS which nodes are busy: %s", exc)
+        return None
+    words = {NodeStatus.RUNNING: "busy", NodeStatus.IDLE: "idle", NodeStatus.DRAINING: "draining"}
+    return {node.instance_id: words[node.status] for node in state.node_states
+            if node.instance_id and node.status in words}  # fmt: skip
+
+
+def drain(gcs_address: str, instance_id: str, message: str, deadline_s: float) -> str:
+    """Drain this job's Ray node (reason PREEMPTION) until ``deadline_s`` (epoch seconds);
+    returns its Ray node id (hex). Raises RuntimeError if the GCS refuses or knows no such node."""
+    from ray.core.generated.autoscaler_pb2 import DrainNodeReason  # type: ignore[attr-defined]
+
+    client = _client(gcs_address)
+    ours = [ray_node for ray_node, instance in _alive_workers(client).items()
+            if instance == instance_id]  # fmt: skip
+    if not ours:
+        raise RuntimeError(f"the GCS at {gcs_address} knows no alive Ray node of {instance_id}")
+    accepted, refused = client.drain_node(ours[0], DrainNodeReason.DRAIN_NODE_REASON_PREEMPTION,
+                                          message, int(deadline_s * 1000))  # fmt: skip
+    if not accepted:
+        raise RuntimeError(f"the GCS refused to drain Ray node {ours[0][:12]}: {refused}")
+    return str(ours[0])
 
 
 def stop_ray_nodes(gcs_address: str, instance_ids: Collection[str]) -> list[str]:

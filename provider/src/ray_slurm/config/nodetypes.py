@@ -34,9 +34,10 @@ DEFAULT_OBJECT_STORE_FRACTION = 0.3  # Ray's own default share of the node's mem
 SLURM_KEYS = {"partition", "account", "qos", "time", "constraint", "gres", "reservation"}
 NODE_CONFIG_KEYS = SLURM_KEYS | {
     "cpus", "memory", "gpus", "object_store_memory", "exclusive", "sbatch_options", "setup",
-    "pending_timeout_s", "walltime_warning_s", "backend",
+    "pending_timeout_s", "walltime_warning_s", "rollover_lead_s", "backend",
 }  # fmt: skip
-DEFAULT_WALLTIME_WARNING_S = 90  # SIGTERM this long before the time limit: Ray drains and leaves
+# SLURM signals the job (USR1) this long before its time limit: it drains its Ray node and leaves.
+DEFAULT_WALLTIME_WARNING_S = 90
 LOGIN_HEAD_KEYS = {"object_store_memory", "setup"}
 # Options the job script sets itself, so a type cannot contradict them through sbatch_options.
 
@@ -117,6 +118,9 @@ class NodeTypeSpec:
     time_s: float | None = None  # the job's time limit (node_config.time); None = site default
     pending_timeout_s: int | None = None  # None = provider.pending_timeout_s
     walltime_warning_s: int = DEFAULT_WALLTIME_WARNING_S
+    # How long before a busy worker's time limit its replacement is queued (``rollover``);
+    # None: derived from the type's observed start; 0: no roll-over.
+    rollover_lead_s: int | None = None
     pod: PodOptions | None = None  # Kubernetes types: image, namespace, scheduling hints
     complete: bool = True  # False: the type has problems, this is what could be told of it
 
@@ -211,6 +215,12 @@ def resolve_node_type(name: str, type_cfg: Mapping[str, Any], kind: str, backend
     if warning is not None and time_s is not None and warning >= time_s:
         problems.append(f"{where}.node_config.walltime_warning_s: {warning} s is not shorter "
                         f"than the time limit {slurm['time']}")  # fmt: skip
+    lead = count_field(
+        node_config.get("rollover_lead_s"), f"{where}.node_config.rollover_lead_s", problems
+    )
+    if lead and time_s is not None and lead >= time_s:
+        problems.append(f"{where}.node_config.rollover_lead_s: {lead} s is not shorter than the "
+                        f"time limit {slurm['time']} (0 turns roll-over off)")  # fmt: skip
 
     options = node_config.get("sbatch_options") or []
     if not isinstance(options, list):
@@ -316,4 +326,5 @@ def resolve_node_type(name: str, type_cfg: Mapping[str, Any], kind: str, backend
         exclusive=bool(node_config.get("exclusive", False)), sbatch_options=tuple(options),
         setup=tuple(setup), time_s=time_s, pending_timeout_s=pending_timeout,
         walltime_warning_s=DEFAULT_WALLTIME_WARNING_S if warning is None else warning, pod=pod,
+        rollover_lead_s=lead,
     )  # fmt: skip

@@ -259,6 +259,9 @@ class KubernetesBackend:
         known = self._namespace_of.get(name)
         return [known] if known else self.namespaces
 
+    def drain(self, node_ids: Sequence[str]) -> None:
+        """A pod has no end known in advance (no time limit): never drained."""
+
     def cleanup(self) -> None:
         """Every pod, secret and service with this cluster's labels, in every namespace."""
         self._secret_in.clear()

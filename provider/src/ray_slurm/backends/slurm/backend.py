@@ -167,6 +167,11 @@ class SlurmBackend:
             self.slurm.scancel(fresh)
             self._cancelled.update(dict.fromkeys(fresh, now))
 
+    def drain(self, node_ids: Sequence[str]) -> None:
+        """One signal for all: each job's script hears USR1 (as at its walltime warning) and
+        drains its Ray node until its end (``cli.drain``)."""
+        self.slurm.scancel(node_ids, signal="USR1", batch=True)
+
     def cleanup(self) -> None:
         """Jobs are nodes: nothing else to remove."""
 

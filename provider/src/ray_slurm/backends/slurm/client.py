@@ -268,8 +268,10 @@ class Slurm:
         proc = self.run(["sbatch", "--parsable", *self._verbose(), *extra_args, script_path])
         return parse_sbatch(proc.stdout)
 
-    def scancel(self, job_ids: Sequence[str], signal: str | None = None) -> None:
-        """Cancel many jobs with one call; jobs that already ended are not an error.
+    def scancel(self, job_ids: Sequence[str], signal: str | None = None, batch: bool = False,
+                ) -> None:  # fmt: skip
+        """Cancel (or ``signal``) many jobs with one call; jobs that already ended are not an
+        error. ``batch``: signal only the job's script (``--batch``), not Ray under it.
 
         ``--user`` makes SLURM act only on the user's own jobs: a job id from a stale state file,
         since recycled for someone else's job, is left alone even where the user is an operator.
@@ -279,6 +281,8 @@ class Slurm:
         args = ["scancel", f"--user={self.user()}", *self._verbose()]
         if signal:
             args.append(f"--signal={signal}")
+        if batch:
+            args.append("--batch")
         proc = self.run([*args, *job_ids], check=False)
         if proc.returncode != 0:
             # (24.11's -v adds "No active jobs match": none of them is still alive)

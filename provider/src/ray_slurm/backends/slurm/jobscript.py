@@ -14,7 +14,12 @@ from dataclasses import dataclass
 
 import jinja2
 
-from ray_slurm.backends.nodes import PORTS_TAKEN_EXIT, START_FAILED_EXIT, START_WINDOW_S
+from ray_slurm.backends.nodes import (
+    DRAIN_STOP_MARGIN_S,
+    PORTS_TAKEN_EXIT,
+    START_FAILED_EXIT,
+    START_WINDOW_S,
+)
 from ray_slurm.backends.nodestart import AGENT_PORTS, HEAD_PORTS, ray_start
 from ray_slurm.config import NodeTypeSpec, Settings
 from ray_slurm.host import tls
@@ -128,6 +133,9 @@ def render(
         autoscaling_config=str(cluster.autoscaling_config),
         config_wait_s=CONFIG_WAIT_S,
         stop_grace_s=STOP_GRACE_S[spec.kind],
+        # A worker drains when its end is near (USR1: ``cluster.rollover``); a head stops (TERM).
+        warning_signal="USR1" if spec.kind == "worker" else "TERM",
+        drain_fallback_s=max(0, spec.walltime_warning_s - DRAIN_STOP_MARGIN_S),
         start_attempts=START_ATTEMPTS if spec.kind == "worker" else 1,
         start_timeout_said=START_TIMEOUT_SAID,
         start_window_s=int(START_WINDOW_S),
