@@ -20,10 +20,12 @@ SITES_DOWN := $(KUBE) down; $(SITE24) down; $(GPU_SITE) down; $(SITE) down
 # The end-to-end suite on both SLURM releases at once, a pytest run on each release's campus
 # (most of an end-to-end test is waiting, so two share the 2 cores). campus24 (24.11) runs all of
 # it but what needs campus itself (the other sites and SSH deployment; bursting: the Ray image
-# of the harness's Kubernetes has campus's Python); campus (22.05) runs those and what depends on SLURM's
-# release: the login and SLURM heads and the whole fault suite. (test_rate_limit.py needs
-# slurmctld's rate limiter: campus24 only.)
-E2E_CAMPUS_ONLY := tests/e2e/test_sites.py tests/e2e/test_ssh_deploy.py tests/e2e/test_burst.py
+# of the harness's Kubernetes has campus's Python) and roll-over (the two lines' lengths even
+# out; its USR1 drain is the same on both releases); campus (22.05) runs those and what depends
+# on SLURM's release: the login and SLURM heads and the whole fault suite. (test_rate_limit.py
+# needs slurmctld's rate limiter, test_preempt_drain.py its send_user_signal: campus24 only.)
+E2E_CAMPUS_ONLY := tests/e2e/test_sites.py tests/e2e/test_ssh_deploy.py tests/e2e/test_burst.py \
+	tests/e2e/test_rollover.py
 E2E_BOTH := tests/e2e/test_login_head.py tests/e2e/test_slurm_head.py $(sort $(wildcard tests/e2e/test_fault_*.py))
 E2E_CAMPUS := $(E2E_CAMPUS_ONLY) $(E2E_BOTH)
 E2E_CAMPUS24 := $(filter-out $(E2E_CAMPUS_ONLY),$(sort $(wildcard tests/e2e/test_*.py)))

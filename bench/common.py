@@ -98,17 +98,17 @@ def site_info() -> dict[str, Any]:
 def bench_cluster(
     name: str, workdir: Path, max_workers: int, idle_minutes: float, cpus: int = 1,
     memory: str = "1000M", min_workers: int = 0, provider: dict[str, Any] | None = None,
-    upscaling_speed: float = 1.0,
+    upscaling_speed: float = 1.0, node_config: dict[str, Any] | None = None,
 ) -> Cluster:  # fmt: skip
     """A login-mode cluster of the bench user's from a copy of the example: 1-CPU workers
-    (``provider``: settings that differ from the example's)."""
+    (``provider``, ``node_config``: settings that differ from the example's)."""
     cfg = example_config(name, workdir / "state")
     cfg["upscaling_speed"] = upscaling_speed
     cfg["idle_timeout_minutes"] = idle_minutes
     cfg["max_workers"] = max_workers
     cfg["provider"].update(provider or {})
     cpu = cfg["available_node_types"]["cpu"]
-    cpu["node_config"].update(cpus=cpus, memory=memory)
+    cpu["node_config"].update(cpus=cpus, memory=memory, **(node_config or {}))
     cpu["max_workers"] = max_workers
     cpu["min_workers"] = min_workers
     return Cluster(name, workdir, BENCH_USER, cfg)

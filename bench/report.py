@@ -253,6 +253,19 @@ def table(results: dict[str, Any]) -> list[str]:
             f"{k} {v:.1f}" for k, v in off["by_component"].items()), "-", "-"))  # fmt: skip
     elif h:
         unavailable("h", "head at rest", h)
+    k = results.get("k", {})
+    if k.get("available"):
+        on, off = k["on"], k["off"]
+        kept = on["failed"] == 0 and on["largest_gap_s"] < 5
+        rows.append(("k", f"around a worker's time limit ({k['time_limit']}, warning "
+                     f"{k['walltime_warning_s']} s; {k['task_s']} s tasks one after another for "
+                     f"{k['run_s']} s): CPU-s of demand unserved, tasks failed and run again, "
+                     "largest gap", f"roll-over on (lead {k['lead_s']} s): {on['lost_cpu_s']:g} "
+                     f"CPU-s, {on['failed']}, {fmt(on['largest_gap_s'])}",
+                     f"floor 0; roll-over off: {off['lost_cpu_s']:g} CPU-s, {off['failed']}, "
+                     f"{fmt(off['largest_gap_s'])}", verdict(kept)))  # fmt: skip
+    elif k:
+        unavailable("k", "roll-over", k)
     j = results.get("j", {})
     if j.get("available"):
         td = j["teardown"]

@@ -13,6 +13,7 @@ Run on the site's login node (``scripts/localsite login .venv/bin/python bench/r
      ``--only j --merge``)
   i  ten clusters of one user under slurmctld's RPC rate limiter (run on campus24, 24.11:
      ``--only i --merge results.json`` adds it to the campus run's results)
+  k  capacity around a worker's time limit, roll-over on and off: demand unserved, tasks retried
 Each figure is the median of --runs runs; goals are printed next to them and a missed goal
 says why. Nothing is tuned to the numbers: product defaults except where noted.
 """
@@ -37,6 +38,7 @@ import peers  # noqa: E402
 import playbook  # noqa: E402
 import provider_cost  # noqa: E402
 import restcost  # noqa: E402
+import rollover  # noqa: E402
 import scaleout  # noqa: E402
 import scaleup  # noqa: E402
 import teardown  # noqa: E402
@@ -96,7 +98,7 @@ def scale_and_teardown(
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--only", default="abcdfgh", help="benchmarks to run (e runs with a)")
+    parser.add_argument("--only", default="abcdfghk", help="benchmarks to run (e runs with a)")
     parser.add_argument("--runs", type=int, default=3, help="runs per figure (default 3)")
     parser.add_argument("--rounds", type=int, default=5, help="scale-up rounds for a (default 5)")
     parser.add_argument("--jobs", type=int, default=1000, help="jobs in SLURM for b")
@@ -145,6 +147,8 @@ def main() -> int:
         results["d"] = attempt("d playbook", playbook.measure, workdir, args.playbook_runs)
     if "h" in args.only:
         results["h"] = attempt("h head at rest", restcost.measure, workdir)
+    if "k" in args.only:
+        results["k"] = attempt("k roll-over", rollover.measure, workdir)
     if "j" in args.only:
         results["j"] = attempt("j 32 nodes", wide.measure, workdir, 1, args.wide_held)
         results["j"]["site"] = results["machine"]
@@ -168,7 +172,7 @@ def main() -> int:
     print(f"\nresults: {args.output}")
     if not args.keep:
         shutil.rmtree(workdir, ignore_errors=True)
-    unavailable = [k for k in "abcdfhij" if k in args.only and k in results
+    unavailable = [k for k in "abcdfhijk" if k in args.only and k in results
                    and not results[k].get("available")]  # fmt: skip
     unavailable += [k for k, peer in results.get("g", {}).items() if not peer.get("available")]
     return 1 if unavailable else 0

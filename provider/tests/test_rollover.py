@@ -211,3 +211,26 @@ def test_only_running_batch_workers_with_a_time_limit_roll_over(make_settings):
     for node in (worker("41", None), worker("41", 10, JobState.PENDING),
                  dataclasses.replace(head(10), node_id="41")):  # fmt: skip
         assert plan(RollOvers(), settings, [node], busy).replace == []
+
+
+def test_status_shows_roll_overs_and_draining_nodes_of_listed_nodes(capsys):
+    from ray_slurm.cli.status import print_draining
+
+    record = rollover.Rollover("41", "cpu", end=NOW + 360, replacement="57", queued_at=NOW)
+    state = {
+        "rollovers": {"41": record.record(), "40": record.record()},  # 40: no longer listed
+        "nodes": {"41": {"drain": {"reason": rollover.REASON_TIME_LIMIT, "since": NOW + 300,
+                                   "deadline": NOW + 340, "end": NOW + 360}},
+                  "43": {"drain": {"reason": rollover.REASON_PREEMPTION, "since": NOW,
+                                   "deadline": NOW + 10, "end": NOW + 30}}},
+    }  # fmt: skip
+    print_draining(state, {"41", "43", "57"})
+    lines = capsys.readouterr().out.splitlines()
+    clock = rollover.clock
+    assert lines == [
+        "roll-over: " + record.describe(),
+        f"draining: 41 since {clock(NOW + 300)} (time limit, its job ends at {clock(NOW + 360)}):"
+        f" no new work; running tasks have until {clock(NOW + 340)}",
+        f"draining: 43 since {clock(NOW)} (preempted, its job ends at {clock(NOW + 30)}): no new "
+        f"work; running tasks have until {clock(NOW + 10)}",
+    ]

@@ -102,7 +102,7 @@ def test_preempted_requeued_and_node_failed_workers_are_lost_and_replaced(
     if graced:
         log = cluster.state_dir / "logs" / f"ray.f-preempt.worker.cpu-{cpu.job_id}.log"
         text = log.read_text()
-        assert "ray-slurm: SIGTERM at" in text, text[-3000:]
+        assert "ray-slurm: SIGUSR1 at" in text and "SLURM preempted job" in text, text[-3000:]
         assert "did not stop within" not in text, text[-3000:]
     cpu2 = wait_for(lambda: one_running(cluster, "cpu", {cpu.job_id}), 180, "a new cpu worker")
     assert cpu2.node != cpu.node

@@ -30,3 +30,68 @@ def result(stdout: str) -> Any:
 def parse_result(stdout: str) -> list[tuple[str, str]]:
     """``where_tasks``' answer: (hostname, node IP) of each task."""
     return [(str(host), str(ip)) for host, ip in result(stdout)]
+
+
+# Roll-over's workload (tests/e2e/test_rollover.py, bench k): one-CPU workers whose jobs have a
+# 3-minute limit (SLURM's limits are whole minutes) and their walltime warning 30 s before it
+# (SLURM sends it up to 30 s earlier still), a stream of 80 s tasks for 170 s (three tasks, on
+# two generations of workers), and a lead of 120 s: longer than a task plus a worker's start,
+# while the warning leaves a task at most 40 s.
+ROLLOVER_TASK_S = 80
+ROLLOVER_RUN_S = 170
+ROLLOVER_LEAD_S = 120
+ROLLOVER_NODE_CONFIG = {"cpus": 1, "time": "00:03:00", "walltime_warning_s": 30}
+ROLLOVER_WAIT_S = ROLLOVER_RUN_S + 2 * ROLLOVER_TASK_S + 240  # a stream's driver ends by then
+
+# A stream of one-CPU tasks, one after the other, for ``run_s`` seconds: demand held across
+# generations of workers. Each attempt runs once
+# (``max_retries=0``): the driver submits a failed task again itself and keeps Ray's error.
+STREAM = """
+import json, os, re, time
+import ray
+
+ray.init()
+
+@ray.remote(num_cpus=1, max_retries=0)
+def work(i):
+    start = time.time()
+    time.sleep({task_s})
+    return {{"i": i, "job": os.environ.get("SLURM_JOB_ID"), "start": start, "end": time.time()}}
+
+began, done, failed = time.time(), [], []
+i = 0
+while time.time() - began < {run_s}:
+    try:
+        done.append(ray.get(work.remote(i)))
+        i += 1
+    except Exception as exc:  # the attempt died with its node: submit it again
+        error = f"{{type(exc).__name__}}: {{exc}}"
+        # Ray's error points to the node's death information: its reason, as the GCS keeps it
+        dead = re.search(r"node ID: ([0-9a-f]+)", error)
+        death = [n.get("DeathReasonMessage", "") for n in ray.nodes()
+                 if dead and n["NodeID"] == dead.group(1)]
+        failed.append({{"i": i, "at": time.time(), "error": error, "death": "".join(death)}})
+        if len(failed) > 4:
+            break
+print("RESULT " + json.dumps({{"done": done, "failed": failed}}))
+"""
+
+
+def task_stream(task_s: float, run_s: float) -> str:
+    """A driver of a task stream; its result: ``{"done": [...], "failed": [...]}``."""
+    return STREAM.format(task_s=task_s, run_s=run_s)
+
+
+def stream_figures(run: dict[str, Any]) -> dict[str, Any]:
+    """What a task stream lost: gaps between one task's end and the next one's start (demand
+    unserved), the tasks that failed and ran again, and the CPU-seconds both cost (a failed
+    attempt's run, from the previous task's end, is lost too)."""
+    done, failed = run["done"], run["failed"]
+    gaps = [b["start"] - a["end"] for a, b in zip(done, done[1:], strict=False)]
+    ends = {t["i"]: t["end"] for t in done}
+    wasted = sum(f["at"] - ends.get(f["i"] - 1, f["at"]) for f in failed)
+    served = [t for t in done if t["i"] in {f["i"] for f in failed}]
+    unserved = sum(gap for gap in gaps if gap > 0)
+    return {"tasks": len(done), "failed": len(failed), "largest_gap_s": max(gaps, default=0.0),
+            "lost_cpu_s": round(unserved + wasted, 1), "retried_and_done": len(served),
+            "workers": len({t["job"] for t in done})}  # fmt: skip

@@ -18,7 +18,6 @@ import subprocess
 import sys
 import time
 from pathlib import Path
-from typing import Any
 
 import yaml
 
@@ -27,7 +26,7 @@ from ray_slurm.backends import factory as backends
 from ray_slurm.backends.nodes import PORTS_TAKEN_EXIT
 from ray_slurm.backends.slurm.client import Slurm, SlurmError
 from ray_slurm.backends.slurm.formats import NodeMapError
-from ray_slurm.cli import check, headlife
+from ray_slurm.cli import check, headlife, status
 from ray_slurm.config import ConfigError, Settings
 from ray_slurm.host.private import UnsafePathError
 from ray_slurm.host.state import ClusterDir, StateLockError, write_private
@@ -110,36 +109,8 @@ def cmd_validate(args: argparse.Namespace) -> int:
 
 
 def cmd_status(args: argparse.Namespace) -> int:
-    """The cluster's nodes as their backends see them: state, node, address, reason, time left."""
-    settings, cluster = load_config(args.config)
-    slurm = Slurm(settings.slurm_bin, settings.slurm_timeout_s)
-    rows = [("TYPE", "KIND", "ID", "STATE", "NODE", "IP", "TIME LEFT", "REASON")]
-    for backend in backends.make(settings, cluster, slurm).values():  # only looking
-        for n in sorted(backend.list_nodes().nodes, key=lambda n: (n.kind != "head", n.node_id)):
-            ip = backend.address(n) if n.host else ""
-            rows.append((n.node_type, n.kind, n.node_id, n.state.value, n.host or "-", ip or "-",
-                         n.time_left or "-", n.reason or "-"))  # fmt: skip
-    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
-    for row in rows:
-        print("  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=True)).rstrip())
-    if len(rows) == 1:
-        print(f"(no node of cluster {settings.cluster_name})")
-    print_failures(cluster.read_state().get("failures", {}))
-    head = cluster.head()
-    if head:
-        print(f"autoscaler log: {head.autoscaler_log} (on {head.host})")
-    return 0
-
-
-def print_failures(failures: dict[str, dict[str, Any]]) -> None:
-    """Node types the head's autoscaler backs off: why, and until when (its state record)."""
-    for node_type, record in sorted(failures.items()):
-        until = float(record["until"])
-        if until > time.time():
-            when = "no new node before " + time.strftime("%H:%M:%S", time.localtime(until))
-        else:
-            when = "trying again, one node at a time until one starts"
-        print(f"node type {node_type} failed {record['count']} time(s), {when}: {record['why']}")
+    """The cluster's nodes as their backends see them (``status``)."""
+    return status.show(*load_config(args.config))
 
 
 def cmd_publish_head(args: argparse.Namespace) -> int:

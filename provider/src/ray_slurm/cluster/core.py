@@ -119,9 +119,9 @@ class Core:
     def _rollover(self, news: News, backing_off: set[str]) -> Plan:
         """Roll-over (``rollover``): in the head's autoscaler, which alone asks the GCS."""
         head = self.cluster.head()
-        if self.autoscaling is None or head is None:
+        bootstrap = self._followed  # (read by ``_held``): no replacement without its limits
+        if self.autoscaling is None or head is None or bootstrap is None:
             return Plan()
-        bootstrap = self._followed or {}
         total = bootstrap.get("max_workers")
         return self.rollovers.plan(
             self.settings, news.nodes, news.created, news.at, burst.max_workers_of(bootstrap),
