@@ -108,7 +108,7 @@ def bench_cluster(
     cfg["max_workers"] = max_workers
     cfg["provider"].update(provider or {})
     cpu = cfg["available_node_types"]["cpu"]
-    cpu["node_config"].update(cpus=cpus, memory=memory, **(node_config or {}))
+    cpu["node_config"].update({"cpus": cpus, "memory": memory, **(node_config or {})})
     cpu["max_workers"] = max_workers
     cpu["min_workers"] = min_workers
     return Cluster(name, workdir, BENCH_USER, cfg)

@@ -259,11 +259,13 @@ def table(results: dict[str, Any]) -> list[str]:
         kept = on["failed"] == 0 and on["largest_gap_s"] < 5
         rows.append(("k", f"around a worker's time limit ({k['time_limit']}, warning "
                      f"{k['walltime_warning_s']} s; {k['task_s']} s tasks one after another for "
-                     f"{k['run_s']} s): CPU-s of demand unserved, tasks failed and run again, "
-                     "largest gap", f"roll-over on (lead {k['lead_s']} s): {on['lost_cpu_s']:g} "
-                     f"CPU-s, {on['failed']}, {fmt(on['largest_gap_s'])}",
-                     f"floor 0; roll-over off: {off['lost_cpu_s']:g} CPU-s, {off['failed']}, "
-                     f"{fmt(off['largest_gap_s'])}", verdict(kept)))  # fmt: skip
+                     f"{k['run_s']} s): CPU-s of demand unserved (of them in attempts that "
+                     "failed), tasks failed and run again, largest gap",
+                     f"roll-over on (lead {k['lead_s']} s): {on['unserved_cpu_s']:g} "
+                     f"({on['wasted_cpu_s']:g}) CPU-s, {on['failed']}, {fmt(on['largest_gap_s'])}",
+                     f"floor 0; roll-over off: {off['unserved_cpu_s']:g} ({off['wasted_cpu_s']:g}) "
+                     f"CPU-s, {off['failed']}, {fmt(off['largest_gap_s'])}",
+                     verdict(kept)))  # fmt: skip
     elif k:
         unavailable("k", "roll-over", k)
     j = results.get("j", {})

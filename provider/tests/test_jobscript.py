@@ -302,6 +302,7 @@ case "$1" in
       while kill -0 "$pid" 2>/dev/null; do sleep 0.05; done
     fi
     exit "${{RAY_SLURM_TEST_HOLD:-0}}" ;;
+  drain) echo $(( $(date +%s) + ${{RAY_SLURM_TEST_DRAIN_S:-60}} )) ;;  # the deadline
   *) exit 9 ;;
 esac
 """,
@@ -620,6 +621,65 @@ while :; do sleep 0.1; done
         if pid_file.exists():
             with contextlib.suppress(ProcessLookupError):
                 os.kill(int(pid_file.read_text()), signal.SIGKILL)
+
+
+@pytest.mark.parametrize("ends", ["idle", "deadline"])
+def test_usr1_drains_the_worker_then_stops_ray_once_idle_or_at_the_deadline(
+    make_settings, fake_ray_env, short_temp_root, tmp_path, ends
+):
+    """USR1 (the time limit's warning, a preemption, a roll-over): `ray-slurm drain` asks the
+    GCS to drain the node and prints the deadline; the script keeps Ray until its raylet, idle,
+    has left (Ray's `ray start --block` would wait on forever) or the deadline comes, then stops
+    it, and the job ends 0 (COMPLETED) before SLURM's kill. A second USR1 changes nothing."""
+    env_dir, record = fake_ray_env
+    raylet = env_dir / "bin" / "raylet"  # leaves when told the node is idle
+    raylet.write_text(f"#!/bin/bash\nuntil [ -e {record}/idle ]; do sleep 0.05; done\n")
+    raylet.chmod(0o755)
+    (env_dir / "bin" / "ray").write_text(f"""#!/bin/bash
+for a in "$@"; do case "$a" in --temp-dir=*) d="${{a#--temp-dir=}}" ;; esac; done
+{raylet} --raylet_socket_name="$d/session/sockets/raylet" &
+trap 'echo stopped > {record}/ray.stopped; exit 0' TERM
+echo $$ > {record}/ray.pid
+while :; do sleep 0.05; done
+""")
+
+    def change(cfg):
+        cfg["provider"]["ray_env"] = str(env_dir)
+        cfg["provider"]["temp_root"] = short_temp_root
+
+    settings = make_settings(change)
+    cluster = _cluster(settings)
+    text = render(settings, cluster, settings.spec("cpu"), head_address=HEAD_ADDRESS).text
+    path = tmp_path / "node.sh"
+    path.write_text(text)
+    proc = subprocess.Popen(["bash", str(path)], env={
+        "PATH": "/usr/bin:/bin", "SLURM_JOB_ID": "4646",
+        "RAY_SLURM_TEST_DRAIN_S": "60" if ends == "idle" else "3"},
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)  # fmt: skip
+    try:
+        deadline = time.monotonic() + 10
+        while not (record / "ray.pid").exists() and time.monotonic() < deadline:
+            time.sleep(0.05)
+        proc.send_signal(signal.SIGUSR1)
+        time.sleep(0.5)
+        proc.send_signal(signal.SIGUSR1)  # SLURM's warning after the roll-over's: no second drain
+        time.sleep(0.5)
+        assert proc.poll() is None  # draining: Ray goes on while its raylet works
+        if ends == "idle":
+            (record / "idle").touch()
+        out, err = proc.communicate(timeout=10)
+    finally:
+        proc.kill()
+        (record / "idle").touch()  # (the raylet of the deadline's case)
+    assert proc.returncode == 0, out + err  # left before its limit, as planned
+    drains = [c for c in (record / "ray-slurm.calls").read_text().splitlines()
+              if c.startswith("drain")]  # fmt: skip
+    assert drains == [f"drain {cluster.root} --address {HEAD_ADDRESS} --warning 90"]
+    assert "SIGUSR1 at" in out and "draining this node" in out
+    said = {"idle": "the drained node had no work left", "deadline": "the drain's deadline came"}
+    assert said[ends] in out, out
+    assert (record / "ray.stopped").exists()
+    assert os.listdir(short_temp_root) == []
 
 
 def test_a_head_that_waits_for_its_loop_leaves_the_gcs_pull_as_ray_has_it(make_settings, cluster):

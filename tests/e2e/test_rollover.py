@@ -95,7 +95,7 @@ def test_a_rolled_over_worker_loses_no_task_and_the_cluster_no_capacity(make_clu
     retried = {f["i"] for f in failed}
     assert retried & {t["i"] for t in without["done"]}, "the failed task never ran again"
     lost = stream_figures(without)
-    assert lost["lost_cpu_s"] > figures["lost_cpu_s"] + 30, (figures, lost)
+    assert lost["unserved_cpu_s"] > figures["unserved_cpu_s"] + 30, (figures, lost)
     print(f"roll-over on: {figures}; off: {lost}")
     on.down()
     off.down()

@@ -83,15 +83,14 @@ def task_stream(task_s: float, run_s: float) -> str:
 
 
 def stream_figures(run: dict[str, Any]) -> dict[str, Any]:
-    """What a task stream lost: gaps between one task's end and the next one's start (demand
-    unserved), the tasks that failed and ran again, and the CPU-seconds both cost (a failed
-    attempt's run, from the previous task's end, is lost too)."""
+    """What a task stream lost: the gaps between one task's end and the next one's (successful)
+    start, where the demand was not served by useful work — waiting for a node, and the run of
+    attempts that failed (``wasted_cpu_s``) — and the tasks that failed and ran again."""
     done, failed = run["done"], run["failed"]
     gaps = [b["start"] - a["end"] for a, b in zip(done, done[1:], strict=False)]
     ends = {t["i"]: t["end"] for t in done}
-    wasted = sum(f["at"] - ends.get(f["i"] - 1, f["at"]) for f in failed)
-    served = [t for t in done if t["i"] in {f["i"] for f in failed}]
-    unserved = sum(gap for gap in gaps if gap > 0)
-    return {"tasks": len(done), "failed": len(failed), "largest_gap_s": max(gaps, default=0.0),
-            "lost_cpu_s": round(unserved + wasted, 1), "retried_and_done": len(served),
-            "workers": len({t["job"] for t in done})}  # fmt: skip
+    wasted = sum(f["at"] - ends[f["i"] - 1] for f in failed if f["i"] - 1 in ends)
+    return {"tasks": len(done), "failed": len(failed),
+            "largest_gap_s": round(max(gaps, default=0), 1),
+            "unserved_cpu_s": round(sum(gap for gap in gaps if gap > 0), 1),
+            "wasted_cpu_s": round(wasted, 1), "workers": len({t["job"] for t in done})}  # fmt: skip
