@@ -7,9 +7,10 @@ requeueing it) and `rq` with the user's `--requeue` (SLURM keeps its id and queu
 
 - preemption of `cpu`: the job ends PREEMPTED; it is lost, replaced, not the type's fault. On a
   site set up as current ones are (campus24, 24.11: `PreemptParameters=send_user_signal` and a
-  `GraceTime` of 30 s on scavenger) the job hears its own `--signal` (B:TERM) at preemption and
-  its Ray leaves within the grace, before SLURM's kill (SLURM records it PREEMPTED, or
-  CANCELLED when Ray, seeing its node gone, had it cancelled during the grace);
+  `GraceTime` of 30 s on scavenger) the job hears its own `--signal` (B:USR1) at preemption,
+  drains its Ray node (test_preempt_drain.py) and leaves within the grace, before SLURM's kill
+  (SLURM records it PREEMPTED, or CANCELLED when Ray, seeing its node gone, had it cancelled
+  during the grace);
 - `scontrol requeue` of `rq`: the job is pending again under its id; the provider cancels the
   copy (never re-adopts it) and a new job replaces it;
 - slurmd killed under the new `cpu` job: after SlurmdTimeout (30 s here) the node is DOWN and
