@@ -162,7 +162,7 @@ test: setup
 	$(SITES_DOWN); exit $$status
 
 # Benchmarks (bench/run.py, ~45 min) on the sites' login nodes: on campus scale-up latency vs its
-# floor, provider cost with 1,000 jobs, teardown, playbook runs, memory; then on campus24 (24.11)
+# floor, provider cost with 1,000 jobs, teardown, playbook runs, memory, roll-over on vs off (k); then on campus24 (24.11)
 # ten clusters under the rate limiter (i); then on the wide site 32 nodes (j). Prints a table and
 # writes bench/results.json; each site is stopped afterwards whatever the result.
 bench: setup
