@@ -161,10 +161,11 @@ test: setup
 	((status)) || $(MAKE) --no-print-directory site-suites || status=1; \
 	$(SITES_DOWN); exit $$status
 
-# Benchmarks (bench/run.py, ~45 min) on the sites' login nodes: on campus scale-up latency vs its
-# floor, provider cost with 1,000 jobs, teardown, playbook runs, memory, roll-over on vs off (k); then on campus24 (24.11)
-# ten clusters under the rate limiter (i); then on the wide site 32 nodes (j). Prints a table and
-# writes bench/results.json; each site is stopped afterwards whatever the result.
+# Benchmarks (bench/run.py, ~50 min) on the sites' login nodes: on campus scale-up latency vs its
+# floor, provider cost with 1,000 jobs, teardown, playbook runs, memory, roll-over on vs off (k);
+# then on campus24 (24.11) ten clusters under the rate limiter (i); then on the wide site 32
+# nodes (j). Prints a table and writes bench/results.json; each site is stopped afterwards
+# whatever the result.
 bench: setup
 	# the peers (dask-jobqueue) get a venv of the site's system Python, as the site's Ray env
 	[ -x $(PEERS_VENV)/bin/python ] || /usr/bin/python3 -m venv $(PEERS_VENV)
