@@ -78,7 +78,7 @@ def test_the_message_says_when_and_why():
                                draining_from=NOW + 300)  # fmt: skip
     clock = rollover.clock
     assert record.describe() == (
-        f"worker 41 (cpu) ends at {clock(NOW + 360)} (time limit): replacement 57 queued at "
+        f"worker 41 (cpu) ends at {clock(NOW + 360)} (time limit): replacement job 57 queued at "
         f"{clock(NOW)}, draining from {clock(NOW + 300)}"
     )
     waiting = rollover.Rollover("41", "cpu", end=NOW + 360, waiting="it is idle")

@@ -95,13 +95,15 @@ class Rollover:
     queued_at: float | None = None
     draining_from: float | None = None
     waiting: str = ""  # why no replacement is queued yet (said once per change)
+    what: str = "job"  # what a node is to its backend (``Node.what``)
 
     def describe(self) -> str:
         """``worker 41 (cpu) ends at 12:30:00 (time limit): replacement job 57 queued at
-        12:24:00, draining from 12:29:00``."""
+        12:24:00, draining from 12:25:10``."""
         text = f"worker {self.node_id} ({self.node_type}) ends at {clock(self.end)} (time limit)"
         if self.replacement and self.queued_at is not None:
-            text += f": replacement {self.replacement} queued at {clock(self.queued_at)}"
+            text += (f": replacement {self.what} {self.replacement} queued at "
+                     f"{clock(self.queued_at)}")  # fmt: skip
         elif self.waiting:
             text += f": no replacement yet, {self.waiting}"
         if self.draining_from is not None:
@@ -111,7 +113,7 @@ class Rollover:
     def record(self) -> dict[str, object]:
         return {"node_type": self.node_type, "end": self.end, "replacement": self.replacement,
                 "queued_at": self.queued_at, "draining_from": self.draining_from,
-                "waiting": self.waiting}  # fmt: skip
+                "waiting": self.waiting, "what": self.what}  # fmt: skip
 
 
 def drain_message(reason: str, job: str, end: float) -> str:
@@ -173,7 +175,8 @@ class RollOvers:
             if record is None:
                 if not due(end, lead, now):
                     continue
-                record = self.records[node.node_id] = Rollover(node.node_id, spec.name, end)
+                record = Rollover(node.node_id, spec.name, end, what=node.what)
+                self.records[node.node_id] = record
                 plan.changed = True
             record.end = end
             if record.draining_from is not None:
