@@ -258,8 +258,8 @@ def table(results: dict[str, Any]) -> list[str]:
         on, off = k["on"], k["off"]
         kept = on["failed"] == 0 and on["largest_gap_s"] < 5
         rows.append(("k", f"around a worker's time limit ({k['time_limit']}, warning "
-                     f"{k['walltime_warning_s']} s; {k['task_s']} s tasks one after another for "
-                     f"{k['run_s']} s): CPU-s of demand unserved (of them in attempts that "
+                     f"{k['walltime_warning_s']} s; {k['tasks']} tasks of {k['task_s']} s one "
+                     "after another): CPU-s of demand unserved (of them in attempts that "
                      "failed), tasks failed and run again, largest gap",
                      f"roll-over on (lead {k['lead_s']} s): {on['unserved_cpu_s']:g} "
                      f"({on['wasted_cpu_s']:g}) CPU-s, {on['failed']}, {fmt(on['largest_gap_s'])}",

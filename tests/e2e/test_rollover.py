@@ -1,16 +1,17 @@
 """Issue #28: no work lost to SLURM's clock — drain with a deadline, the replacement ready first.
 
 Two clusters of alice's run side by side, the same workload on each (``support.drivers``): one
-stream of 80 s tasks (each attempt run once, `max_retries=0`: the driver itself submits a failed
-one again and keeps Ray's error), on one-CPU workers whose jobs have a 3-minute limit and their
-walltime warning 30 s before it (SLURM sends it up to 30 s earlier still). A task that starts on
-a worker after its first one cannot finish before the limit, nor in what the warning leaves it.
+stream of three 80 s tasks (each attempt run once, `max_retries=0`: the driver itself submits a
+failed one again, keeps Ray's error, and stops once it has run again), on one-CPU workers whose
+jobs have a 3-minute limit and their walltime warning 30 s before it (SLURM sends it up to 30 s
+earlier still). A task that starts on a worker after its first one cannot finish before the
+limit, nor in what the warning leaves it.
 
 - Roll-over on (`rollover_lead_s: 120`): 120 s before a busy worker's limit the head's
   autoscaler queues a replacement job; once it has joined, the old job is told to drain: Ray
   places no new task there, the running one finishes, the raylet leaves and the job ends
-  before its limit. No task fails or runs twice; the next task starts within a tick
-  of the last one's end, on the replacement, for two generations of workers.
+  before its limit. No task fails or runs twice; the next task starts within a tick of the
+  last one's end, on the replacement: three tasks on three generations of workers.
 - Roll-over off (`rollover_lead_s: 0`): the warning drains the worker with the deadline of its
   job's end; the task running there is ended at the deadline (the node's death, which Ray's
   error points to, names the time limit), submitted again and run on the worker Ray asked for
@@ -25,8 +26,8 @@ from conftest import run, wait_for
 from support.drivers import (
     ROLLOVER_LEAD_S,
     ROLLOVER_NODE_CONFIG,
-    ROLLOVER_RUN_S,
     ROLLOVER_TASK_S,
+    ROLLOVER_TASKS,
     ROLLOVER_WAIT_S,
     stream_figures,
     task_stream,
@@ -63,18 +64,18 @@ def test_a_rolled_over_worker_loses_no_task_and_the_cluster_no_capacity(make_clu
     off = make_cluster("roll-off", change=rollover_config(0))
     on.up()
     off.up()
-    stream = task_stream(ROLLOVER_TASK_S, ROLLOVER_RUN_S)
+    stream = task_stream(ROLLOVER_TASK_S, ROLLOVER_TASKS)
     drivers = {c.name: c.user.popen([c.user.bin("python"), "-c", stream], env=c.env())
                for c in (on, off)}  # fmt: skip
     with_rollover, without = result(drivers["roll-on"]), result(drivers["roll-off"])
 
-    # --- roll-over on: no failure, no retry, no gap; two generations of workers ----------------
+    # --- roll-over on: no failure, no retry, no gap; three generations of workers --------------
     done, figures = with_rollover["done"], stream_figures(with_rollover)
     assert with_rollover["failed"] == [], with_rollover["failed"]
-    assert [t["i"] for t in done] == list(range(len(done))) and len(done) >= 3
+    assert [t["i"] for t in done] == list(range(ROLLOVER_TASKS))
     assert figures["largest_gap_s"] < GAP_S, f"capacity dipped between tasks: {done}"
     jobs = [t["job"] for t in done]
-    assert figures["workers"] >= 3, f"tasks ran on {jobs}: not two generations of workers"
+    assert figures["workers"] == ROLLOVER_TASKS, f"tasks ran on {jobs}: one generation each"
     log = on.autoscaler_log()
     first = jobs[0]
     said = [ln for ln in log.splitlines() if f"worker {first} (cpu) ends at " in ln]

@@ -34,18 +34,18 @@ def parse_result(stdout: str) -> list[tuple[str, str]]:
 
 # Roll-over's workload (tests/e2e/test_rollover.py, bench k): one-CPU workers whose jobs have a
 # 3-minute limit (SLURM's limits are whole minutes) and their walltime warning 30 s before it
-# (SLURM sends it up to 30 s earlier still), a stream of 80 s tasks for 170 s (three tasks, on
-# two generations of workers), and a lead of 120 s: longer than a task plus a worker's start,
+# (SLURM sends it up to 30 s earlier still), a stream of three 80 s tasks (on three generations
+# of workers with roll-over), and a lead of 120 s: longer than a task plus a worker's start,
 # while the warning leaves a task at most 40 s.
 ROLLOVER_TASK_S = 80
-ROLLOVER_RUN_S = 170
+ROLLOVER_TASKS = 3
 ROLLOVER_LEAD_S = 120
 ROLLOVER_NODE_CONFIG = {"cpus": 1, "time": "00:03:00", "walltime_warning_s": 30}
-ROLLOVER_WAIT_S = ROLLOVER_RUN_S + 2 * ROLLOVER_TASK_S + 240  # a stream's driver ends by then
+ROLLOVER_WAIT_S = 2 * ROLLOVER_TASKS * ROLLOVER_TASK_S + 240  # a stream's driver ends by then
 
-# A stream of one-CPU tasks, one after the other, for ``run_s`` seconds: demand held across
-# generations of workers. Each attempt runs once
-# (``max_retries=0``): the driver submits a failed task again itself and keeps Ray's error.
+# A stream of one-CPU tasks, one after the other: demand held across generations of workers.
+# Each attempt runs once (``max_retries=0``): the driver submits a failed task again itself and
+# keeps Ray's error.
 STREAM = """
 import json, os, re, time
 import ray
@@ -58,9 +58,10 @@ def work(i):
     time.sleep({task_s})
     return {{"i": i, "job": os.environ.get("SLURM_JOB_ID"), "start": start, "end": time.time()}}
 
-began, done, failed = time.time(), [], []
+done, failed = [], []
 i = 0
-while time.time() - began < {run_s}:
+# {tasks} tasks, or fewer once a failed one has run again (what roll-over off loses is seen)
+while i < {tasks} and not (failed and done and done[-1]["i"] == failed[-1]["i"]):
     try:
         done.append(ray.get(work.remote(i)))
         i += 1
@@ -77,9 +78,9 @@ print("RESULT " + json.dumps({{"done": done, "failed": failed}}))
 """
 
 
-def task_stream(task_s: float, run_s: float) -> str:
+def task_stream(task_s: float, tasks: int) -> str:
     """A driver of a task stream; its result: ``{"done": [...], "failed": [...]}``."""
-    return STREAM.format(task_s=task_s, run_s=run_s)
+    return STREAM.format(task_s=task_s, tasks=tasks)
 
 
 def stream_figures(run: dict[str, Any]) -> dict[str, Any]:
