@@ -3,19 +3,12 @@ a dead head. Every fault is real; every test ends with no job of the cluster lef
 
 import os
 import signal
-import subprocess
 import time
 
 from conftest import parse_result, run, start_driver, wait_for, where_tasks
+from support.jobs import raylet_pid
 
 from ray_slurm.backends.slurm.formats import parse_duration
-
-
-def raylet_pid(job_id: str) -> int | None:
-    """The raylet of a job: its command line names the job's own temp dir."""
-    out = subprocess.run(["pgrep", "-f", f"raylet.*rs-{job_id}\\."], capture_output=True, text=True)
-    pids = [int(p) for p in out.stdout.split()]
-    return pids[0] if pids else None
 
 
 def job_ids(cluster, kind="worker") -> set[str]:
@@ -33,7 +26,7 @@ def test_cancelled_worker_is_replaced_and_a_dead_raylet_ends_its_job(make_cluste
     wait_for(lambda: first not in job_ids(cluster), 30, f"job {first} to be gone")
     second = wait_for(lambda: job_ids(cluster) - {first}, 90, "a replacement worker").pop()
 
-    pid = wait_for(lambda: raylet_pid(second), 60, f"Ray on job {second}")
+    wait_for(lambda: raylet_pid(second), 60, f"Ray on job {second}")
     # Once the node is in the cluster: a raylet that dies while `ray start` waits for it to
     # register is a start failure (Ray says it timed out, and the job runs `ray start` again).
     log = cluster.state_dir / "logs" / f"ray.{cluster.name}.worker.cpu-{second}.log"
@@ -42,6 +35,8 @@ def test_cancelled_worker_is_replaced_and_a_dead_raylet_ends_its_job(make_cluste
         60,
         f"job {second} to join",
     )
+    pid = raylet_pid(second)  # (the one that joined)
+    assert pid is not None, f"job {second}'s raylet is gone before the test killed it"
     os.kill(pid, signal.SIGKILL)  # the raylet dies while its job lives on
     wait_for(lambda: second not in job_ids(cluster), 60,
              f"job {second} to end with its raylet (no allocation held without Ray)")  # fmt: skip

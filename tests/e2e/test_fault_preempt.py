@@ -29,7 +29,7 @@ from pathlib import Path
 import pytest
 from conftest import BOB, Cluster, run, scontrol, wait_for
 from support.accounts import SITE_STATE
-from support.jobs import job_state
+from support.jobs import job_state, raylet_pid
 
 PIDS = SITE_STATE / "run"
 REPO = Path(__file__).resolve().parents[2]
@@ -56,8 +56,7 @@ def ray_has(cluster: Cluster, count: int, node_type: str) -> bool:
 
 
 def raylet_alive(job_id: str) -> bool:
-    out = subprocess.run(["pgrep", "-f", f"raylet.*rs-{job_id}\\."], capture_output=True)
-    return out.returncode == 0
+    return raylet_pid(job_id) is not None
 
 
 @pytest.fixture

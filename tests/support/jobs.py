@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import subprocess
+
 from ray_slurm.backends.nodes import JobState
 from ray_slurm.backends.slurm.client import Job, Slurm
 from ray_slurm.backends.slurm.jobscript import parse_job_name
@@ -28,3 +30,14 @@ def job_state(job_id: str) -> str:
 def cancel(jobs: list[Job]) -> None:
     if jobs:
         Slurm().scancel([j.job_id for j in jobs])
+
+
+def raylet_pid(job_id: str) -> int | None:
+    """The raylet of a job: the raylet binary itself, whose socket is below the job's own temp
+    dir (``rs-<job>.XXXXXX``). Only the binary: Ray's agents and Python workers name the raylet's
+    socket too, and once pids wrap around (pid_max 32768 here) one of them can have the lowest
+    pid (the last CI killed a worker process that had already exited instead)."""
+    pattern = rf"^\S*/raylet --raylet_socket_name=\S*/rs-{job_id}\."
+    out = subprocess.run(["pgrep", "-f", pattern], capture_output=True, text=True, check=False)
+    pids = [int(p) for p in out.stdout.split()]
+    return pids[0] if pids else None
