@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
+import shutil
 import subprocess
 import time
 from pathlib import Path
@@ -106,8 +108,13 @@ class Cluster:
         return self.ray("exec", str(self.config_path), command, timeout=timeout)
 
     def cleanup(self) -> list[Job]:
-        """``ray down`` if still up; the cluster's jobs left after it are cancelled and returned."""
+        """``ray down`` if still up; the cluster's jobs left after it are cancelled and returned.
+        The head's autoscaler log goes with ``ray down`` (it is in the head's temp dir): a copy
+        is kept in the cluster's logs first, for whoever reads a failed test."""
         if self.is_up:
+            with contextlib.suppress(OSError, ValueError, KeyError):
+                shutil.copyfile(self.head()["autoscaler_log"], self.state_dir / "logs" /
+                                "monitor.log")  # fmt: skip
             self.ray("down", "-y", str(self.config_path), timeout=300, check=False)
             self.is_up = False
         left = self.jobs()
