@@ -334,6 +334,22 @@ def _run(script_text: str, tmp_path: Path, job_id: str | None) -> subprocess.Com
     )
 
 
+def _start_until_ray_runs(text: str, tmp_path: Path, record: Path,
+                          env: dict[str, str]) -> subprocess.Popen[str]:  # fmt: skip
+    """Run a node script in the background until its fake ``ray`` wrote ``ray.pid``."""
+    path = tmp_path / "node.sh"
+    path.write_text(text)
+    proc = subprocess.Popen(["bash", str(path)], env={"PATH": "/usr/bin:/bin", **env},
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)  # fmt: skip
+    deadline = time.monotonic() + 10
+    while not (record / "ray.pid").exists() and time.monotonic() < deadline:
+        time.sleep(0.05)
+    if not (record / "ray.pid").exists():
+        proc.kill()
+        raise AssertionError("the fake ray never started")
+    return proc
+
+
 def test_running_the_worker_script(make_settings, fake_ray_env, short_temp_root, tmp_path):
     env_dir, record = fake_ray_env
 
@@ -599,17 +615,9 @@ while :; do sleep 0.1; done
     settings = make_settings(change)
     text = render(settings, _cluster(settings), settings.spec("cpu"),
                   head_address=HEAD_ADDRESS).text  # fmt: skip
-    path = tmp_path / "node.sh"
-    path.write_text(text)
-    proc = subprocess.Popen(["bash", str(path)], env={"PATH": "/usr/bin:/bin",
-                            "SLURM_JOB_ID": "4545"}, stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True)  # fmt: skip
+    proc = _start_until_ray_runs(text, tmp_path, record, {"SLURM_JOB_ID": "4545"})
     pid_file = record / "ray.pid"
     try:
-        deadline = time.monotonic() + 10
-        while not pid_file.exists() and time.monotonic() < deadline:
-            time.sleep(0.05)
-        assert pid_file.exists(), "the fake ray never started"
         proc.send_signal(signal.SIGTERM)
         out, err = proc.communicate(timeout=8)
         assert proc.returncode == 128 + signal.SIGTERM
@@ -653,16 +661,11 @@ while :; do sleep 0.05; done
     settings = make_settings(change)
     cluster = _cluster(settings)
     text = render(settings, cluster, settings.spec("cpu"), head_address=HEAD_ADDRESS).text
-    path = tmp_path / "node.sh"
-    path.write_text(text)
-    proc = subprocess.Popen(["bash", str(path)], env={
-        "PATH": "/usr/bin:/bin", "SLURM_JOB_ID": "4646",
-        "RAY_SLURM_TEST_DRAIN_S": "60" if ends == "idle" else "3"},
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)  # fmt: skip
+    drain_s = "60" if ends == "idle" else "3"  # (the fake `ray-slurm drain`'s deadline)
+    proc = _start_until_ray_runs(
+        text, tmp_path, record, {"SLURM_JOB_ID": "4646", "RAY_SLURM_TEST_DRAIN_S": drain_s}
+    )
     try:
-        deadline = time.monotonic() + 10
-        while not (record / "ray.pid").exists() and time.monotonic() < deadline:
-            time.sleep(0.05)
         proc.send_signal(signal.SIGUSR1)
         time.sleep(0.5)
         proc.send_signal(signal.SIGUSR1)  # SLURM's warning after the roll-over's: no second drain
